@@ -1,0 +1,41 @@
+"""plasticity-lab: a study of plasticity loss in on-policy deep reinforcement learning.
+
+Reproduces Juliani & Ash, *A Study of Plasticity Loss in On-Policy Deep Reinforcement Learning* (NeurIPS 2024):
+PPO agents trained for rounds of shifting training distributions, under a dozen interventions.
+
+The small public API::
+
+    import plasticity_lab as pl
+    df = pl.run(pl.RunConfig(shift="permute", condition="warm_start", seed=0, preset="smoke"))
+    pl.round_summary(df)
+"""
+
+from . import envs  # noqa: F401  (registers the gymnasium id "plasticity_lab/Gather-v0")
+from .conditions import CONDITIONS, Condition, parse_condition
+from .config import ENVS, PRESETS, RunConfig, parse_seeds
+from .experiment import DIAGNOSTICS, RUN_KEYS, run
+from .nets import ActorCritic, NetworkSpec
+from .ppo import Population, PPOConfig
+from .shifts import SHIFTS
+from .summary import round_summary
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ActorCritic",
+    "CONDITIONS",
+    "Condition",
+    "DIAGNOSTICS",
+    "ENVS",
+    "NetworkSpec",
+    "PPOConfig",
+    "PRESETS",
+    "Population",
+    "RUN_KEYS",
+    "RunConfig",
+    "SHIFTS",
+    "parse_condition",
+    "parse_seeds",
+    "round_summary",
+    "run",
+]

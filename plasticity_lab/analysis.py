@@ -1,0 +1,696 @@
+"""Analysis of per-epoch results: normalised reward, t-tests, correlations, GLM, bootstrap CIs.
+
+This module implements the PROTOCOL's "Metrics" section (the normalised-reward rule) and its "Statistics"
+section (t-tests against reset-all, diagnostic correlations, the Gaussian GLM), plus bootstrap confidence
+intervals for aggregate plots.  It works on pandas tables only: it never imports torch, the network, PPO or
+a plotting library (``rliable``, when used by :func:`aggregate_ci`, is imported lazily at call time).
+
+The input is the runner's tidy per-epoch table, one row per (run, epoch), with columns
+
+* run identity — ``env, shift, condition, seed`` by default (pass ``by=`` to add e.g. ``variant``; only the
+  names present in the table are used),
+* ``round`` (1-based), ``epoch`` (0-based, global), ``epoch_in_round`` (0-based),
+* ``train_return``, ``test_return`` (NaN on epochs with no test evaluation),
+* the diagnostics ``entropy, weight_magnitude, weight_difference, grad_norm, dead_units``.
+
+Every round has the same number of epochs ``E`` (inferred as ``max(epoch_in_round) + 1``).  Smoothing works
+on rows in ``epoch_in_round`` order, so the table must hold one row per epoch (no sub-sampling).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+__all__ = [
+    "ANALYSIS_CONDITIONS",
+    "AT_CHOICES",
+    "DEFAULT_BY",
+    "DIAGNOSTICS",
+    "SPLITS",
+    "STATISTICS",
+    "UNITS",
+    "aggregate_ci",
+    "condition_ttests",
+    "diagnostic_correlations",
+    "diagnostics_glm",
+    "normalised_reward",
+    "readout_defaults",
+    "round_readout",
+    "rliable_available",
+    "run_summary",
+]
+
+#: Default run-identity columns (only those present in a table are used).
+DEFAULT_BY: tuple[str, ...] = ("env", "shift", "condition", "seed")
+#: The two evaluation splits: training episodes and unseen test levels.
+SPLITS: tuple[str, ...] = ("train", "test")
+#: The five diagnostics the PROTOCOL's statistics relate to normalised reward.
+DIAGNOSTICS: tuple[str, ...] = ("entropy", "weight_magnitude", "weight_difference", "grad_norm", "dead_units")
+#: The nine conditions of the paper's correlation / GLM analysis (3 shifts x 9 conditions = 27 points).
+ANALYSIS_CONDITIONS: tuple[str, ...] = (
+    "warm_start",
+    "reset_all",
+    "shrink_perturb",
+    "soft_shrink_perturb",
+    "regen_l2",
+    "l2",
+    "reset_final",
+    "injection",
+    "redo",
+)
+#: How a run is summarised: mean over rounds 2..R (the authors' release) or round R only (the paper's words).
+AT_CHOICES: tuple[str, ...] = ("mean", "final")
+#: Unit of observation for the GLM: shift x condition means, or individual runs (seeds).
+UNITS: tuple[str, ...] = ("condition", "seed")
+#: Aggregate statistics offered by :func:`aggregate_ci`.
+STATISTICS: tuple[str, ...] = ("iqm", "mean", "median")
+
+_TIME_COLUMNS = ("round", "epoch_in_round")
+_SUMMARY_MARKER = "normalised_train_return"
+
+
+# --------------------------------------------------------------------------------------------- validation
+def _check_choice(name: str, value: Any, valid: Sequence[Any]) -> None:
+    if value not in valid:
+        raise ValueError(f"unknown {name}={value!r}; valid values are {tuple(valid)!r}")
+
+
+def _require_columns(df: pd.DataFrame, columns: Sequence[str], what: str) -> None:
+    if not isinstance(df, pd.DataFrame):
+        raise ValueError(f"{what} expects a pandas DataFrame, got {type(df).__name__}")
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(
+            f"{what}: missing required column(s) {missing}; the table has columns {list(df.columns)}"
+        )
+
+
+def _keys(df: pd.DataFrame, by: Sequence[str]) -> list[str]:
+    if isinstance(by, str):
+        by = (by,)
+    return [c for c in by if c in df.columns]
+
+
+def _epochs_per_round(df: pd.DataFrame) -> int:
+    if len(df) == 0:
+        raise ValueError("the per-epoch table is empty")
+    return int(df["epoch_in_round"].max()) + 1
+
+
+def _check_unique(df: pd.DataFrame, keys: list[str]) -> None:
+    dup = df.duplicated(subset=keys + list(_TIME_COLUMNS))
+    if dup.any():
+        row = df.loc[dup, keys + list(_TIME_COLUMNS)].iloc[0].to_dict()
+        raise ValueError(
+            f"the table has several rows for the same run/round/epoch_in_round (e.g. {row}) with identity "
+            f"columns by={tuple(keys)}; add the missing identity column(s) (e.g. 'variant') to by="
+        )
+
+
+def _is_summary(df: pd.DataFrame) -> bool:
+    return _SUMMARY_MARKER in df.columns and "epoch_in_round" not in df.columns
+
+
+# --------------------------------------------------------------------------------------------- readout
+def readout_defaults(epochs_per_round: int) -> tuple[int, int]:
+    """Return ``(window, offset)`` for reading a curve once per round, scaled from paper scale.
+
+    The PROTOCOL ("Metrics", normalised reward) smooths each curve with a 20-epoch moving average and reads it
+    50 epochs before each shift (and 50 before the end) at paper scale, E = 5000 epochs per round, and says to
+    scale with the preset.  Scaling both numbers linearly would shrink the window to a single epoch at small
+    scale, so the window keeps a useful floor::
+
+        window = max(round(20 * E / 5000), min(20, max(1, E // 10)))
+        offset = max(round(50 * E / 5000), window)
+
+    The read point is ``epoch_in_round = E - offset``.  Clamps, so that the read point and the centred window
+    stay inside the round: the offset is at most ``E - 1`` (the read point is never epoch 0 of a round, i.e.
+    never the first epoch after a shift), and the window is at most ``E`` and at most ``2 * offset`` (so the
+    centred window, which reaches ``window // 2`` epochs past the read point, ends inside the round).  With the
+    formula above the clamps only bind at tiny E; E = 1 gives ``(1, 1)`` (reading the single epoch).
+
+    Examples: E = 5000 -> (20, 50); E = 300 -> (20, 20); E = 10 -> (1, 1).
+    """
+    E = int(epochs_per_round)
+    if E < 1:
+        raise ValueError(f"epochs_per_round must be >= 1, got {epochs_per_round!r}")
+    window = max(round(20 * E / 5000), min(20, max(1, E // 10)))
+    offset = max(round(50 * E / 5000), window)
+    offset = min(offset, max(E - 1, 1))
+    window = max(1, min(window, E, 2 * offset))
+    return int(window), int(offset)
+
+
+def _resolve_window_offset(E: int, window: int | None, offset: int | None) -> tuple[int, int]:
+    dw, do = readout_defaults(E)
+    window = dw if window is None else int(window)
+    offset = do if offset is None else int(offset)
+    if window < 1:
+        raise ValueError(f"window must be >= 1 epoch, got {window}")
+    if not 1 <= offset <= E:
+        raise ValueError(f"offset must be in [1, E={E}] so the read point E - offset lies in the round, got {offset}")
+    return window, offset
+
+
+def _smoothed(df: pd.DataFrame, metric: str, keys: list[str], window: int, ffill: bool) -> pd.Series:
+    """Centred moving average of ``metric`` within each run x round (``df`` must be sorted)."""
+    groups = keys + ["round"]
+    values = df[metric].astype(float)
+    if ffill:
+        values = values.groupby([df[g] for g in groups], dropna=False, sort=False).ffill()
+    return values.groupby([df[g] for g in groups], dropna=False, sort=False).transform(
+        lambda s: s.rolling(window, center=True, min_periods=1).mean()
+    )
+
+
+def round_readout(
+    df: pd.DataFrame,
+    metric: str,
+    window: int | None = None,
+    offset: int | None = None,
+    by: Sequence[str] = DEFAULT_BY,
+    ffill: bool | None = None,
+) -> pd.DataFrame:
+    """Read ``metric`` once per run x round, as the PROTOCOL's normalised-reward rule ("Metrics") prescribes.
+
+    Within each round (never across a shift) the curve is smoothed by a **centred** moving average of
+    ``window`` epochs with ``min_periods=1`` — at the round's edges the average uses the epochs that exist
+    inside the round — and read at ``epoch_in_round = E - offset`` ("offset epochs before the shift / end").
+    ``window`` and ``offset`` default to :func:`readout_defaults` of the table's E.
+
+    ``test_return`` is sparse (evaluated every test interval), so it is first forward-filled within the round:
+    an epoch's value is the most recent test evaluation of that round, and epochs before the round's first
+    evaluation stay NaN.  ``ffill`` overrides this (default: True for ``test_return`` only).
+
+    Returns one row per run x round with the identity columns, ``round`` and the readout under the metric's
+    name (NaN if the read epoch is absent, e.g. an unfinished round).  ``.attrs`` holds window, offset,
+    read_epoch and epochs_per_round.
+    """
+    keys = _keys(df, by)
+    _require_columns(df, list(_TIME_COLUMNS) + [metric], "round_readout")
+    E = _epochs_per_round(df)
+    window, offset = _resolve_window_offset(E, window, offset)
+    if ffill is None:
+        ffill = metric == "test_return"
+    _check_unique(df, keys)
+    d = df.sort_values(keys + list(_TIME_COLUMNS), kind="stable").reset_index(drop=True)
+    smooth = _smoothed(d, metric, keys, window, ffill)
+    read_epoch = E - offset
+    runs = d[keys + ["round"]].drop_duplicates().reset_index(drop=True)
+    at_read = d.loc[d["epoch_in_round"] == read_epoch, keys + ["round"]].assign(**{metric: smooth})
+    out = runs.merge(at_read, on=keys + ["round"], how="left")
+    out = out.sort_values(keys + ["round"], kind="stable").reset_index(drop=True)
+    out.attrs.update(window=window, offset=offset, read_epoch=read_epoch, epochs_per_round=E, metric=metric)
+    return out
+
+
+def normalised_reward(
+    df: pd.DataFrame,
+    window: int | None = None,
+    offset: int | None = None,
+    by: Sequence[str] = DEFAULT_BY,
+) -> pd.DataFrame:
+    """Normalised reward per run x round (PROTOCOL, "Metrics": normalised reward).
+
+    ``normalised_<split>_return(round r) = readout(round r) - readout(round 1)`` of the same run, with the
+    readout of :func:`round_readout` (smoothed, read ``offset`` epochs before the shift/end).  It is a
+    **difference, not a ratio**: round 1 is exactly 0, positive = better than after round 1 (plasticity kept),
+    negative = plasticity lost.  Columns: identity, ``round``, ``train_readout``, ``test_readout``,
+    ``normalised_train_return``, ``normalised_test_return``.  A run without a round-1 readout gets NaN.
+    """
+    _require_columns(df, list(_TIME_COLUMNS) + ["train_return", "test_return"], "normalised_reward")
+    keys = _keys(df, by)
+    tr = round_readout(df, "train_return", window, offset, by=keys)
+    te = round_readout(df, "test_return", window, offset, by=keys)
+    out = tr.rename(columns={"train_return": "train_readout"}).merge(
+        te.rename(columns={"test_return": "test_readout"}), on=keys + ["round"], how="outer"
+    )
+    for split in SPLITS:
+        col = f"{split}_readout"
+        base = out.loc[out["round"] == 1, keys + [col]].rename(columns={col: "_base"})
+        if keys:
+            b = out[keys].merge(base, on=keys, how="left")["_base"].to_numpy()
+        else:
+            b = np.full(len(out), base["_base"].iloc[0] if len(base) else np.nan)
+        out[f"normalised_{split}_return"] = out[col].to_numpy() - b
+    out = out.sort_values(keys + ["round"], kind="stable").reset_index(drop=True)
+    out.attrs.update(tr.attrs)
+    out.attrs.pop("metric", None)
+    return out
+
+
+def run_summary(
+    df: pd.DataFrame,
+    at: str = "mean",
+    window: int | None = None,
+    offset: int | None = None,
+    by: Sequence[str] = DEFAULT_BY,
+    diagnostics: Sequence[str] = DIAGNOSTICS,
+) -> pd.DataFrame:
+    """One row per run: normalised reward and diagnostics summarised over the run (PROTOCOL, "Statistics").
+
+    ``at="mean"`` — the authors' release, and the t-tests' "mean over rounds of normalised reward": each
+    normalised reward is averaged over rounds 2..R (round 1 is 0 by construction and is left out), and each
+    diagnostic is its mean over all epochs of rounds 2..R.
+    ``at="final"`` — the paper's words "after ten rounds": the normalised reward of round R, and each
+    diagnostic's readout (same smoothing/read point as the reward) in round R.
+
+    R is the run's last round present in the table (column ``n_rounds``).  Diagnostics absent from the table
+    are skipped.  Columns: identity, ``n_rounds``, ``normalised_train_return``, ``normalised_test_return``,
+    then the diagnostics.  A single-round run has NaN under ``at="mean"``.
+    """
+    _check_choice("at", at, AT_CHOICES)
+    keys = _keys(df, by)
+    nr = normalised_reward(df, window, offset, by=keys)
+    window, offset = nr.attrs["window"], nr.attrs["offset"]
+    diags = [c for c in diagnostics if c in df.columns]
+    last = nr.groupby(keys, dropna=False, sort=True)["round"].max().rename("n_rounds") if keys else None
+    if keys:
+        nr = nr.merge(last.reset_index(), on=keys, how="left")
+    else:
+        nr["n_rounds"] = nr["round"].max()
+    cols = ["normalised_train_return", "normalised_test_return"]
+    if at == "mean":
+        sel = nr[nr["round"] >= 2]
+        rew = _group_mean(sel, keys, cols)
+        d = df[df["round"] >= 2]
+        diag = _group_mean(d, keys, diags)
+    else:
+        sel = nr[nr["round"] == nr["n_rounds"]]
+        rew = sel[keys + cols]
+        diag_parts = []
+        for c in diags:
+            r = round_readout(df, c, window, offset, by=keys)
+            diag_parts.append(r)
+        if diag_parts:
+            dd = diag_parts[0]
+            for part in diag_parts[1:]:
+                dd = dd.merge(part, on=keys + ["round"], how="outer")
+            if keys:
+                dd = dd.merge(last.reset_index(), on=keys, how="left")
+            else:
+                dd["n_rounds"] = nr["round"].max()
+            diag = dd[dd["round"] == dd["n_rounds"]][keys + diags]
+        else:
+            diag = None
+    runs = nr[keys + ["n_rounds"]].drop_duplicates().reset_index(drop=True)
+    out = runs if keys else runs.iloc[:1].copy()
+    for part in (rew, diag):
+        if part is None:
+            continue
+        if keys:
+            out = out.merge(part, on=keys, how="left")
+        else:
+            for c in part.columns:
+                out[c] = part[c].iloc[0] if len(part) else np.nan
+    for c in cols + diags:
+        if c not in out.columns:
+            out[c] = np.nan
+    out = out[keys + ["n_rounds"] + cols + diags].sort_values(keys, kind="stable").reset_index(drop=True)
+    out.attrs.update(at=at, window=window, offset=offset)
+    return out
+
+
+def _group_mean(d: pd.DataFrame, keys: list[str], cols: list[str]) -> pd.DataFrame:
+    if not cols:
+        return None
+    if keys:
+        return d.groupby(keys, dropna=False, sort=True)[cols].mean().reset_index()
+    return d[cols].mean().to_frame().T
+
+
+def _summary(df: pd.DataFrame, at: str, window, offset, by, what: str) -> pd.DataFrame:
+    """Accept either a per-epoch table or the output of :func:`run_summary`."""
+    _check_choice("at", at, AT_CHOICES)
+    if not isinstance(df, pd.DataFrame):
+        raise ValueError(f"{what} expects a pandas DataFrame, got {type(df).__name__}")
+    if _is_summary(df):
+        if df.attrs.get("at", at) != at:
+            raise ValueError(
+                f"{what}: the summary was built with at={df.attrs['at']!r} but at={at!r} was requested; "
+                "pass the per-epoch table or a summary built with the same 'at'"
+            )
+        return df
+    return run_summary(df, at=at, window=window, offset=offset, by=by)
+
+
+# --------------------------------------------------------------------------------------------- t-tests
+def condition_ttests(
+    df_or_summary: pd.DataFrame,
+    baseline: str = "reset_all",
+    at: str = "mean",
+    window: int | None = None,
+    offset: int | None = None,
+    by: Sequence[str] = DEFAULT_BY,
+) -> pd.DataFrame:
+    """Two-sample equal-variance t-test of each condition against ``baseline`` (PROTOCOL, "Statistics").
+
+    Per (env, shift) — and any extra identity column such as ``variant`` — and per split (train/test), the
+    per-seed values of the run summary (:func:`run_summary`; default ``at="mean"``: mean over rounds 2..R of
+    normalised reward, as the PROTOCOL says) are compared with ``scipy.stats.ttest_ind(equal_var=True)``.
+
+    SIGN CONVENTION — READ THIS: ``t = ttest_ind(baseline_values, condition_values).statistic``, i.e.
+    t ∝ mean(baseline) − mean(condition).  A condition with a HIGHER normalised reward than the baseline gets
+    a NEGATIVE t.  "Negative t = better than reset-all", as in the paper.
+
+    Accepts the per-epoch table or a :func:`run_summary` table (which must then have the same ``at``).
+    Columns: identity (minus seed), ``condition, split, t, p, dof, mean, baseline_mean, n, n_baseline``
+    with ``dof = n + n_baseline − 2``.  Seeds with a NaN value are dropped; groups without the baseline or
+    with fewer than 2 values on a side get NaN t and p.
+    """
+    s = _summary(df_or_summary, at, window, offset, by, "condition_ttests")
+    _require_columns(s, ["condition", "seed", "normalised_train_return", "normalised_test_return"], "condition_ttests")
+    conditions = list(pd.unique(s["condition"]))
+    if baseline not in conditions:
+        raise ValueError(f"baseline={baseline!r} is not in the table; conditions present: {tuple(conditions)!r}")
+    gkeys = [c for c in _keys(s, by) if c not in ("condition", "seed")]
+    rows = []
+    groups = s.groupby(gkeys, dropna=False, sort=True) if gkeys else [((), s)]
+    for gval, g in groups:
+        gval = gval if isinstance(gval, tuple) else (gval,)
+        ident = dict(zip(gkeys, gval))
+        for split in SPLITS:
+            col = f"normalised_{split}_return"
+            b = g.loc[g["condition"] == baseline, col].dropna().to_numpy(float)
+            for cond in conditions:
+                if cond == baseline or not (g["condition"] == cond).any():
+                    continue
+                x = g.loc[g["condition"] == cond, col].dropna().to_numpy(float)
+                if len(x) >= 2 and len(b) >= 2:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore", RuntimeWarning)
+                        res = stats.ttest_ind(b, x, equal_var=True)
+                    t, p = float(res.statistic), float(res.pvalue)
+                else:
+                    t = p = np.nan
+                rows.append(
+                    {
+                        **ident,
+                        "condition": cond,
+                        "split": split,
+                        "t": t,
+                        "p": p,
+                        "dof": len(x) + len(b) - 2,
+                        "mean": float(np.mean(x)) if len(x) else np.nan,
+                        "baseline_mean": float(np.mean(b)) if len(b) else np.nan,
+                        "n": len(x),
+                        "n_baseline": len(b),
+                    }
+                )
+    cols = gkeys + ["condition", "split", "t", "p", "dof", "mean", "baseline_mean", "n", "n_baseline"]
+    out = pd.DataFrame(rows, columns=cols)
+    out.attrs.update(baseline=baseline, at=at, sign="t < 0 means the condition beats the baseline")
+    return out
+
+
+# --------------------------------------------------------------------------------------------- correlations / GLM
+def _points(
+    df: pd.DataFrame,
+    split: str,
+    at: str,
+    unit: str,
+    conditions: Sequence[str] | None,
+    diagnostics: Sequence[str],
+    window,
+    offset,
+    by,
+    what: str,
+) -> tuple[pd.DataFrame, list[str], str]:
+    """Analysis points: per-run rows (unit="seed") or shift x condition means over seeds (unit="condition")."""
+    _check_choice("split", split, SPLITS)
+    _check_choice("unit", unit, UNITS)
+    s = _summary(df, at, window, offset, by, what)
+    ycol = f"normalised_{split}_return"
+    _require_columns(s, ["condition", ycol] + list(diagnostics), what)
+    present = list(pd.unique(s["condition"]))
+    if conditions is None:
+        conds = [c for c in ANALYSIS_CONDITIONS if c in present]
+        if not conds:
+            raise ValueError(
+                f"{what}: none of the analysis conditions {ANALYSIS_CONDITIONS!r} is in the table "
+                f"(conditions present: {tuple(present)!r}); pass conditions= explicitly"
+            )
+    else:
+        conds = [conditions] if isinstance(conditions, str) else list(conditions)
+        bad = [c for c in conds if c not in present]
+        if bad:
+            raise ValueError(f"{what}: condition(s) {bad} not in the table; conditions present: {tuple(present)!r}")
+    s = s[s["condition"].isin(conds)]
+    keys = _keys(s, by)
+    if unit == "condition":
+        mkeys = [k for k in keys if k != "seed"]
+        s = s.groupby(mkeys, dropna=False, sort=True)[[ycol] + list(diagnostics)].mean().reset_index()
+    return s.reset_index(drop=True), [k for k in keys if k not in ("shift", "condition", "seed")], ycol
+
+
+def diagnostic_correlations(
+    df: pd.DataFrame,
+    at: str = "final",
+    conditions: Sequence[str] | None = None,
+    diagnostics: Sequence[str] = DIAGNOSTICS,
+    split: str = "train",
+    window: int | None = None,
+    offset: int | None = None,
+    by: Sequence[str] = DEFAULT_BY,
+) -> pd.DataFrame:
+    """Linear fit of normalised reward on each diagnostic across shift x condition points (PROTOCOL, "Statistics").
+
+    Points are the (shift x condition) means over seeds of the run summary — 3 shifts x 9 conditions = 27 in
+    the paper's gridworld analysis.  ``conditions`` defaults to :data:`ANALYSIS_CONDITIONS` (those present).
+    ``at`` defaults to ``"final"`` (the paper's words "after ten rounds"); ``"mean"`` is the release's average
+    over rounds (see :func:`run_summary`).  For each diagnostic: ``scipy.stats.linregress`` slope and
+    intercept, Pearson ``r`` and two-sided ``p`` (``scipy.stats.pearsonr``), ``r2 = r**2``, ``n_points`` and
+    ``significant = p < 0.05`` (the paper's bold).  Points with NaN are dropped per diagnostic; fewer than 3
+    points or a constant diagnostic give NaN statistics.  With several envs (or other identity columns
+    besides shift/condition/seed) one fit per env is returned.  Accepts a per-epoch table or a run summary.
+    """
+    pts, gkeys, ycol = _points(
+        df, split, at, "condition", conditions, diagnostics, window, offset, by, "diagnostic_correlations"
+    )
+    rows = []
+    groups = pts.groupby(gkeys, dropna=False, sort=True) if gkeys else [((), pts)]
+    for gval, g in groups:
+        gval = gval if isinstance(gval, tuple) else (gval,)
+        ident = dict(zip(gkeys, gval))
+        for diag in diagnostics:
+            xy = g[[diag, ycol]].dropna()
+            x, y = xy[diag].to_numpy(float), xy[ycol].to_numpy(float)
+            row = {**ident, "split": split, "diagnostic": diag, "n_points": len(x)}
+            if len(x) >= 3 and np.ptp(x) > 0 and np.ptp(y) > 0:
+                lr = stats.linregress(x, y)
+                pr = stats.pearsonr(x, y)
+                r, p = float(pr.statistic), float(pr.pvalue)
+                row.update(slope=float(lr.slope), intercept=float(lr.intercept), r=r, r2=r * r, p=p)
+            else:
+                row.update(slope=np.nan, intercept=np.nan, r=np.nan, r2=np.nan, p=np.nan)
+            row["significant"] = bool(row["p"] < 0.05) if np.isfinite(row["p"]) else False
+            rows.append(row)
+    cols = gkeys + ["split", "diagnostic", "slope", "intercept", "r", "r2", "p", "n_points", "significant"]
+    out = pd.DataFrame(rows, columns=cols)
+    out.attrs.update(at=at, split=split)
+    return out
+
+
+def diagnostics_glm(
+    df: pd.DataFrame,
+    split: str = "train",
+    at: str = "final",
+    unit: str = "condition",
+    conditions: Sequence[str] | None = None,
+    diagnostics: Sequence[str] = DIAGNOSTICS,
+    env: str | None = None,
+    window: int | None = None,
+    offset: int | None = None,
+    by: Sequence[str] = DEFAULT_BY,
+) -> pd.DataFrame:
+    """Gaussian GLM (identity link) of normalised reward on a constant + the diagnostics (PROTOCOL, "Statistics").
+
+    Fitted with ``statsmodels.api.GLM(y, X, family=Gaussian())``; the scale is statsmodels' default Pearson
+    chi²/(n − k) (= residual sum of squares / (n − k)), so coefficients equal OLS and standard errors are the
+    OLS ones; z and p use the normal distribution, CI is 95%.  ``unit="condition"`` fits the shift x condition
+    means over seeds (27 points in the paper), ``unit="seed"`` fits one point per run.  ``at`` defaults to
+    ``"final"``.  The paper's headline: weight magnitude and dead units are significant (p < 0.05) predictors.
+
+    Fit one env at a time: if the table has several envs (or other identity groups), pass ``env=`` or filter.
+    Rows with NaN are dropped.  Returns a DataFrame indexed by term (``const`` then each diagnostic) with
+    columns ``coef, std_err, z, p, ci_low, ci_high``; ``.attrs`` holds ``n`` (observations), ``df_resid``,
+    ``deviance``, ``scale``, ``llf``, ``aic``, ``split``, ``at``, ``unit``.
+    """
+    import statsmodels.api as sm
+
+    if env is not None:
+        _require_columns(df, ["env"], "diagnostics_glm")
+        if env not in set(df["env"]):
+            raise ValueError(f"env={env!r} is not in the table; envs present: {tuple(pd.unique(df['env']))!r}")
+        df = df[df["env"] == env]
+    pts, gkeys, ycol = _points(df, split, at, unit, conditions, diagnostics, window, offset, by, "diagnostics_glm")
+    if gkeys and len(pts[gkeys].drop_duplicates()) > 1:
+        found = pts[gkeys].drop_duplicates().to_dict("records")
+        raise ValueError(f"diagnostics_glm fits one group at a time; the table has {found}: pass env= or filter it")
+    data = pts[[ycol] + list(diagnostics)].dropna()
+    k = len(diagnostics) + 1
+    if len(data) <= k:
+        raise ValueError(f"diagnostics_glm needs more than {k} complete points, got {len(data)}")
+    X = sm.add_constant(data[list(diagnostics)].astype(float), has_constant="add")
+    res = sm.GLM(data[ycol].astype(float), X, family=sm.families.Gaussian()).fit()
+    ci = res.conf_int(alpha=0.05)
+    out = pd.DataFrame(
+        {
+            "coef": res.params,
+            "std_err": res.bse,
+            "z": res.tvalues,
+            "p": res.pvalues,
+            "ci_low": ci.iloc[:, 0],
+            "ci_high": ci.iloc[:, 1],
+        }
+    )
+    out.index.name = "term"
+    out.attrs.update(
+        n=int(res.nobs),
+        df_resid=float(res.df_resid),
+        deviance=float(res.deviance),
+        scale=float(res.scale),
+        llf=float(res.llf),
+        aic=float(res.aic),
+        split=split,
+        at=at,
+        unit=unit,
+    )
+    return out
+
+
+# --------------------------------------------------------------------------------------------- bootstrap
+def rliable_available() -> bool:
+    """True if ``rliable`` (and its ``arch`` dependency) imports in this environment."""
+    try:
+        import rliable.library  # noqa: F401
+        import rliable.metrics  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+def aggregate_ci(
+    values_by_condition: Mapping[str, Sequence[float]] | pd.DataFrame,
+    statistic: str = "iqm",
+    confidence: float = 0.95,
+    reps: int = 10_000,
+    seed: int | None = 0,
+    value: str | None = None,
+    group: str | Sequence[str] = "condition",
+    backend: str = "auto",
+) -> pd.DataFrame:
+    """Point estimate and percentile-bootstrap CI of an aggregate statistic, per condition.
+
+    ``statistic``: ``"iqm"`` (interquartile mean = 25% trimmed mean, ``scipy.stats.trim_mean(x, 0.25)``),
+    ``"mean"`` or ``"median"``.  ``values_by_condition`` is a mapping ``condition -> per-run values`` or a
+    DataFrame (e.g. :func:`run_summary`) with a ``value`` column grouped by ``group``.  NaNs are dropped.
+
+    ``backend="auto"`` uses ``rliable`` (``library.get_interval_estimates`` with ``metrics.aggregate_iqm`` /
+    ``aggregate_mean`` / ``aggregate_median``, stratified bootstrap over runs, percentile method) when it
+    imports, else ``scipy.stats.bootstrap`` (percentile method) on the same statistic; ``"rliable"`` or
+    ``"scipy"`` forces one.  Deterministic given ``seed``: each condition is bootstrapped with a fresh RNG
+    seeded with ``seed`` (``default_rng`` for scipy; for rliable, whose resampling draws from NumPy's global
+    legacy generator, the global state is seeded for the call and restored afterwards), so a condition's CI
+    does not depend on which other conditions are passed and the caller's global RNG is left untouched.  Fewer than 2 values give NaN CI.
+    Returns columns ``<group>, statistic, estimate, ci_low, ci_high, n``; ``.attrs['backend']`` says which
+    library ran.
+    """
+    _check_choice("statistic", statistic, STATISTICS)
+    _check_choice("backend", backend, ("auto", "rliable", "scipy"))
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    if int(reps) < 1:
+        raise ValueError(f"reps must be >= 1, got {reps}")
+    gcols = [group] if isinstance(group, str) else list(group)
+    if isinstance(values_by_condition, pd.DataFrame):
+        if value is None:
+            raise ValueError("aggregate_ci with a DataFrame needs value= (the column to aggregate)")
+        _require_columns(values_by_condition, gcols + [value], "aggregate_ci")
+        items = [
+            (k, g[value].to_numpy(float))
+            for k, g in values_by_condition.groupby(gcols if len(gcols) > 1 else gcols[0], sort=False)
+        ]
+    elif isinstance(values_by_condition, Mapping):
+        items = [(k, np.asarray(v, dtype=float).ravel()) for k, v in values_by_condition.items()]
+    else:
+        raise ValueError(
+            f"aggregate_ci expects a mapping condition -> values or a DataFrame, got {type(values_by_condition).__name__}"
+        )
+    if backend == "auto":
+        backend = "rliable" if rliable_available() else "scipy"
+    elif backend == "rliable" and not rliable_available():
+        raise ValueError("backend='rliable' requested but rliable does not import; valid here: ('auto', 'scipy')")
+
+    rows = []
+    for key, x in items:
+        x = x[np.isfinite(x)]
+        est, lo, hi = np.nan, np.nan, np.nan
+        if len(x):
+            est = float(_SCIPY_STATS[statistic](x, axis=0))
+        if len(x) >= 2:
+            if backend == "rliable":
+                est, lo, hi = _rliable_ci(x, statistic, confidence, int(reps), seed)
+            else:
+                lo, hi = _scipy_ci(x, statistic, confidence, int(reps), seed)
+        ident = dict(zip(gcols, key if isinstance(key, tuple) else (key,)))
+        rows.append({**ident, "statistic": statistic, "estimate": est, "ci_low": lo, "ci_high": hi, "n": len(x)})
+    out = pd.DataFrame(rows, columns=gcols + ["statistic", "estimate", "ci_low", "ci_high", "n"])
+    out.attrs.update(backend=backend, confidence=confidence, reps=int(reps), seed=seed, method="percentile")
+    return out
+
+
+def _iqm(x, axis=0):
+    return stats.trim_mean(x, 0.25, axis=axis)
+
+
+_SCIPY_STATS = {"iqm": _iqm, "mean": np.mean, "median": np.median}
+
+
+def _scipy_ci(x: np.ndarray, statistic: str, confidence: float, reps: int, seed) -> tuple[float, float]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # degenerate samples (all equal) warn; the interval is still returned
+        res = stats.bootstrap(
+            (x,),
+            _SCIPY_STATS[statistic],
+            n_resamples=reps,
+            confidence_level=confidence,
+            method="percentile",
+            vectorized=True,
+            axis=-1,
+            rng=np.random.default_rng(seed),
+        )
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def _rliable_ci(x: np.ndarray, statistic: str, confidence: float, reps: int, seed) -> tuple[float, float, float]:
+    from rliable import library as rly
+    from rliable import metrics
+
+    # rliable's aggregate_mean / aggregate_median are the mean / median over *tasks* of per-task means over runs;
+    # with a single task both would be the run mean, so the per-run median is taken with np.median instead.
+    agg = {"iqm": metrics.aggregate_iqm, "mean": metrics.aggregate_mean, "median": np.median}[statistic]
+    # rliable 1.2's StratifiedBootstrap.update_indices draws from NumPy's *global* legacy generator (it ignores
+    # random_state), so the global state is seeded for the call and restored afterwards.
+    saved = np.random.get_state()
+    try:
+        np.random.seed(seed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # arch's FutureWarning about RandomState
+            point, interval = rly.get_interval_estimates(
+                {"x": x.reshape(-1, 1)},  # (num_runs, num_tasks=1)
+                lambda s: np.array([agg(s)]),
+                method="percentile",
+                reps=reps,
+                confidence_interval_size=confidence,
+                random_state=np.random.RandomState(seed),
+            )
+    finally:
+        np.random.set_state(saved)
+    return float(point["x"][0]), float(interval["x"][0, 0]), float(interval["x"][1, 0])

@@ -1,0 +1,141 @@
+"""The ``plasticity-lab`` command line.
+
+::
+
+    plasticity-lab run --env gridworld --shift permute --condition warm_start,reset_all --seeds 0-4 --preset smoke
+    plasticity-lab conditions
+
+``run`` trains one population per condition (all seeds × shifts of a condition train together), shows a
+progress bar, writes the per-epoch table and a manifest into a new folder (named after the run unless
+``--out`` names it), and prints the normalised reward per round.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from .conditions import CONDITIONS
+from .config import ENVS, PRESETS, RunConfig, parse_seeds
+from .shifts import SHIFTS
+
+
+def _split(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="plasticity-lab", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="train agents and store their per-epoch results")
+    run.add_argument("--env", default="gridworld", help=f"one of: {', '.join(ENVS)}")
+    run.add_argument("--shift", default="permute", help="comma-separated; any of: permute, window, expand")
+    run.add_argument("--condition", default="warm_start",
+                     help="comma-separated conditions, each a name or a '+' combination; see `conditions`")
+    run.add_argument("--seeds", default="0", help="e.g. 0-4, 0,3,7 or 2")
+    run.add_argument("--preset", default="smoke", help=f"one of: {', '.join(PRESETS)}")
+    for name in ("rounds", "epochs-per-round", "pool-size", "test-interval", "test-episodes"):
+        run.add_argument(f"--{name}", type=int, default=None, help="overrides the preset")
+    run.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                     help="a condition coefficient, e.g. --param beta=1e-5 (repeatable)")
+    run.add_argument("--device", default="cpu", help="cpu or cuda")
+    run.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    run.add_argument("--out", default=None, help="output folder (default: runs/<name>-<time>)")
+    run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+    sub.add_parser("conditions", help="list the conditions and their coefficients")
+    return parser
+
+
+def _parse_params(items: list[str]) -> dict:
+    params = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise ValueError(f"bad --param {item!r}; use NAME=VALUE, e.g. beta=1e-5")
+        try:
+            params[name] = int(value) if value.lstrip("-").isdigit() else float(value)
+        except ValueError:
+            params[name] = {"true": True, "false": False}.get(value.lower(), value)
+    return params
+
+
+def _configs(args) -> list[list[RunConfig]]:
+    """One list of configs (a population) per condition; every config is validated before any work."""
+    seeds = parse_seeds(args.seeds)
+    shifts = _split(args.shift)
+    conditions = _split(args.condition)
+    if not shifts:
+        raise ValueError("--shift is empty; valid: permute, window, expand")
+    if not conditions:
+        raise ValueError(f"--condition is empty; valid: {', '.join(CONDITIONS)}")
+    overrides = {
+        "rounds": args.rounds,
+        "epochs_per_round": args.epochs_per_round,
+        "pool_size": args.pool_size,
+        "test_interval": args.test_interval,
+    }
+    if args.test_episodes is not None:
+        overrides["test_episodes"] = args.test_episodes
+    params = _parse_params(args.param)
+    populations = []
+    for condition in conditions:
+        populations.append([
+            RunConfig(env=args.env, shift=shift, condition=condition, seed=seed, preset=args.preset,
+                      condition_params=params, device=args.device, **overrides)
+            for shift in shifts for seed in seeds
+        ])
+    return populations
+
+
+def _run(args) -> int:
+    from .experiment import run
+    from .results import normalised_table, write_run
+
+    populations = _configs(args)  # all validation happens here, before any training
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be a positive integer; got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
+    first = populations[0][0]
+    name = f"{first.env}-{args.shift.replace(',', '_')}-{args.condition.replace(',', '_')}-{first.preset}"
+    out = Path(args.out) if args.out else Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    start = time.time()
+    tables = [run(configs, progress=not args.no_progress) for configs in populations]
+    df = pd.concat(tables, ignore_index=True)
+    write_run(out, df, [c for configs in populations for c in configs], wall_time=time.time() - start)
+    with pd.option_context("display.width", 160, "display.max_columns", 30):
+        print(normalised_table(df).to_string())
+    print(f"\nresults written to {out}/")
+    return 0
+
+
+def _conditions() -> int:
+    for name, cls in CONDITIONS.items():
+        params = cls().parameters()
+        extra = "  [" + ", ".join(f"{k}={v}" for k, v in params.items()) + "]" if params else ""
+        print(f"{name:<22} {cls.description}{extra}")
+    print("\nCombine with '+', e.g. soft_shrink_perturb+layernorm.")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            return _run(args)
+        return _conditions()
+    except ValueError as error:
+        print(f"plasticity-lab: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""What one run is: :class:`RunConfig`, the presets, and validation with clear errors.
+
+A preset fixes the scale of a run; explicit fields override it::
+
+    RunConfig(shift="permute", condition="warm_start", seed=0, preset="smoke")             # seconds
+    RunConfig(shift="window", condition="reset_all", preset="paper", epochs_per_round=500)  # paper, shorter rounds
+
+Every other setting of the study (PPO, network, environment) is the same in every preset.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from .conditions import condition_names, parse_condition
+from .ppo import PPOConfig
+from .shifts import SHIFTS
+
+ENVS = ("gridworld",)
+
+#: Scale settings of each preset. ``paper`` is the authors' scale (PROTOCOL §1); ``smoke`` runs in seconds for
+#: tests and for the book's smoke mode; ``book`` is the scale of the studies stored in ``data/``.
+PRESETS: dict[str, dict] = {
+    "paper": {"rounds": 10, "epochs_per_round": 5000, "pool_size": 100},
+    "book": {"rounds": 10, "epochs_per_round": 300, "pool_size": 10},
+    "smoke": {"rounds": 3, "epochs_per_round": 6, "pool_size": 10},
+}
+
+#: At paper scale the test environment is evaluated every 100 of 5 000 epochs: 50 evaluations per round.
+TESTS_PER_ROUND = 50
+
+
+def _check_choice(kind: str, value, valid) -> None:
+    if value not in valid:
+        raise ValueError(f"unknown {kind} {value!r}; valid: {', '.join(map(str, valid))}")
+
+
+def _check_positive(name: str, value, allow_none: bool = True) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer; got {value!r}")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One training run: an environment, a shift, a condition and a seed, at a preset's scale.
+
+    Fields left as ``None`` take the preset's value (see :data:`PRESETS`); ``test_interval`` defaults to
+    ``epochs_per_round / 50`` (at least 1), which is the paper's 100 at 5 000 epochs per round.
+    ``condition_params`` overrides a condition's coefficients, e.g. ``{"beta": 1e-5}``.
+    """
+
+    env: str = "gridworld"
+    shift: str = "permute"
+    condition: str = "warm_start"
+    seed: int = 0
+    preset: str = "smoke"
+    rounds: int | None = None
+    epochs_per_round: int | None = None
+    pool_size: int | None = None
+    test_interval: int | None = None
+    test_episodes: int = 55
+    num_envs: int = 11
+    reward_magnitude: float = 0.75
+    condition_params: dict = field(default_factory=dict)
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    device: str = "cpu"
+
+    def __post_init__(self):
+        _check_choice("env", self.env, ENVS)
+        _check_choice("shift", self.shift, [s for s in SHIFTS if s != "none"])
+        _check_choice("preset", self.preset, list(PRESETS))
+        condition_names(self.condition)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer; got {self.seed!r}")
+        for name in ("rounds", "epochs_per_round", "pool_size", "test_interval"):
+            _check_positive(name, getattr(self, name))
+        for name in ("test_episodes", "num_envs"):
+            _check_positive(name, getattr(self, name), allow_none=False)
+        if not (isinstance(self.reward_magnitude, (int, float)) and self.reward_magnitude > 0):
+            raise ValueError(f"reward_magnitude must be a positive number; got {self.reward_magnitude!r}")
+        if not isinstance(self.condition_params, dict):
+            raise ValueError(f"condition_params must be a dict; got {self.condition_params!r}")
+        parse_condition(self.condition, self.condition_params)  # unknown coefficient names fail here, early
+        if not (self.device == "cpu" or str(self.device).startswith("cuda")):
+            raise ValueError(f"unknown device {self.device!r}; valid: cpu, cuda, cuda:N")
+
+    def resolved(self) -> "RunConfig":
+        """The same run with every preset-dependent field filled in."""
+        preset = PRESETS[self.preset]
+        values = {k: getattr(self, k) if getattr(self, k) is not None else v for k, v in preset.items()}
+        if self.test_interval is None:
+            values["test_interval"] = max(1, round(values["epochs_per_round"] / TESTS_PER_ROUND))
+        return dataclasses.replace(self, **values)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "RunConfig":
+        data = dict(data)
+        if isinstance(data.get("ppo"), dict):
+            data["ppo"] = PPOConfig(**data["ppo"])
+        valid = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - valid)
+        if unknown:
+            raise ValueError(f"unknown RunConfig field(s) {unknown}; valid: {', '.join(sorted(valid))}")
+        return cls(**data)
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"0-4"`` → [0, 1, 2, 3, 4]; ``"0,3,7"`` → [0, 3, 7]; ``"2"`` → [2]."""
+    seeds: list[int] = []
+    try:
+        for part in str(text).split(","):
+            part = part.strip()
+            if "-" in part:
+                lo, hi = (int(x) for x in part.split("-"))
+                if hi < lo:
+                    raise ValueError
+                seeds.extend(range(lo, hi + 1))
+            else:
+                seeds.append(int(part))
+    except ValueError:
+        raise ValueError(f"bad seeds {text!r}; use e.g. '0-4', '0,3,7' or '2' (non-negative integers)") from None
+    if any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise ValueError(f"bad seeds {text!r}; seeds must be distinct non-negative integers")
+    return seeds

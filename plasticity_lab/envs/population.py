@@ -1,0 +1,58 @@
+"""The gridworld batched over population members × environment copies.
+
+Each member has its own training distribution (its seed decides its level pool and, under *permute*, its
+observation permutation), so this wrapper keeps per-member level pools and mappings and applies them to one
+:class:`~plasticity_lab.envs.gridworld.GridworldBatch` of ``members × copies`` environments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from ..shifts import apply_mapping
+from .gridworld import EPISODE_LENGTH, OBS_DIM, GridworldBatch
+
+
+class GridworldPopulation:
+    """``members × copies`` gridworlds; observations and rewards come back shaped ``[M, E, ...]``."""
+
+    episode_length = EPISODE_LENGTH
+    obs_dim = OBS_DIM
+
+    def __init__(self, members: int, copies: int, device="cpu", reward_magnitude: float = 0.75):
+        self.members, self.copies = members, copies
+        self.device = torch.device(device)
+        self.batch = GridworldBatch(members * copies, device=self.device, reward_magnitude=reward_magnitude)
+        self.set_distributions([range(0, 1)] * members, [None] * members)
+
+    def set_distributions(self, level_pools: Sequence[range], mappings: Sequence[np.ndarray | None]) -> None:
+        """Give each member its pool of levels (drawn uniformly at each reset) and observation mapping."""
+        if len(level_pools) != self.members or len(mappings) != self.members:
+            raise ValueError(f"need one level pool and one mapping per member ({self.members})")
+        self.level_start = torch.tensor([p.start for p in level_pools], device=self.device).unsqueeze(1)
+        self.level_count = torch.tensor([len(p) for p in level_pools], device=self.device).unsqueeze(1)
+        if all(m is None for m in mappings):
+            self.mapping = None
+        else:
+            identity = np.arange(self.obs_dim)
+            stacked = np.stack([identity if m is None else np.asarray(m) for m in mappings])
+            self.mapping = torch.as_tensor(stacked, device=self.device).unsqueeze(1)  # [M, 1, D]
+
+    def _observe(self, raw: torch.Tensor) -> torch.Tensor:
+        if self.mapping is not None:
+            raw = apply_mapping(raw, self.mapping.expand(-1, self.copies, -1).reshape(-1, self.obs_dim))
+        return raw.view(self.members, self.copies, self.obs_dim)
+
+    def reset(self, generator: torch.Generator) -> torch.Tensor:
+        """Start a new episode in every copy, each on a level drawn uniformly from its member's pool."""
+        u = torch.rand(self.members, self.copies, generator=generator, device=generator.device).to(self.device)
+        offset = torch.minimum((u * self.level_count).long(), self.level_count - 1)
+        self.levels = self.level_start + offset
+        return self._observe(self.batch.reset(self.levels.reshape(-1)))
+
+    def step(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        obs, reward = self.batch.step(actions.reshape(-1))
+        return self._observe(obs), reward.view(self.members, self.copies)

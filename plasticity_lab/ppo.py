@@ -1,0 +1,339 @@
+"""Proximal Policy Optimisation, as the study runs it, readable top to bottom.
+
+The study's settings (PROTOCOL §2) live in :class:`PPOConfig`. The algorithm, for one agent:
+
+1. **Collect** whole episodes from ``num_envs`` copies of the environment (:func:`collect_episodes`).
+2. **Advantages** with GAE per complete episode, bootstrapping 0 at the episode cut (:func:`gae`); the value
+   target is advantage + old value.
+3. **Update**: ``epochs`` passes over the buffer in shuffled minibatches of ``minibatch_size``; each minibatch
+   normalises its own advantages and takes one AdamW step on the clipped loss (:func:`ppo_loss`), with the
+   gradient clipped to a global norm of ``max_grad_norm``.
+
+Many agents are trained as one computation (:class:`Population`): each agent's parameters are stacked along a
+leading *member* axis and the single-agent loss is mapped over members with ``torch.func.vmap``. Summing the
+members' losses keeps their gradients apart (each member's loss depends only on its own slice), and AdamW acts
+element-wise, so one optimizer over stacked tensors is exactly one AdamW per member. Gradient clipping is the
+one step that mixes elements, so it is done per member by hand.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, vmap
+
+from .metrics import dead_unit_fraction, member_norm, weight_difference, weight_magnitude
+from .nets import NetworkSpec, fresh_parameters
+
+
+@dataclass(frozen=True)
+class PPOConfig:
+    """PPO hyperparameters (defaults = PROTOCOL §2)."""
+
+    lr: float = 5e-4
+    weight_decay: float = 0.0
+    minibatch_size: int = 64
+    epochs: int = 3  # passes over the buffer per PPO iteration
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    clip: float = 0.2
+    entropy_coef: float = 0.02
+    value_coef: float = 0.5
+    max_grad_norm: float = 0.5
+    adam_eps: float = 1e-8
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The single-agent pieces
+# --------------------------------------------------------------------------------------------------------------
+
+
+def gae(rewards: torch.Tensor, values: torch.Tensor, gamma: float, lam: float) -> torch.Tensor:
+    """Generalised advantage estimates for episodes that all end at the last time step.
+
+    ``rewards`` and ``values`` are time-major ``[T, ...]``. The episode is cut at ``T`` and the value after
+    the cut is taken as 0 (the study's episodes are complete: nothing is bootstrapped across the cut).
+    """
+    advantages = torch.zeros_like(rewards)
+    running = torch.zeros_like(rewards[0])
+    next_value = torch.zeros_like(values[0])
+    for t in reversed(range(rewards.shape[0])):
+        delta = rewards[t] + gamma * next_value - values[t]
+        running = delta + gamma * lam * running
+        advantages[t] = running
+        next_value = values[t]
+    return advantages
+
+
+def normalise(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Zero mean, unit (unbiased) standard deviation: PPO's per-minibatch advantage normalisation."""
+    return (x - x.mean()) / (x.std() + eps)
+
+
+def log_prob_and_entropy(logits: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probability of ``actions`` and entropy of the categorical policy given by ``logits``."""
+    log_p = F.log_softmax(logits, dim=-1)
+    chosen = log_p.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+    entropy = -(log_p.exp() * log_p).sum(-1)
+    return chosen, entropy
+
+
+def clipped_surrogate(ratio: torch.Tensor, advantages: torch.Tensor, clip: float) -> torch.Tensor:
+    """PPO's clipped policy loss (to minimise): ``mean(max(-A·r, -A·clip(r, 1-ε, 1+ε)))``."""
+    unclipped = -advantages * ratio
+    clipped = -advantages * ratio.clamp(1.0 - clip, 1.0 + clip)
+    return torch.maximum(unclipped, clipped).mean()
+
+
+def ppo_loss(
+    logits: torch.Tensor,
+    values: torch.Tensor,
+    actions: torch.Tensor,
+    old_log_probs: torch.Tensor,
+    advantages: torch.Tensor,
+    returns: torch.Tensor,
+    cfg: PPOConfig,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The loss of one agent on one minibatch, and its diagnostics.
+
+    ``loss = clipped policy loss + value_coef · MSE(value, return) − entropy_coef · entropy``
+    (plain MSE, no value clipping; advantages normalised within the minibatch).
+    """
+    log_probs, entropy = log_prob_and_entropy(logits, actions)
+    log_ratio = log_probs - old_log_probs
+    ratio = log_ratio.exp()
+    policy_loss = clipped_surrogate(ratio, normalise(advantages), cfg.clip)
+    value_loss = (values - returns).pow(2).mean()
+    entropy = entropy.mean()
+    loss = policy_loss + cfg.value_coef * value_loss - cfg.entropy_coef * entropy
+    stats = {
+        "policy_loss": policy_loss.detach(),
+        "value_loss": value_loss.detach(),
+        "entropy": entropy.detach(),
+        "approx_kl": ((ratio - 1) - log_ratio).mean().detach(),
+        "clip_fraction": ((ratio - 1).abs() > cfg.clip).float().mean().detach(),
+    }
+    return loss, stats
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Collection
+# --------------------------------------------------------------------------------------------------------------
+
+
+class PopulationEnv(Protocol):
+    """What collection needs from an environment batched over ``members × copies``."""
+
+    members: int
+    copies: int
+    episode_length: int
+
+    def reset(self, generator: torch.Generator) -> torch.Tensor: ...  # -> obs [M, E, ...]
+
+    def step(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...  # -> obs, reward [M, E]
+
+
+@dataclass
+class Rollout:
+    """Time-major buffers ``[T, M, E, ...]`` of one collection, plus GAE results."""
+
+    obs: torch.Tensor
+    actions: torch.Tensor
+    log_probs: torch.Tensor
+    values: torch.Tensor
+    rewards: torch.Tensor
+    advantages: torch.Tensor | None = None
+    returns: torch.Tensor | None = None
+
+    def episode_returns(self) -> torch.Tensor:
+        """Undiscounted return of each episode, ``[M, E]``."""
+        return self.rewards.sum(0)
+
+    def flat(self) -> dict[str, torch.Tensor]:
+        """Per-member flat batches ``[M, T·E, ...]`` for the update."""
+
+        def flatten(x: torch.Tensor) -> torch.Tensor:
+            x = x.movedim(0, 1)  # [M, T, E, ...]
+            return x.reshape(x.shape[0], -1, *x.shape[3:])
+
+        return {
+            "obs": flatten(self.obs),
+            "actions": flatten(self.actions),
+            "log_probs": flatten(self.log_probs),
+            "advantages": flatten(self.advantages),
+            "returns": flatten(self.returns),
+        }
+
+
+def sample_actions(logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """One categorical sample per row of ``logits [..., A]``."""
+    probs = torch.softmax(logits.reshape(-1, logits.shape[-1]), dim=-1)
+    return torch.multinomial(probs, 1, generator=generator).reshape(logits.shape[:-1])
+
+
+@torch.no_grad()
+def collect_episodes(
+    population: "Population", env: PopulationEnv, generator: torch.Generator, advantages: bool = True
+) -> Rollout:
+    """Run one whole episode in every copy of ``env`` with the population's current (sampling) policies.
+
+    With ``advantages=True`` the rollout also gets GAE advantages and value targets, ready for an update.
+    """
+    obs = env.reset(generator)
+    buffers: dict[str, list[torch.Tensor]] = {k: [] for k in ("obs", "actions", "log_probs", "values", "rewards")}
+    for _ in range(env.episode_length):
+        logits, values, _ = population.forward(obs)
+        actions = sample_actions(logits, generator)
+        log_probs, _ = log_prob_and_entropy(logits, actions)
+        next_obs, rewards = env.step(actions)
+        for key, value in zip(buffers, (obs, actions, log_probs, values, rewards)):
+            buffers[key].append(value)
+        obs = next_obs
+    rollout = Rollout(**{k: torch.stack(v) for k, v in buffers.items()})
+    if not advantages:
+        return rollout
+    cfg = population.ppo
+    rollout.advantages = gae(rollout.rewards, rollout.values, cfg.gamma, cfg.gae_lambda)
+    rollout.returns = rollout.advantages + rollout.values
+    return rollout
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The population: stacked parameters, one optimizer, the update
+# --------------------------------------------------------------------------------------------------------------
+
+
+class Population:
+    """``members`` agents of the same architecture, trained as one batched computation.
+
+    ``params`` maps each parameter name of the network to a leaf tensor ``[M, *shape]``. Conditions edit
+    ``params`` in place (under ``torch.no_grad()``) or replace the architecture with :meth:`set_network`.
+    Hooks are called on ``self.condition`` (see :mod:`plasticity_lab.conditions`).
+    """
+
+    def __init__(
+        self,
+        spec: NetworkSpec,
+        member_seeds: list[int],
+        ppo: PPOConfig = PPOConfig(),
+        condition=None,
+        device: str | torch.device = "cpu",
+    ):
+        self.ppo = ppo
+        self.device = torch.device(device)
+        self.member_seeds = list(member_seeds)
+        self.members = len(self.member_seeds)
+        self.condition = condition
+        self.weight_decay = torch.full((self.members,), ppo.weight_decay, device=self.device)
+        module = spec.build()
+        # Each member's initial weights come from its own seed, so they do not depend on the population.
+        generators = [torch.Generator().manual_seed(int(s)) for s in self.member_seeds]
+        params = fresh_parameters(module, generators)
+        self.set_network(module, {k: v.to(self.device) for k, v in params.items()})
+        self.initial_params = {k: v.detach().clone() for k, v in self.params.items()}
+        self.new_optimizer()
+
+    # ---- structure --------------------------------------------------------------------------------------
+
+    def set_network(self, module: nn.Module, params: dict[str, torch.Tensor]) -> None:
+        """Install an architecture (a template module) and its stacked parameters."""
+        self.template = copy.deepcopy(module).to("meta")
+        self.params = {k: v.detach().clone().requires_grad_(True) for k, v in params.items()}
+        self.buffers = {k: v.to(self.device).unsqueeze(0).expand(self.members, *v.shape).clone()
+                        for k, v in module.named_buffers()}
+
+    def new_optimizer(self) -> None:
+        """A fresh AdamW (empty moment estimates). The study does this at every shift, in every condition."""
+        self.optimizer = torch.optim.AdamW(
+            list(self.params.values()), lr=self.ppo.lr, eps=self.ppo.adam_eps, weight_decay=0.0
+        )
+
+    def member_params(self, member: int) -> dict[str, torch.Tensor]:
+        """One member's parameters (views), e.g. to load into an ordinary ``nn.Module``."""
+        return {k: v[member] for k, v in self.params.items()}
+
+    def fresh_params(self, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """A newly drawn PyTorch-default initialisation of the current architecture, for every member."""
+        generators = [generator] * self.members
+        return {k: v.to(self.device) for k, v in fresh_parameters(self.template, generators).items()}
+
+    # ---- forward ----------------------------------------------------------------------------------------
+
+    def _call(self, params, buffers, obs, return_hidden=False):
+        return functional_call(self.template, (params, buffers), (obs,), {"return_hidden": return_hidden})
+
+    def forward(self, obs: torch.Tensor, return_hidden: bool = False):
+        """Every member on its own observations: ``obs [M, N, ...] -> (logits, value, features[, hidden])``."""
+        fn = lambda p, b, x: self._call(p, b, x, return_hidden)  # noqa: E731
+        return vmap(fn)(self.params, self.buffers, obs)
+
+    # ---- update -----------------------------------------------------------------------------------------
+
+    def _member_loss(self, params, buffers, obs, actions, log_probs, advantages, returns):
+        logits, values, features = self._call(params, buffers, obs)
+        loss, stats = ppo_loss(logits, values, actions, log_probs, advantages, returns, self.ppo)
+        stats["dead_units"] = dead_unit_fraction(features.unsqueeze(0))[0]
+        return loss, stats
+
+    def update(self, rollout: Rollout, generator: torch.Generator,
+               on_minibatch: Callable | None = None) -> dict[str, torch.Tensor]:
+        """PPO's epochs of minibatch updates; returns per-member diagnostics ``[M]`` averaged over minibatches."""
+        batch = rollout.flat()
+        n = batch["actions"].shape[1]
+        size = self.ppo.minibatch_size
+        before = [p.detach().clone() for p in self.params.values()]
+        rows = torch.arange(self.members, device=self.device).unsqueeze(1)
+        totals: dict[str, torch.Tensor] = {}
+        steps = 0
+        for _ in range(self.ppo.epochs):
+            # An independent shuffle per member; a trailing partial minibatch is dropped.
+            order = torch.rand(self.members, n, generator=generator, device=generator.device).argsort(dim=1)
+            for start in range(0, n - size + 1, size):
+                index = order[:, start:start + size]
+                minibatch = [batch[k][rows, index] for k in ("obs", "actions", "log_probs", "advantages", "returns")]
+                losses, stats = vmap(self._member_loss)(self.params, self.buffers, *minibatch)
+                total = losses.sum()
+                if self.condition is not None:
+                    extra = self.condition.extra_loss(self)
+                    if extra is not None:
+                        total = total + extra.sum()
+                self.optimizer.zero_grad(set_to_none=True)
+                total.backward()
+                stats["grad_norm"] = self._clip_gradients()
+                self._decay_weights()
+                self.optimizer.step()
+                if self.condition is not None:
+                    self.condition.after_optimizer_step(self, generator)
+                if on_minibatch is not None:
+                    on_minibatch(minibatch)
+                for key, value in stats.items():
+                    totals[key] = totals.get(key, 0) + value.detach()
+                steps += 1
+        out = {k: v / steps for k, v in totals.items()}
+        after = [p.detach() for p in self.params.values()]
+        out["weight_magnitude"] = weight_magnitude(after)
+        out["weight_difference"] = weight_difference(before, after)
+        return out
+
+    def _clip_gradients(self) -> torch.Tensor:
+        """Clip each member's gradient to ``max_grad_norm`` (as ``clip_grad_norm_`` would); returns the norms."""
+        grads = [p.grad for p in self.params.values() if p.grad is not None]
+        norms = member_norm(grads)
+        scale = (self.ppo.max_grad_norm / (norms + 1e-6)).clamp(max=1.0)
+        for g in grads:
+            g.mul_(scale.view(-1, *([1] * (g.dim() - 1))))
+        return norms
+
+    @torch.no_grad()
+    def _decay_weights(self) -> None:
+        """Decoupled weight decay θ ← θ·(1 − lr·wd), per member, applied before the Adam step as AdamW does."""
+        if not bool((self.weight_decay != 0).any()):
+            return
+        factor = 1.0 - self.ppo.lr * self.weight_decay
+        for p in self.params.values():
+            p.mul_(factor.view(-1, *([1] * (p.dim() - 1))))

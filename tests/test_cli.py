@@ -1,0 +1,55 @@
+"""The command line: a run writes its folder; bad input fails before any work with one clear message."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from plasticity_lab.cli import main
+
+
+def test_run_writes_results_and_manifest(tmp_path, capsys):
+    out = tmp_path / "study"
+    code = main(["run", "--shift", "permute", "--condition", "warm_start,reset_all", "--seeds", "0-1",
+                 "--preset", "smoke", "--rounds", "2", "--epochs-per-round", "2", "--test-episodes", "11",
+                 "--out", str(out), "--no-progress"])
+    assert code == 0
+    df = pd.read_parquet(out / "epochs.parquet")
+    assert len(df) == 2 * 2 * 4  # conditions x seeds x epochs
+    assert set(df["condition"]) == {"warm_start", "reset_all"}
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["seeds"] == [0, 1] and manifest["presets"] == ["smoke"]
+    assert {c["epochs_per_round"] for c in manifest["configs"]} == {2}
+    for key in ("package_version", "git_commit", "torch", "platform", "cpu_count", "wall_time_s"):
+        assert key in manifest
+    printed = capsys.readouterr().out
+    assert "warm_start" in printed and "reset_all" in printed and str(out) in printed
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--env", "pong"], "unknown env 'pong'; valid: gridworld"),
+        (["--shift", "permute,shuffle"], "unknown shift 'shuffle'; valid: permute, window, expand"),
+        (["--condition", "warm_start,magic"], "unknown condition 'magic'"),
+        (["--preset", "tiny"], "unknown preset 'tiny'; valid: paper, book, smoke"),
+        (["--rounds", "0"], "rounds must be a positive integer; got 0"),
+        (["--seeds", "5-2"], "bad seeds '5-2'"),
+        (["--param", "beta"], "bad --param 'beta'"),
+    ],
+)
+def test_bad_input_fails_before_any_work(tmp_path, capsys, args, message):
+    out = tmp_path / "never"
+    assert main(["run", "--out", str(out), "--no-progress", *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("error:") == 1
+    assert not out.exists()
+
+
+def test_conditions_lists_every_condition(capsys):
+    from plasticity_lab import CONDITIONS
+
+    assert main(["conditions"]) == 0
+    printed = capsys.readouterr().out
+    for name, cls in CONDITIONS.items():
+        assert name in printed and cls.description in printed
