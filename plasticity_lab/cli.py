@@ -42,7 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     for name in ("rounds", "epochs-per-round", "pool-size", "test-interval", "test-episodes"):
         run.add_argument(f"--{name}", type=int, default=None, help="overrides the preset")
     run.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
-                     help="a condition coefficient, e.g. --param beta=1e-5 (repeatable)")
+                     help="a condition coefficient, e.g. --param perturb=1e-5 (repeatable)")
     run.add_argument("--device", default="cpu", help="cpu or cuda")
     run.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     run.add_argument("--out", default=None, help="output folder (default: runs/<name>-<time>)")
@@ -57,7 +57,7 @@ def _parse_params(items: list[str]) -> dict:
     for item in items:
         name, sep, value = item.partition("=")
         if not sep or not name:
-            raise ValueError(f"bad --param {item!r}; use NAME=VALUE, e.g. beta=1e-5")
+            raise ValueError(f"bad --param {item!r}; use NAME=VALUE, e.g. perturb=1e-5")
         try:
             params[name] = int(value) if value.lstrip("-").isdigit() else float(value)
         except ValueError:

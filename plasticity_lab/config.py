@@ -49,7 +49,7 @@ class RunConfig:
 
     Fields left as ``None`` take the preset's value (see :data:`PRESETS`); ``test_interval`` defaults to
     ``epochs_per_round / 50`` (at least 1), which is the paper's 100 at 5 000 epochs per round.
-    ``condition_params`` overrides a condition's coefficients, e.g. ``{"beta": 1e-5}``.
+    ``condition_params`` overrides a condition's coefficients, e.g. ``{"perturb": 1e-5}`` (see ``plasticity-lab conditions``).
     """
 
     env: str = "gridworld"

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -240,17 +240,26 @@ class Population:
 
     # ---- structure --------------------------------------------------------------------------------------
 
-    def set_network(self, module: nn.Module, params: dict[str, torch.Tensor]) -> None:
-        """Install an architecture (a template module) and its stacked parameters."""
+    def set_network(self, module: nn.Module, params: dict[str, torch.Tensor], frozen=()) -> None:
+        """Install an architecture (a template module) and its stacked parameters ``[M, ...]``.
+
+        Parameters named in ``frozen`` take no gradient, no optimizer step and no weight decay (plasticity
+        injection freezes its subtracted copy). Call :meth:`new_optimizer` afterwards.
+        """
         self.template = copy.deepcopy(module).to("meta")
-        self.params = {k: v.detach().clone().requires_grad_(True) for k, v in params.items()}
+        self.frozen = frozenset(frozen)
+        self.params = {k: v.detach().clone().requires_grad_(k not in self.frozen) for k, v in params.items()}
         self.buffers = {k: v.to(self.device).unsqueeze(0).expand(self.members, *v.shape).clone()
                         for k, v in module.named_buffers()}
+
+    def trainable(self) -> dict[str, torch.Tensor]:
+        """The parameters the optimizer updates (all but the frozen ones)."""
+        return {k: v for k, v in self.params.items() if k not in self.frozen}
 
     def new_optimizer(self) -> None:
         """A fresh AdamW (empty moment estimates). The study does this at every shift, in every condition."""
         self.optimizer = torch.optim.AdamW(
-            list(self.params.values()), lr=self.ppo.lr, eps=self.ppo.adam_eps, weight_decay=0.0
+            list(self.trainable().values()), lr=self.ppo.lr, eps=self.ppo.adam_eps, weight_decay=0.0
         )
 
     def member_params(self, member: int) -> dict[str, torch.Tensor]:
@@ -280,9 +289,12 @@ class Population:
         stats["dead_units"] = dead_unit_fraction(features.unsqueeze(0))[0]
         return loss, stats
 
-    def update(self, rollout: Rollout, generator: torch.Generator,
-               on_minibatch: Callable | None = None) -> dict[str, torch.Tensor]:
-        """PPO's epochs of minibatch updates; returns per-member diagnostics ``[M]`` averaged over minibatches."""
+    def update(self, rollout: Rollout, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """PPO's epochs of minibatch updates; returns per-member diagnostics ``[M]`` averaged over minibatches.
+
+        The observations of the last minibatch stay in ``self.last_minibatch_obs`` (``[M, B, ...]``): ReDo
+        scores its units on them.
+        """
         batch = rollout.flat()
         n = batch["actions"].shape[1]
         size = self.ppo.minibatch_size
@@ -309,11 +321,10 @@ class Population:
                 self.optimizer.step()
                 if self.condition is not None:
                     self.condition.after_optimizer_step(self, generator)
-                if on_minibatch is not None:
-                    on_minibatch(minibatch)
                 for key, value in stats.items():
                     totals[key] = totals.get(key, 0) + value.detach()
                 steps += 1
+        self.last_minibatch_obs = minibatch[0]
         out = {k: v / steps for k, v in totals.items()}
         after = [p.detach() for p in self.params.values()]
         out["weight_magnitude"] = weight_magnitude(after)
@@ -322,7 +333,7 @@ class Population:
 
     def _clip_gradients(self) -> torch.Tensor:
         """Clip each member's gradient to ``max_grad_norm`` (as ``clip_grad_norm_`` would); returns the norms."""
-        grads = [p.grad for p in self.params.values() if p.grad is not None]
+        grads = [p.grad for p in self.trainable().values() if p.grad is not None]
         norms = member_norm(grads)
         scale = (self.ppo.max_grad_norm / (norms + 1e-6)).clamp(max=1.0)
         for g in grads:
@@ -335,5 +346,5 @@ class Population:
         if not bool((self.weight_decay != 0).any()):
             return
         factor = 1.0 - self.ppo.lr * self.weight_decay
-        for p in self.params.values():
+        for p in self.trainable().values():
             p.mul_(factor.view(-1, *([1] * (p.dim() - 1))))

@@ -35,7 +35,7 @@ def test_run_writes_results_and_manifest(tmp_path, capsys):
         (["--preset", "tiny"], "unknown preset 'tiny'; valid: paper, book, smoke"),
         (["--rounds", "0"], "rounds must be a positive integer; got 0"),
         (["--seeds", "5-2"], "bad seeds '5-2'"),
-        (["--param", "beta"], "bad --param 'beta'"),
+        (["--param", "perturb"], "bad --param 'perturb'"),
     ],
 )
 def test_bad_input_fails_before_any_work(tmp_path, capsys, args, message):

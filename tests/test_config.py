@@ -25,7 +25,7 @@ def test_config_round_trips_through_a_dict():
     [
         ({"env": "atari"}, r"unknown env 'atari'; valid: gridworld"),
         ({"shift": "permut"}, r"unknown shift 'permut'; valid: permute, window, expand"),
-        ({"condition": "warm"}, r"unknown condition 'warm'; valid: warm_start, reset_all"),
+        ({"condition": "warm"}, r"unknown condition 'warm'; valid: warm_start, reset_all, reset_final"),
         ({"condition": "warm_start+resett_all"}, r"unknown condition 'resett_all'"),
         ({"preset": "huge"}, r"unknown preset 'huge'; valid: paper, book, smoke"),
         ({"rounds": 0}, r"rounds must be a positive integer; got 0"),

@@ -1,0 +1,135 @@
+"""Benchmark: gridworld agent-epochs per second for populations of agents trained as one batched computation.
+
+Prints a table with, per population size: seconds per population epoch and per agent-epoch, the achieved
+GFLOP/s and its fraction of a large float32 matmul's throughput measured in the same run, the peak resident
+memory of the process, and the projected time of one paper-scale run (50 000 epochs) and of the whole
+paper-scale gridworld grid (3 shifts × 11 conditions × 5 seeds).
+
+    python benchmarks/population_speed.py                    # sizes 1, 5, 15, 45 on the CPU
+    python benchmarks/population_speed.py --sizes 15 --epochs 10 --device cuda
+
+Each population size runs in its own process, so its peak memory is its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+
+# One agent-epoch: 1 100 forward passes to collect, 51 minibatches of 64 forward + backward (≈3× forward).
+HIDDEN_MACS = 363 * 256 + 256 * 256 + 256 * 4 + 256 * 1
+FLOP_PER_AGENT_EPOCH = 2 * HIDDEN_MACS * (1100 + 3 * 51 * 64)
+PAPER_EPOCHS = 10 * 5000
+GRID_RUNS = 3 * 11 * 5
+
+
+def matmul_gflops(device: str, size: int = 2048, repeats: int = 20) -> float:
+    import torch
+
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
+    for _ in range(3):
+        a @ b
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    _sync(device)
+    return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def _sync(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def one(members: int, epochs: int, device: str, threads: int) -> dict:
+    import resource
+
+    import torch
+
+    from plasticity_lab.envs.population import GridworldPopulation
+    from plasticity_lab.nets import NetworkSpec
+    from plasticity_lab.ppo import Population, collect_episodes
+    from plasticity_lab.shifts import distribution
+
+    torch.set_num_threads(threads)
+    population = Population(NetworkSpec(), list(range(members)), device=device)
+    env = GridworldPopulation(members, 11, device=device)
+    dists = [distribution("permute", seed, 1, pool_size=100) for seed in range(members)]
+    env.set_distributions([d.train_levels for d in dists], [d.mapping for d in dists])
+    generator = torch.Generator(device=device).manual_seed(0)
+    collect_time = update_time = 0.0
+    for epoch in range(epochs + 2):  # two warm-up epochs
+        _sync(device)
+        t0 = time.perf_counter()
+        rollout = collect_episodes(population, env, generator)
+        _sync(device)
+        t1 = time.perf_counter()
+        population.update(rollout, generator)
+        _sync(device)
+        t2 = time.perf_counter()
+        if epoch >= 2:
+            collect_time += t1 - t0
+            update_time += t2 - t1
+    per_epoch = (collect_time + update_time) / epochs
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if device.startswith("cuda"):
+        peak_mb = torch.cuda.max_memory_allocated() / 2**20
+    return {
+        "members": members,
+        "s_per_population_epoch": per_epoch,
+        "s_per_agent_epoch": per_epoch / members,
+        "collect_share": collect_time / (collect_time + update_time),
+        "gflops": FLOP_PER_AGENT_EPOCH * members / per_epoch / 1e9,
+        "peak_memory_mb": peak_mb,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="1,5,15,45")
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one is not None:
+        print(json.dumps(one(args.one, args.epochs, args.device, args.threads)))
+        return
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    peak = matmul_gflops(args.device)
+    rows = []
+    for size in [int(s) for s in args.sizes.split(",")]:
+        out = subprocess.run([sys.executable, __file__, "--one", str(size), "--epochs", str(args.epochs),
+                              "--device", args.device, "--threads", str(args.threads)],
+                             capture_output=True, text=True, check=True)
+        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    peak_after = matmul_gflops(args.device)
+    peak = max(peak, peak_after)
+    print(f"device={args.device} threads={args.threads} torch={torch.__version__}")
+    print(f"large matmul (2048², float32): {peak:.1f} GFLOP/s;  one agent-epoch ≈ {FLOP_PER_AGENT_EPOCH / 1e9:.2f} GFLOP")
+    header = (f"{'members':>7} {'s/pop-epoch':>11} {'s/agent-epoch':>13} {'speed-up vs 0.27 s':>18} {'GFLOP/s':>8} "
+              f"{'% of matmul':>11} {'collect %':>9} {'peak MB':>8} {'paper run (h)':>13} {'paper grid (h)':>14}")
+    print(header)
+    for r in rows:
+        per_agent = r["s_per_agent_epoch"]
+        run_h = per_agent * r["members"] * PAPER_EPOCHS / 3600  # one population of this size, paper scale
+        grid_h = per_agent * PAPER_EPOCHS * GRID_RUNS / 3600
+        print(f"{r['members']:>7} {r['s_per_population_epoch']:>11.3f} {per_agent:>13.4f} {0.27 / per_agent:>17.1f}× "
+              f"{r['gflops']:>8.1f} {100 * r['gflops'] / peak:>10.1f}% {100 * r['collect_share']:>8.0f}% "
+              f"{r['peak_memory_mb']:>8.0f} {run_h:>13.1f} {grid_h:>14.1f}")
+    print("paper run = one population of that size trained for 10 × 5 000 epochs; "
+          f"paper grid = {GRID_RUNS} runs at that population's per-agent speed.")
+
+
+if __name__ == "__main__":
+    main()
