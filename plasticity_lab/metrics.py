@@ -13,8 +13,8 @@ def member_norm(tensors: list[torch.Tensor]) -> torch.Tensor:
 
     Used for the gradient norm (before clipping) and by :func:`weight_magnitude`.
     """
-    squares = [t.detach().pow(2).reshape(t.shape[0], -1).sum(1) for t in tensors]
-    return torch.stack(squares).sum(0).sqrt()
+    norms = [torch.linalg.vector_norm(t.detach().reshape(t.shape[0], -1), dim=1) for t in tensors]
+    return torch.linalg.vector_norm(torch.stack(norms), dim=0)
 
 
 def weight_magnitude(tensors: list[torch.Tensor]) -> torch.Tensor:
