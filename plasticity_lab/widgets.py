@@ -1,0 +1,110 @@
+"""Interactive explorers for a live kernel (Jupyter, Colab), built with ipywidgets.
+
+Each explorer is a function returning an ``ipywidgets`` container: display it (leave it as a cell's last
+expression). Moving a control recomputes the picture in the kernel. The pictures are PNGs drawn with matplotlib
+and shown in an ``ipywidgets.Image``: a PNG is part of the widget's saved state, so the book's static pages show
+the explorer's first picture even without a kernel (its controls move there, but nothing is recomputed — each
+chapter pairs an explorer with a plotly figure from :mod:`plasticity_lab.plots` that has its own slider).
+
+Works with ipywidgets 7.6+ (Colab) and 8.x. Only this module and :mod:`plasticity_lab.plots` import plotting or
+widget libraries.
+"""
+
+from __future__ import annotations
+
+import io
+
+import ipywidgets as widgets
+import numpy as np
+import torch
+from matplotlib.colors import ListedColormap, TwoSlopeNorm
+from matplotlib.figure import Figure  # drawn off-screen, without pyplot: the session's backend is left alone
+
+from .envs.gridworld import level_layout, render_rgb
+from .plots import CHANNELS, SHIFT_COLORS, observation_grid
+from .shifts import apply_mapping, level_range, permute_mapping
+
+__all__ = ["shift_explorer", "shift_picture"]
+
+_STRIP_CMAP = ListedColormap(["#f2f2f2", "#9ecae1", "#08519c"])  # not in any pool / other rounds / this round
+
+
+def _describe(shift: str, seed: int, round_: int, pool_size: int) -> str:
+    train = level_range(shift, seed, round_, "train", pool_size)
+    test = level_range(shift, seed, round_, "test", pool_size)
+    if shift == "permute":
+        mapping = permute_mapping(seed, round_)
+        moved = int((mapping != np.arange(mapping.size)).sum())
+        inputs = f"inputs reordered by σ<sup>{round_}</sup> ({moved} of {mapping.size} entries moved)"
+    else:
+        inputs = "inputs not reordered"
+    return (f"<b>{shift}, round {round_}</b>: train levels {train.start:,} … {train.stop - 1:,} "
+            f"({len(train)}), test levels {test.start:,} … {test.stop - 1:,} ({len(test)}); {inputs}.")
+
+
+def shift_picture(shift: str, round_: int, seed: int = 0, pool_size: int = 10, rounds: int = 10,
+                  dpi: int = 90) -> bytes:
+    """PNG bytes of what the training distribution of ``shift`` looks like in ``round_``.
+
+    Left: one level of the round — the first of the block of ``pool_size`` levels that is newest in that round
+    (under *permute*, whose pool never moves, the first level of the pool) — as a picture, then as the three input
+    channels the network receives (permuted by σ^round under *permute*). Right: the training pools of rounds 1 … ``rounds``
+    (rows) over the levels they draw from, the chosen round highlighted.
+    """
+    pool = level_range(shift, seed, round_, "train", pool_size)
+    level = pool.stop - pool_size  # window: the pool itself; expand: the block added this round
+    raw = level_layout(level).observation()
+    obs = raw if shift != "permute" else apply_mapping(torch.as_tensor(raw), permute_mapping(seed, round_)).numpy()
+    grid = observation_grid(obs)
+
+    fig = Figure(figsize=(11.5, 3.4), dpi=dpi)
+    gs = fig.add_gridspec(1, 6, width_ratios=[1, 1, 1, 1, 0.15, 3.2], wspace=0.15)
+    ax = fig.add_subplot(gs[0, 0])
+    ax.imshow(render_rgb(raw, cell_px=12))
+    ax.set_title(f"level {level:,}", fontsize=10)
+    ax.axis("off")
+    norm = TwoSlopeNorm(vmin=-1, vcenter=0, vmax=1)
+    for c, channel in enumerate(CHANNELS):
+        ax = fig.add_subplot(gs[0, c + 1])
+        ax.imshow(grid[c], cmap="RdBu", norm=norm)
+        ax.set_title(f"input: {channel}", fontsize=10)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    ax = fig.add_subplot(gs[0, 5])
+    start = level_range(shift, seed, 1, "train", pool_size).start
+    rows = np.zeros((rounds, rounds * pool_size), dtype=np.int64)  # row r-1: the pool of round r
+    for r in range(1, rounds + 1):
+        p = level_range(shift, seed, r, "train", pool_size)
+        rows[r - 1, p.start - start:p.stop - start] = 2 if r == round_ else 1
+    ax.imshow(rows, aspect="auto", cmap=_STRIP_CMAP, vmin=0, vmax=2, interpolation="nearest",
+              extent=(start - 0.5, start + rounds * pool_size - 0.5, rounds + 0.5, 0.5))
+    ax.axhline(round_ - 0.5, color=SHIFT_COLORS[shift], lw=2)
+    ax.axhline(round_ + 0.5, color=SHIFT_COLORS[shift], lw=2)
+    ax.set_yticks(range(1, rounds + 1))
+    ax.set_ylabel("round", fontsize=9)
+    ax.set_xlabel("training level", fontsize=9)
+    ax.tick_params(labelsize=8)
+    ax.set_title(f"{shift}: pools per round (dark: round {round_})", fontsize=10)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def shift_explorer(seed: int = 0, pool_size: int = 10, rounds: int = 10, shift: str = "permute",
+                   round_: int = 1) -> widgets.VBox:
+    """A shift dropdown and a round slider over :func:`shift_picture`, with a one-line description of the round's
+    train/test pools and observation mapping. Returns the widget (display it)."""
+    shift_box = widgets.Dropdown(options=["permute", "window", "expand"], value=shift, description="shift")
+    round_box = widgets.IntSlider(value=round_, min=1, max=rounds, step=1, description="round",
+                                  continuous_update=False)
+    text = widgets.HTML()
+    image = widgets.Image(format="png", layout=widgets.Layout(max_width="100%"))
+
+    def redraw(_=None):
+        text.value = _describe(shift_box.value, seed, round_box.value, pool_size)
+        image.value = shift_picture(shift_box.value, round_box.value, seed, pool_size, rounds)
+
+    shift_box.observe(redraw, names="value")
+    round_box.observe(redraw, names="value")
+    redraw()
+    return widgets.VBox([widgets.HBox([shift_box, round_box]), text, image])
