@@ -95,7 +95,7 @@ def _configs(args) -> list[list[RunConfig]]:
 
 def _run(args) -> int:
     from .experiment import run
-    from .results import normalised_table, write_run
+    from .results import environment_info, normalised_table, write_run
 
     populations = _configs(args)  # all validation happens here, before any training
     if args.threads is not None:
@@ -107,10 +107,12 @@ def _run(args) -> int:
     first = populations[0][0]
     name = f"{first.env}-{args.shift.replace(',', '_')}-{args.condition.replace(',', '_')}-{first.preset}"
     out = Path(args.out) if args.out else Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    environment = environment_info()  # the code and machine that run, recorded before any training
     start = time.time()
     tables = [run(configs, progress=not args.no_progress) for configs in populations]
     df = pd.concat(tables, ignore_index=True)
-    write_run(out, df, [c for configs in populations for c in configs], wall_time=time.time() - start)
+    write_run(out, df, [c for configs in populations for c in configs], wall_time=time.time() - start,
+              environment=environment)
     with pd.option_context("display.width", 160, "display.max_columns", 30):
         print(normalised_table(df).to_string())
     print(f"\nresults written to {out}/")

@@ -26,6 +26,7 @@ def _atomic_write(path: Path, write) -> None:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -67,8 +68,13 @@ def environment_info() -> dict:
     }
 
 
-def write_run(folder: str | Path, df: pd.DataFrame, configs: list, wall_time: float) -> Path:
-    """Store a run's per-epoch table and its manifest (configs, seeds, versions, hardware, wall time)."""
+def write_run(folder: str | Path, df: pd.DataFrame, configs: list, wall_time: float,
+              environment: dict | None = None) -> Path:
+    """Store a run's per-epoch table and its manifest (configs, seeds, versions, hardware, wall time).
+
+    ``environment`` should be :func:`environment_info` taken when the run *started* (the checkout may change
+    while a long run trains); it defaults to the environment now.
+    """
     folder = Path(folder)
     if (folder / "manifest.json").exists():
         raise FileExistsError(f"{folder} already holds results; choose another --out")
@@ -78,7 +84,7 @@ def write_run(folder: str | Path, df: pd.DataFrame, configs: list, wall_time: fl
         "presets": sorted({c.preset for c in configs}),
         "seeds": sorted({c.seed for c in configs}),
         "wall_time_s": round(wall_time, 3),
-        **environment_info(),
+        **(environment if environment is not None else environment_info()),
     }
     _atomic_write(folder / "epochs.parquet", lambda p: df.to_parquet(p, index=False))
     _atomic_write(folder / "manifest.json", lambda p: Path(p).write_text(json.dumps(manifest, indent=2)))
