@@ -12,7 +12,8 @@ from plasticity_lab.conditions import (CONDITIONS, L2, Composite, InjectedHead, 
                                        ResetFinal, ShrinkPerturb, SoftShrinkPerturb, fold_injections,
                                        parse_condition)
 from plasticity_lab.nets import CReLU, NetworkSpec
-from plasticity_lab.ppo import PPOConfig, Population, Rollout, gae
+from plasticity_lab.ppo import PPOConfig, Population
+from rollouts import random_rollout
 
 
 def _population(condition, spec=None, seeds=(0, 1)):
@@ -20,19 +21,6 @@ def _population(condition, spec=None, seeds=(0, 1)):
     pop = Population(spec, member_seeds=list(seeds), ppo=PPOConfig(), condition=condition)
     condition.setup(pop)
     return pop
-
-
-def _random_rollout(members, T=20, E=11, obs_dim=363, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    obs = (torch.rand(T, members, E, obs_dim, generator=g) < 0.1).float()
-    rewards = torch.randn(T, members, E, generator=g) * 0.3
-    values = torch.randn(T, members, E, generator=g) * 0.1
-    actions = torch.randint(0, 4, (T, members, E), generator=g)
-    log_probs = torch.log(torch.rand(T, members, E, generator=g) * 0.5 + 0.1)
-    r = Rollout(obs, actions, log_probs, values, rewards)
-    r.advantages = gae(rewards, values, 0.99, 0.95)
-    r.returns = r.advantages + values
-    return r
 
 
 def _snapshot(pop):
@@ -128,7 +116,7 @@ def test_soft_shrink_perturb_runs_after_every_optimizer_step():
     original = pop.optimizer.step
     pop.optimizer.step = lambda *a, **k: (steps.append(cond.calls), original(*a, **k))[1]
     _CountingSoftSP.calls = 0
-    pop.update(_random_rollout(2), torch.Generator().manual_seed(0))
+    pop.update(random_rollout(2), torch.Generator().manual_seed(0))
     n = 20 * 11
     expected = pop.ppo.epochs * (n // pop.ppo.minibatch_size)
     assert _CountingSoftSP.calls == expected == len(steps) == 9
@@ -138,7 +126,7 @@ def test_soft_shrink_perturb_runs_after_every_optimizer_step():
 def test_soft_shrink_perturb_leaves_the_optimizer_state_untouched():
     cond = SoftShrinkPerturb(perturb=1e-2)
     pop = _population(cond)
-    pop.update(_random_rollout(2), torch.Generator().manual_seed(0))
+    pop.update(random_rollout(2), torch.Generator().manual_seed(0))
     state = {id(p): {k: v.clone() for k, v in s.items()} for p, s in pop.optimizer.state.items()}
     before = _snapshot(pop)
     cond.after_optimizer_step(pop, torch.Generator().manual_seed(1))
@@ -310,7 +298,7 @@ def test_injection_keeps_outputs_adds_trainable_params_and_folds(encoder):
     if encoder == "mlp":  # training after injection changes the output; the subtracted copy stays put
         sub = pop.params["policy_head.subtracted.weight"].detach().clone()
         added = pop.params["policy_head.added.weight"].detach().clone()
-        pop.update(_random_rollout(2), torch.Generator().manual_seed(1))
+        pop.update(random_rollout(2), torch.Generator().manual_seed(1))
         assert not torch.allclose(pop.forward(obs)[0], after[0], atol=1e-4)
         assert torch.equal(pop.params["policy_head.subtracted.weight"], sub)
         assert not torch.equal(pop.params["policy_head.added.weight"].detach(), added)
@@ -487,7 +475,7 @@ def test_redo_with_crelu_needs_both_outputs_dormant():
 def test_redo_resets_the_adam_moments_of_touched_weights(reset):
     cond = ReDo(reset_optimizer_state=reset)
     pop = _population(cond)
-    pop.update(_random_rollout(2), torch.Generator().manual_seed(0))
+    pop.update(random_rollout(2), torch.Generator().manual_seed(0))
     pop.last_minibatch_obs = _obs()
     _plant_dead(pop, "encoder.1.layer", 0, [7])
     w1, head = pop.params["encoder.1.layer.weight"], pop.params["value_head.weight"]

@@ -8,8 +8,9 @@ import torch
 from torch import nn
 
 from plasticity_lab.nets import NetworkSpec
-from plasticity_lab.ppo import (PPOConfig, Population, Rollout, clipped_surrogate, gae, log_prob_and_entropy,
+from plasticity_lab.ppo import (PPOConfig, Population, clipped_surrogate, gae, log_prob_and_entropy,
                                 normalise, ppo_loss)
+from rollouts import random_rollout
 
 
 def test_gae_short_episode_by_hand():
@@ -92,19 +93,6 @@ def test_log_prob_and_entropy_match_torch_distributions():
     assert torch.allclose(ent, dist.entropy(), atol=1e-6)
 
 
-def _random_rollout(members, T=20, E=11, obs_dim=363, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    obs = (torch.rand(T, members, E, obs_dim, generator=g) < 0.1).float()
-    rewards = torch.randn(T, members, E, generator=g) * 0.3
-    values = torch.randn(T, members, E, generator=g) * 0.1
-    actions = torch.randint(0, 4, (T, members, E), generator=g)
-    log_probs = torch.log(torch.rand(T, members, E, generator=g) * 0.5 + 0.1)
-    r = Rollout(obs, actions, log_probs, values, rewards)
-    r.advantages = gae(rewards, values, 0.99, 0.95)
-    r.returns = r.advantages + values
-    return r
-
-
 def test_population_update_equals_independent_single_agent_updates():
     """Members trained as one batched computation = each agent trained alone with nn.Module + AdamW +
     clip_grad_norm_ on the same minibatches (an independent implementation of the update)."""
@@ -115,7 +103,7 @@ def test_population_update_equals_independent_single_agent_updates():
         net = NetworkSpec().build()
         net.load_state_dict({k: v.detach().clone() for k, v in pop.member_params(m).items()})
         agents.append((net, torch.optim.AdamW(net.parameters(), lr=cfg.lr, eps=cfg.adam_eps, weight_decay=0.0)))
-    rollout = _random_rollout(members)
+    rollout = random_rollout(members)
     g = torch.Generator().manual_seed(7)
     state = g.get_state()
     stats = pop.update(rollout, g)
@@ -155,7 +143,7 @@ def test_population_weight_decay_is_decoupled_per_member():
 
 def test_new_optimizer_forgets_adam_state():
     pop = Population(NetworkSpec(), member_seeds=[0])
-    pop.update(_random_rollout(1, T=10), torch.Generator().manual_seed(0))
+    pop.update(random_rollout(1, T=10), torch.Generator().manual_seed(0))
     assert len(pop.optimizer.state) > 0
     pop.new_optimizer()
     assert len(pop.optimizer.state) == 0
