@@ -53,3 +53,20 @@ def test_conditions_lists_every_condition(capsys):
     printed = capsys.readouterr().out
     for name, cls in CONDITIONS.items():
         assert name in printed and cls.description in printed
+
+
+def test_manifest_records_the_environment_from_before_training(tmp_path, monkeypatch):
+    """A long run may outlive the checkout it started from: the commit recorded is the one that ran."""
+    import plasticity_lab.experiment as experiment
+    import plasticity_lab.results as results
+
+    events = []
+    real_info, real_run = results.environment_info, experiment.run
+    monkeypatch.setattr(results, "environment_info", lambda: events.append("environment") or
+                        {**real_info(), "git_commit": f"commit-at-call-{len(events)}"})
+    monkeypatch.setattr(experiment, "run", lambda *a, **k: events.append("train") or real_run(*a, **k))
+    out = tmp_path / "study"
+    assert main(["run", "--preset", "smoke", "--rounds", "1", "--epochs-per-round", "1", "--test-episodes", "11",
+                 "--out", str(out), "--no-progress"]) == 0
+    assert events == ["environment", "train"]
+    assert json.loads((out / "manifest.json").read_text())["git_commit"] == "commit-at-call-1"
