@@ -384,7 +384,41 @@ def _effective_checked(population, condition: str) -> dict[str, torch.Tensor]:
 
 
 @dataclass
-class RegenL2(Condition):
+class _Regenerative(Condition):
+    """A pull towards the initial parameters: ``loss += coef·‖view(θ) − view(θ₀)‖₂`` per member, one Euclidean
+    norm (not squared) over all of the member's tensors, zero-safe at θ = θ₀. ``view`` flattens each tensor per
+    member; subclasses choose what else it does."""
+
+    coef: Coefficient = 1e-2
+
+    def __post_init__(self):
+        self.coef = check_coefficient(self.name, "coef", self.coef, 0.0)
+        self._cache = None
+
+    @staticmethod
+    def _view(t: torch.Tensor) -> torch.Tensor:
+        return t.reshape(t.shape[0], -1)
+
+    def setup(self, population):
+        self._cache = None
+        self._state(population)
+
+    def _state(self, population):
+        """Per-member coefficients and the viewed θ₀, computed once per population."""
+        if self._cache is None or self._cache[0] is not population:
+            targets = {k: self._view(v.detach()) for k, v in population.initial_params.items()}
+            self._cache = (population, per_member(self.coef, population, self.name, "coef"), targets)
+        return self._cache[1], self._cache[2]
+
+    def extra_loss(self, population):
+        coef, targets = self._state(population)
+        current = _effective_checked(population, self.name)
+        squares = sum((self._view(current[k]) - target).pow(2).sum(1) for k, target in targets.items())
+        return coef * _zero_safe_norm(squares)
+
+
+@dataclass
+class RegenL2(_Regenerative):
     """Regenerative L2 (Kumar et al., 2023): ``loss += coef·‖θ − θ₀‖₂`` per member, the Euclidean norm over **all**
     of a member's parameters at once — the norm, not its square (PROTOCOL §4) — with θ₀ =
     ``population.initial_params``, the member's own initial parameters.
@@ -400,30 +434,10 @@ class RegenL2(Condition):
 
     name: ClassVar[str] = "regen_l2"
     description: ClassVar[str] = "Loss += coef·‖θ − θ₀‖₂ (norm, not squared) towards the initial parameters."
-    coef: Coefficient = 1e-2
-
-    def __post_init__(self):
-        self.coef = check_coefficient(self.name, "coef", self.coef, 0.0)
-        self._cache = None
-
-    def setup(self, population):
-        self._cache = None
-        self._coef(population)
-
-    def _coef(self, population) -> torch.Tensor:
-        if self._cache is None or self._cache[0] is not population:
-            self._cache = (population, per_member(self.coef, population, self.name, "coef"))
-        return self._cache[1]
-
-    def extra_loss(self, population):
-        current = _effective_checked(population, self.name)
-        squares = sum((current[k] - p0).pow(2).reshape(p0.shape[0], -1).sum(1)
-                      for k, p0 in population.initial_params.items())
-        return self._coef(population) * _zero_safe_norm(squares)
 
 
 @dataclass
-class RegenW2(Condition):
+class RegenW2(_Regenerative):
     """Regenerative Wasserstein-2 (Lewandowski et al., 2024), the study's extra regulariser:
     ``loss += coef·‖sort(θ) − sort(θ₀)‖₂`` per member, where each parameter tensor is flattened and sorted on its
     own (within each tensor, per member), and one Euclidean norm (not squared) is taken over all tensors.
@@ -435,29 +449,10 @@ class RegenW2(Condition):
 
     name: ClassVar[str] = "regen_w2"
     description: ClassVar[str] = "Loss += coef·‖sort(θ) − sort(θ₀)‖₂, sorting within each tensor (Wasserstein-2)."
-    coef: Coefficient = 1e-2
 
-    def __post_init__(self):
-        self.coef = check_coefficient(self.name, "coef", self.coef, 0.0)
-        self._cache = None
-
-    def setup(self, population):
-        self._cache = None
-        self._state(population)
-
-    def _state(self, population):
-        if self._cache is None or self._cache[0] is not population:
-            sorted0 = {k: v.detach().reshape(v.shape[0], -1).sort(dim=1).values
-                       for k, v in population.initial_params.items()}
-            self._cache = (population, per_member(self.coef, population, self.name, "coef"), sorted0)
-        return self._cache[1], self._cache[2]
-
-    def extra_loss(self, population):
-        coef, sorted0 = self._state(population)
-        current = _effective_checked(population, self.name)
-        squares = sum((current[k].reshape(s0.shape[0], -1).sort(dim=1).values - s0).pow(2).sum(1)
-                      for k, s0 in sorted0.items())
-        return coef * _zero_safe_norm(squares)
+    @staticmethod
+    def _view(t: torch.Tensor) -> torch.Tensor:
+        return t.reshape(t.shape[0], -1).sort(dim=1).values
 
 
 # ---------------------------------------------------------------------------------------------------------------
