@@ -200,12 +200,8 @@ class ResetAll(Condition):
     name: ClassVar[str] = "reset_all"
     description: ClassVar[str] = "At each shift, re-draw every parameter from a fresh PyTorch default initialisation."
 
-    @torch.no_grad()
     def at_shift(self, population, generator):
-        fold_injections(population)
-        fresh = population.fresh_params(generator)
-        for name, p in population.params.items():
-            p.copy_(fresh[name])
+        _reset(population, generator)
 
 
 @dataclass
@@ -220,14 +216,19 @@ class ResetFinal(Condition):
     name: ClassVar[str] = "reset_final"
     description: ClassVar[str] = "At each shift, re-draw only the policy and value output layers."
 
-    @torch.no_grad()
     def at_shift(self, population, generator):
-        fold_injections(population)
-        fresh = population.fresh_params(generator)
-        prefixes = tuple(f"{h}." for h in _head_names(population))
-        for name, p in population.params.items():
-            if name.startswith(prefixes):
-                p.copy_(fresh[name])
+        _reset(population, generator, prefixes=tuple(f"{h}." for h in _head_names(population)))
+
+
+@torch.no_grad()
+def _reset(population, generator, prefixes: tuple[str, ...] = ("",)) -> None:
+    """Fold any injected heads, then replace the parameters whose names start with one of ``prefixes`` (all of
+    them by default) with a fresh PyTorch default initialisation."""
+    fold_injections(population)
+    fresh = population.fresh_params(generator)
+    for name, p in population.params.items():
+        if name.startswith(prefixes):
+            p.copy_(fresh[name])
 
 
 def _shrink_perturb_coefficients(condition, population) -> tuple[torch.Tensor, torch.Tensor]:
