@@ -103,19 +103,21 @@ def read_run(folder: str | Path) -> tuple[pd.DataFrame, dict]:
 
 def normalised_table(df: pd.DataFrame) -> pd.DataFrame:
     """Mean (± std over seeds) normalised train and test reward per round, one row per shift × condition."""
+    from .analysis import run_summary
+
     keys = [k for k in RUN_KEYS if k != "seed"]
-    per_round = df.groupby([*RUN_KEYS, "round"])[["normalised_train_return", "normalised_test_return"]].first()
-    per_round = per_round.reset_index()
+    per_run_round = df.groupby([*RUN_KEYS, "round"])["normalised_train_return"].first()
+    round_means = per_run_round.groupby([*keys, "round"]).mean()  # over seeds
+    per_seed = run_summary(df, at="mean")  # each run's mean over rounds 2..R
     rows = []
-    for group, part in per_round.groupby(keys):
+    for group, part in per_seed.groupby(keys):
         row = dict(zip(keys, group))
         row["seeds"] = part["seed"].nunique()
         for split in ("train", "test"):
-            by_round = part.groupby("round")[f"normalised_{split}_return"].mean()
-            later = part[part["round"] > 1].groupby("seed")[f"normalised_{split}_return"].mean()
-            row[f"{split} r2..R mean"] = later.mean()
-            row[f"{split} ±std"] = later.std(ddof=1) if len(later) > 1 else float("nan")
+            values = part[f"normalised_{split}_return"]
+            row[f"{split} r2..R mean"] = values.mean()
+            row[f"{split} ±std"] = values.std(ddof=1) if len(values) > 1 else float("nan")
             if split == "train":
-                row.update({f"r{r}": v for r, v in by_round.items()})
+                row.update({f"r{r}": v for r, v in round_means.loc[group].items()})
         rows.append(row)
     return pd.DataFrame(rows).round(3)
