@@ -528,6 +528,27 @@ def fold_injections(population) -> bool:
     return True
 
 
+def injected_heads(population) -> list[str]:
+    """Names of the heads that currently hold an injection (what a checkpoint needs to rebuild the network)."""
+    return [name for name, head in population.template.heads().items() if isinstance(head, InjectedHead)]
+
+
+def restore_network(population, heads: list[str], params: dict[str, torch.Tensor], frozen=()) -> None:
+    """Install stored parameters into ``population``, first rebuilding the injected ``heads`` around the
+    original architecture (the inverse of :func:`injected_heads` + the parameters)."""
+    module = copy.deepcopy(population.template)
+    current = module.heads()
+    for head_name in heads:
+        head = current.get(head_name)
+        if not isinstance(head, nn.Linear):
+            raise ValueError(f"cannot restore an injection into head {head_name!r}; heads: {', '.join(current)}")
+        setattr(module, head_name, InjectedHead(head, copy.deepcopy(head), copy.deepcopy(head)))
+    names = [k for k, _ in module.named_parameters()]
+    if sorted(names) != sorted(params):
+        raise ValueError(f"stored parameters {sorted(set(params) ^ set(names))} do not match the network")
+    population.set_network(module, {k: params[k] for k in names}, frozen=frozen)
+
+
 @dataclass
 class Injection(Condition):
     """Plasticity injection, as the study runs it (PROTOCOL §4): at each shift each head ``h`` (policy and value)

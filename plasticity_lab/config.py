@@ -43,6 +43,14 @@ def _check_positive(name: str, value, allow_none: bool = True) -> None:
         raise ValueError(f"{name} must be a positive integer; got {value!r}")
 
 
+def _format_value(value) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (list, tuple)):
+        return "/".join(_format_value(v) for v in value)
+    return str(value)
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """One training run: an environment, a shift, a condition and a seed, at a preset's scale.
@@ -94,6 +102,15 @@ class RunConfig:
         if self.test_interval is None:
             values["test_interval"] = max(1, round(values["epochs_per_round"] / TESTS_PER_ROUND))
         return dataclasses.replace(self, **values)
+
+    @property
+    def label(self) -> str:
+        """The condition as results tables name it: ``"soft_shrink_perturb"``, or with its overridden coefficients,
+        ``"soft_shrink_perturb[perturb=1e-05]"`` (so runs of a coefficient sweep stay apart)."""
+        if not self.condition_params:
+            return self.condition
+        items = ",".join(f"{k}={_format_value(v)}" for k, v in sorted(self.condition_params.items()))
+        return f"{self.condition}[{items}]"
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

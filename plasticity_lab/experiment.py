@@ -8,24 +8,29 @@ For each of ``rounds`` rounds of ``epochs_per_round`` epochs:
 * every ``test_interval`` epochs (and at the last epoch of each round): the agent plays ``test_episodes``
   episodes on the unseen test levels of the current distribution; all of them are averaged.
 
-:func:`run` returns a tidy per-epoch table, one row per member and epoch.
+:func:`run` returns a tidy per-epoch table, one row per member and epoch. An :class:`Experiment` is the same run
+as an object that advances one epoch at a time and saves / restores its whole state (checkpoints), so a killed run
+continues exactly where it stopped.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
 from .config import RunConfig
-from .conditions import parse_condition
+from .conditions import injected_heads, parse_condition, restore_network
 from .envs.gridworld import N_ACTIONS, OBS_DIM
 from .envs.population import GridworldPopulation
 from .nets import NetworkSpec
 from .ppo import Population, collect_episodes
 from .shifts import distribution
+from .storage import atomic_write
 
 #: Columns that identify a run inside a results table.
 RUN_KEYS = ("env", "shift", "condition", "seed")
@@ -42,15 +47,27 @@ def population_seed(seeds: Sequence[int]) -> int:
 def _check_population(configs: list[RunConfig]) -> None:
     first = configs[0]
     shared = ("env", "condition", "preset", "rounds", "epochs_per_round", "pool_size", "test_interval",
-              "test_episodes", "num_envs", "reward_magnitude", "condition_params", "ppo", "device")
+              "test_episodes", "num_envs", "reward_magnitude", "ppo", "device")
     for c in configs[1:]:
         for name in shared:
             if getattr(c, name) != getattr(first, name):
                 raise ValueError(f"configs of one population must share {name!r}: "
                                  f"{getattr(first, name)!r} vs {getattr(c, name)!r}")
-    members = [(c.shift, c.seed) for c in configs]
+        if set(c.condition_params) != set(first.condition_params):
+            raise ValueError(f"configs of one population must override the same coefficients: "
+                             f"{sorted(first.condition_params)} vs {sorted(c.condition_params)}")
+    members = [(c.shift, c.seed, c.label) for c in configs]
     if len(set(members)) != len(members):
         raise ValueError(f"a population cannot hold the same (shift, seed) twice: {members}")
+
+
+def population_params(configs: list[RunConfig]) -> dict:
+    """The condition coefficients of a population: one value where all members agree, else one per member."""
+    params = {}
+    for name in configs[0].condition_params:
+        values = [c.condition_params[name] for c in configs]
+        params[name] = values[0] if all(v == values[0] for v in values) else values
+    return params
 
 
 @torch.no_grad()
@@ -59,69 +76,183 @@ def evaluate(population: Population, env: GridworldPopulation, generator: torch.
     return collect_episodes(population, env, generator, advantages=False).episode_returns().mean(1)
 
 
-def run(config: RunConfig | Sequence[RunConfig], progress: bool = False) -> pd.DataFrame:
-    """Train one agent (a :class:`RunConfig`) or a population (a list of configs differing only in seed and
-    shift) and return the per-epoch table.
+#: Version of the checkpoint layout written by :meth:`Experiment.state_dict`.
+CHECKPOINT_FORMAT = 1
 
-    Columns: the run keys (``env, shift, condition, seed``), ``round`` (1-based), ``epoch`` (0-based, global),
-    ``epoch_in_round``, ``train_return`` (mean return of the epoch's training episodes), ``test_return`` (mean
-    over the test episodes, NaN on epochs without a test), the diagnostics ``entropy, weight_magnitude,
-    weight_difference, grad_norm, dead_units``, PPO's ``policy_loss, value_loss, approx_kl, clip_fraction``,
-    and the per-round ``normalised_train_return`` / ``normalised_test_return`` (constant within a round; see
+
+class Experiment:
+    """A run in progress: the population, its environments, its random generator and the log so far.
+
+    :meth:`train_epoch` advances it by one epoch; :meth:`state_dict` / :meth:`load_state_dict` capture and restore
+    everything that decides what happens next (parameters and architecture, AdamW's state, the generator, the
+    epoch counter and the log), so a run restored from a checkpoint continues exactly as it would have. The
+    environments hold no state between epochs (every epoch starts new episodes from the generator) and the level
+    distributions follow from the configs and the round.
+    """
+
+    def __init__(self, configs: Sequence[RunConfig]):
+        configs = [c.resolved() for c in configs]
+        if not configs:
+            raise ValueError("an experiment needs at least one RunConfig")
+        _check_population(configs)
+        self.configs = configs
+        cfg = self.cfg = configs[0]
+        self.members = len(configs)
+        self.device = torch.device(cfg.device)
+        self.generator = torch.Generator(device=self.device).manual_seed(population_seed([c.seed for c in configs]))
+        self.condition = parse_condition(cfg.condition, population_params(configs))
+        spec = NetworkSpec(encoder="mlp", obs_dim=OBS_DIM, n_actions=N_ACTIONS, **self.condition.network_options())
+        self.population = Population(spec, [c.seed for c in configs], cfg.ppo, self.condition, self.device)
+        self.condition.setup(self.population)
+        self.train_env = GridworldPopulation(self.members, cfg.num_envs, self.device, cfg.reward_magnitude)
+        self.test_env = GridworldPopulation(self.members, cfg.test_episodes, self.device, cfg.reward_magnitude)
+        self.total_epochs = cfg.rounds * cfg.epochs_per_round
+        self.epoch = 0  # epochs completed
+        self.log: dict[str, list[torch.Tensor]] = {}
+        self._distribution_round = None
+
+    @property
+    def finished(self) -> bool:
+        return self.epoch >= self.total_epochs
+
+    def _set_distributions(self, round_: int) -> None:
+        if self._distribution_round == round_:
+            return
+        dists = [distribution(c.shift, c.seed, round_, pool_size=self.cfg.pool_size) for c in self.configs]
+        self.train_env.set_distributions([d.train_levels for d in dists], [d.mapping for d in dists])
+        self.test_env.set_distributions([d.test_levels for d in dists], [d.mapping for d in dists])
+        self._distribution_round = round_
+
+    def train_epoch(self) -> None:
+        """One epoch: at a round boundary the shift first, then collect, update, test when due, log."""
+        cfg, population, members = self.cfg, self.population, self.members
+        round_, epoch_in_round = divmod(self.epoch, cfg.epochs_per_round)
+        round_ += 1
+        self._set_distributions(round_)
+        if epoch_in_round == 0 and round_ > 1:
+            self.condition.at_shift(population, self.generator)
+            population.new_optimizer()
+        rollout = collect_episodes(population, self.train_env, self.generator)
+        stats = population.update(rollout, self.generator)
+        self.condition.after_epoch(population, self.epoch, self.generator)
+        stats["train_return"] = rollout.episode_returns().mean(1)
+        last = epoch_in_round == cfg.epochs_per_round - 1
+        if (epoch_in_round + 1) % cfg.test_interval == 0 or last:
+            stats["test_return"] = evaluate(population, self.test_env, self.generator)
+        else:
+            stats["test_return"] = torch.full((members,), float("nan"), device=self.device)
+        stats["round"] = torch.full((members,), round_)
+        stats["epoch"] = torch.full((members,), self.epoch)
+        stats["epoch_in_round"] = torch.full((members,), epoch_in_round)
+        for key, value in stats.items():
+            self.log.setdefault(key, []).append(value.detach().cpu())
+        self.epoch += 1
+
+    def table(self) -> pd.DataFrame:
+        """The per-epoch table of the epochs trained so far (see :func:`run`)."""
+        return _table(self.configs, self.log)
+
+    # ---- checkpoints ------------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        """Everything needed to continue this run, as tensors and plain containers (``weights_only``-loadable)."""
+        population = self.population
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "configs": json.dumps([c.to_dict() for c in self.configs], sort_keys=True),
+            "epoch": self.epoch,
+            "params": {k: v.detach().cpu() for k, v in population.params.items()},
+            "frozen": sorted(population.frozen),
+            "injected_heads": injected_heads(population),
+            "optimizer": population.optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+            "log": {k: torch.stack(v) for k, v in self.log.items()},
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from :meth:`state_dict` of the same configs (anything else is refused, naming the difference)."""
+        if not isinstance(state, dict) or "format" not in state:
+            raise ValueError("not a plasticity-lab checkpoint (no 'format' entry)")
+        if state["format"] > CHECKPOINT_FORMAT:
+            raise ValueError(f"checkpoint format {state['format']} is newer than this package reads "
+                             f"({CHECKPOINT_FORMAT}); upgrade plasticity-lab")
+        stored = json.loads(state["configs"])
+        mine = [c.to_dict() for c in self.configs]
+        if stored != json.loads(json.dumps(mine, sort_keys=True)):
+            diff = [f"{k}: {a.get(k)!r} vs {b.get(k)!r}" for a, b in zip(stored, mine) for k in a
+                    if a.get(k) != json.loads(json.dumps(b.get(k)))]
+            if len(stored) != len(mine):
+                diff = [f"{len(stored)} members vs {len(mine)}"]
+            raise ValueError(f"the checkpoint belongs to other configs ({'; '.join(diff[:3])})")
+        population = self.population
+        params = {k: v.to(self.device) for k, v in state["params"].items()}
+        restore_network(population, list(state["injected_heads"]), params, frozen=state["frozen"])
+        population.new_optimizer()
+        population.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+        self.epoch = int(state["epoch"])
+        self.log = {k: list(v.unbind(0)) for k, v in state["log"].items()}
+        self._distribution_round = None
+
+    def save(self, path: str | Path) -> Path:
+        """Write a checkpoint atomically (a crash mid-write leaves the previous one intact)."""
+        state = self.state_dict()
+        return atomic_write(path, lambda p: torch.save(state, p))
+
+    def restore(self, path: str | Path) -> None:
+        """Load a checkpoint written by :meth:`save` (with ``torch.load(weights_only=True)``)."""
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:  # a truncated or foreign file
+            raise ValueError(f"cannot read checkpoint {path}: {error}") from None
+        self.load_state_dict(state)
+
+
+def run(config: RunConfig | Sequence[RunConfig], progress: bool = False, checkpoint: str | Path | None = None,
+        checkpoint_every: int | None = None) -> pd.DataFrame:
+    """Train one agent (a :class:`RunConfig`) or a population (a list of configs differing only in seed, shift and
+    coefficient values) and return the per-epoch table.
+
+    Columns: the run keys (``env, shift, condition, seed``; ``condition`` is the config's :attr:`~RunConfig.label`,
+    which names overridden coefficients), ``round`` (1-based), ``epoch`` (0-based, global), ``epoch_in_round``,
+    ``train_return`` (mean return of the epoch's training episodes), ``test_return`` (mean over the test episodes,
+    NaN on epochs without a test), the diagnostics ``entropy, weight_magnitude, weight_difference, grad_norm,
+    dead_units``, PPO's ``policy_loss, value_loss, approx_kl, clip_fraction``, and the per-round
+    ``normalised_train_return`` / ``normalised_test_return`` (constant within a round; see
     :func:`plasticity_lab.analysis.normalised_reward`).
+
+    With ``checkpoint`` (a file path) the run saves its whole state there at the end of every round (and every
+    ``checkpoint_every`` epochs if given) and, if the file already exists, continues from it: an interrupted run
+    re-started with the same arguments gives the same table as an uninterrupted one.
     """
     configs = [config] if isinstance(config, RunConfig) else list(config)
     if not configs:
         raise ValueError("run() needs at least one RunConfig")
-    configs = [c.resolved() for c in configs]
-    _check_population(configs)
-    cfg = configs[0]
-    members = len(configs)
-    device = torch.device(cfg.device)
-    generator = torch.Generator(device=device).manual_seed(population_seed([c.seed for c in configs]))
-
-    condition = parse_condition(cfg.condition, cfg.condition_params)
-    spec = NetworkSpec(encoder="mlp", obs_dim=OBS_DIM, n_actions=N_ACTIONS, **condition.network_options())
-    population = Population(spec, [c.seed for c in configs], cfg.ppo, condition, device)
-    condition.setup(population)
-    train_env = GridworldPopulation(members, cfg.num_envs, device, cfg.reward_magnitude)
-    test_env = GridworldPopulation(members, cfg.test_episodes, device, cfg.reward_magnitude)
-
-    log: dict[str, list[torch.Tensor]] = {}
-    bar = _progress(cfg.rounds * cfg.epochs_per_round, progress, f"{cfg.condition} ×{members}")
-    epoch = 0
-    for round_ in range(1, cfg.rounds + 1):
-        dists = [distribution(c.shift, c.seed, round_, pool_size=cfg.pool_size) for c in configs]
-        train_env.set_distributions([d.train_levels for d in dists], [d.mapping for d in dists])
-        test_env.set_distributions([d.test_levels for d in dists], [d.mapping for d in dists])
-        if round_ > 1:
-            condition.at_shift(population, generator)
-            population.new_optimizer()
-        for epoch_in_round in range(cfg.epochs_per_round):
-            rollout = collect_episodes(population, train_env, generator)
-            stats = population.update(rollout, generator)
-            condition.after_epoch(population, epoch, generator)
-            stats["train_return"] = rollout.episode_returns().mean(1)
-            last = epoch_in_round == cfg.epochs_per_round - 1
-            if (epoch_in_round + 1) % cfg.test_interval == 0 or last:
-                stats["test_return"] = evaluate(population, test_env, generator)
-            else:
-                stats["test_return"] = torch.full((members,), float("nan"), device=device)
-            stats["round"] = torch.full((members,), round_)
-            stats["epoch"] = torch.full((members,), epoch)
-            stats["epoch_in_round"] = torch.full((members,), epoch_in_round)
-            for key, value in stats.items():
-                log.setdefault(key, []).append(value.detach().cpu())
-            epoch += 1
-            bar.update(1)
+    if checkpoint_every is not None and (isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int)
+                                         or checkpoint_every < 1):
+        raise ValueError(f"checkpoint_every must be a positive integer; got {checkpoint_every!r}")
+    experiment = Experiment(configs)
+    if checkpoint is not None and Path(checkpoint).exists():
+        experiment.restore(checkpoint)
+    cfg = experiment.cfg
+    bar = _progress(experiment.total_epochs, progress, f"{cfg.condition} ×{experiment.members}")
+    bar.update(experiment.epoch)
+    while not experiment.finished:
+        experiment.train_epoch()
+        bar.update(1)
+        if checkpoint is not None:
+            round_end = experiment.epoch % cfg.epochs_per_round == 0
+            if round_end or (checkpoint_every and experiment.epoch % checkpoint_every == 0):
+                experiment.save(checkpoint)
     bar.close()
-    return _table(configs, log)
+    return experiment.table()
 
 
 def _table(configs: list[RunConfig], log: dict[str, list[torch.Tensor]]) -> pd.DataFrame:
     columns = {k: torch.stack(v).T.reshape(-1).numpy() for k, v in log.items()}  # member-major
     n_epochs = len(log["epoch"])
-    keys = {k: np.repeat([getattr(c, k) for c in configs], n_epochs) for k in RUN_KEYS}
+    label = {"condition": lambda c: c.label}
+    keys = {k: np.repeat([label.get(k, lambda c: getattr(c, k))(c) for c in configs], n_epochs) for k in RUN_KEYS}
     ordered = ["round", "epoch", "epoch_in_round", "train_return", "test_return", *DIAGNOSTICS, *_EXTRA]
     df = pd.DataFrame({**keys, **{k: columns[k] for k in ordered}})
     for k in ("round", "epoch", "epoch_in_round", "seed"):

@@ -10,27 +10,14 @@ import json
 import os
 import platform
 import subprocess
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 
 from .experiment import RUN_KEYS
+from .storage import atomic_write
 
 MANIFEST_FORMAT = 1
-
-
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def git_commit() -> str | None:
@@ -86,8 +73,8 @@ def write_run(folder: str | Path, df: pd.DataFrame, configs: list, wall_time: fl
         "wall_time_s": round(wall_time, 3),
         **(environment if environment is not None else environment_info()),
     }
-    _atomic_write(folder / "epochs.parquet", lambda p: df.to_parquet(p, index=False))
-    _atomic_write(folder / "manifest.json", lambda p: Path(p).write_text(json.dumps(manifest, indent=2)))
+    atomic_write(folder / "epochs.parquet", lambda p: df.to_parquet(p, index=False))
+    atomic_write(folder / "manifest.json", lambda p: Path(p).write_text(json.dumps(manifest, indent=2)))
     return folder
 
 

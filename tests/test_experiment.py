@@ -122,3 +122,19 @@ def test_ppo_clearly_beats_a_random_policy_on_a_small_pool():
     random_return = random_return.episode_returns().mean().item()
     assert abs(random_return) < 0.2
     assert trained > random_return + 0.4, (trained, random_return)
+
+
+def test_population_can_sweep_a_coefficient_and_labels_each_value():
+    configs = [pl.RunConfig(condition="shrink_perturb", seed=0, condition_params={"perturb": p}, **SMOKE)
+               for p in (0.0, 1.0)]
+    df = pl.run(configs)
+    assert set(df["condition"]) == {"shrink_perturb[perturb=0]", "shrink_perturb[perturb=1]"}
+    rows = df[df["epoch_in_round"] == 0].set_index(["condition", "round"])["weight_magnitude"]
+    # perturb=1 is a full reset at every shift: its weights return to a fresh draw's scale, perturb=0 keeps them
+    fresh = rows[("shrink_perturb[perturb=1]", 1)]
+    assert rows[("shrink_perturb[perturb=1]", 3)] == pytest.approx(fresh, rel=0.05)
+    assert configs[0].label == "shrink_perturb[perturb=0]"
+    assert pl.RunConfig(condition="l2").label == "l2"
+    with pytest.raises(ValueError, match="override the same coefficients"):
+        pl.run([pl.RunConfig(condition="l2", condition_params={"coef": 1e-3}, **SMOKE),
+                pl.RunConfig(condition="l2", seed=1, **SMOKE)])
