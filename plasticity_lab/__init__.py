@@ -8,6 +8,7 @@ The small public API::
     import plasticity_lab as pl
     df = pl.run(pl.RunConfig(shift="permute", condition="warm_start", seed=0, preset="smoke"))
     pl.round_summary(df)
+    results = pl.load_results("data/gridworld-permute-warm-vs-reset")   # a stored study: tidy tables
 """
 
 from . import envs  # noqa: F401  (registers the gymnasium id "plasticity_lab/Gather-v0")
@@ -16,8 +17,10 @@ from .config import ENVS, PRESETS, RunConfig, parse_seeds
 from .experiment import DIAGNOSTICS, RUN_KEYS, run
 from .nets import ActorCritic, NetworkSpec
 from .ppo import Population, PPOConfig
+from .results import Results, load_results
 from .shifts import SHIFTS
 from .summary import round_summary
+from .sweep import Sweep, run_sweep
 
 __version__ = "0.1.0"
 
@@ -32,10 +35,14 @@ __all__ = [
     "PRESETS",
     "Population",
     "RUN_KEYS",
+    "Results",
     "RunConfig",
     "SHIFTS",
+    "Sweep",
     "parse_condition",
+    "load_results",
     "parse_seeds",
     "round_summary",
     "run",
+    "run_sweep",
 ]

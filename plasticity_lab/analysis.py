@@ -194,6 +194,9 @@ def round_readout(
     """
     keys = _keys(df, by)
     _require_columns(df, list(_TIME_COLUMNS) + [metric], "round_readout")
+    if "epochs_averaged" in df.columns and (df["epochs_averaged"] > 1).any():
+        raise ValueError("round_readout: this table holds subsampled curves (epochs_averaged > 1), whose smoothing "
+                         "windows would be wrong; use a stored study's rounds / runs(at) tables instead")
     E = _epochs_per_round(df)
     window, offset = _resolve_window_offset(E, window, offset)
     if ffill is None:

@@ -3,6 +3,8 @@
 ::
 
     plasticity-lab run --env gridworld --shift permute --condition warm_start,reset_all --seeds 0-4 --preset smoke
+    plasticity-lab sweep sweeps/gridworld-book.toml --workers 2     # a grid, stored as data/<study>/, resumable
+    plasticity-lab report data/gridworld-book                        # the paper's tables for a stored study
     plasticity-lab conditions
 
 ``run`` trains one population per condition (all seeds × shifts of a condition train together), shows a
@@ -47,6 +49,28 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     run.add_argument("--out", default=None, help="output folder (default: runs/<name>-<time>)")
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+    sweep = sub.add_parser("sweep", help="run a grid of runs from a TOML/YAML sweep file into data/<study>/ "
+                                         "(re-run to resume)")
+    sweep.add_argument("file", help="the sweep file (.toml, .yaml or .yml)")
+    sweep.add_argument("--root", default="data", help="folder of studies (default: data)")
+    sweep.add_argument("--out", default=None, help="the study folder (default: <root>/<study>)")
+    sweep.add_argument("--backend", default="local", help="local (processes) or ray")
+    sweep.add_argument("--address", default=None, help="Ray cluster address (backend ray; default: a local Ray)")
+    sweep.add_argument("--workers", type=int, default=1, help="populations trained at once (backend local)")
+    sweep.add_argument("--threads", type=int, default=None, help="torch CPU threads per population")
+    sweep.add_argument("--checkpoint-dir", default=None, help="where unfinished populations keep checkpoints "
+                                                              "(default: <study>/checkpoints)")
+    sweep.add_argument("--checkpoint-every", type=int, default=None,
+                       help="also checkpoint every N epochs (always at the end of each round)")
+    sweep.add_argument("--keep-checkpoints", action="store_true", help="keep each population's final checkpoint")
+    sweep.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+    report = sub.add_parser("report", help="print the paper's tables (t-tests, correlations, GLM) for a study")
+    report.add_argument("study", help="a study folder, e.g. data/gridworld-book")
+    report.add_argument("--at", default="mean", help="run summary for rewards and t-tests: mean (rounds 2..R) or final")
+    report.add_argument("--fit-at", default="final", help="run summary for correlations and the GLM: final or mean")
+    report.add_argument("--baseline", default="reset_all", help="the condition the t-tests compare against")
 
     sub.add_parser("conditions", help="list the conditions and their coefficients")
     return parser
@@ -119,6 +143,25 @@ def _run(args) -> int:
     return 0
 
 
+def _sweep(args) -> int:
+    from .sweep import Sweep, run_sweep
+
+    sweep = Sweep.from_file(args.file)
+    results = run_sweep(sweep, root=args.root, out=args.out, backend=args.backend, workers=args.workers,
+                        threads=args.threads, address=args.address, checkpoint_dir=args.checkpoint_dir,
+                        checkpoint_every=args.checkpoint_every, progress=not args.no_progress,
+                        keep_checkpoints=args.keep_checkpoints)
+    print(f"{results!r}\nstored in {results.path}/ (plasticity-lab report {results.path})")
+    return 0
+
+
+def _report(args) -> int:
+    from .report import report
+
+    print(report(args.study, at=args.at, fit_at=args.fit_at, baseline=args.baseline))
+    return 0
+
+
 def _conditions() -> int:
     for name, cls in CONDITIONS.items():
         params = cls().parameters()
@@ -131,8 +174,9 @@ def _conditions() -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        if args.command == "run":
-            return _run(args)
+        commands = {"run": _run, "sweep": _sweep, "report": _report}
+        if args.command in commands:
+            return commands[args.command](args)
         return _conditions()
     except ValueError as error:
         print(f"plasticity-lab: error: {error}", file=sys.stderr)

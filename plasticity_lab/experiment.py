@@ -275,9 +275,9 @@ class _NoBar:
         pass
 
 
-def _progress(total: int, enabled: bool, desc: str):
+def _progress(total: int, enabled: bool, desc: str, unit: str = "epoch"):
     if not enabled:
         return _NoBar()
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, unit="epoch")
+    return tqdm(total=total, desc=desc, unit=unit, smoothing=0.05)

@@ -1,4 +1,11 @@
-"""Writing and reading a run's results folder: ``epochs.parquet`` + ``manifest.json``.
+"""Results on disk.
+
+* A run's folder (``plasticity-lab run``): ``epochs.parquet`` (every epoch) + ``manifest.json``
+  (:func:`write_run`, :func:`read_run`).
+* A study (``plasticity-lab sweep``, under ``data/<study>/``): ``manifest.json`` (the sweep, versions, hardware,
+  wall time) and one folder per population under ``populations/`` with tidy tables — subsampled curves, per-round
+  and per-run summaries computed from every epoch — and its own manifest (:func:`write_population`). Both load
+  with :func:`load_results`.
 
 Every write goes to a temporary file in the same folder and is renamed into place, so a crash never leaves a
 half-written file under the final name.
@@ -79,13 +86,10 @@ def write_run(folder: str | Path, df: pd.DataFrame, configs: list, wall_time: fl
 
 
 def read_run(folder: str | Path) -> tuple[pd.DataFrame, dict]:
-    """Load a folder written by :func:`write_run`."""
+    """Load a folder written by :func:`write_run`: the full per-epoch table and the manifest."""
     folder = Path(folder)
-    manifest = json.loads((folder / "manifest.json").read_text())
-    if manifest.get("format", 0) > MANIFEST_FORMAT:
-        raise ValueError(f"{folder}/manifest.json has format {manifest['format']}, newer than this package "
-                         f"reads ({MANIFEST_FORMAT}); upgrade plasticity-lab")
-    return pd.read_parquet(folder / "epochs.parquet"), manifest
+    manifest = _read_manifest(folder / "manifest.json")
+    return _read_parquet(folder / "epochs.parquet"), manifest
 
 
 def normalised_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -108,3 +112,201 @@ def normalised_table(df: pd.DataFrame) -> pd.DataFrame:
                 row.update({f"r{r}": v for r, v in round_means.loc[group].items()})
         rows.append(row)
     return pd.DataFrame(rows).round(3)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The study store: what a sweep writes under data/<study>/ and load_results reads back
+# --------------------------------------------------------------------------------------------------------------
+
+#: Version of the study layout (``manifest.json``'s ``format``); a newer one is refused with a clear error.
+STUDY_FORMAT = 1
+#: The tables of a population folder (and of :class:`Results`), each a parquet file.
+TABLES = ("curves", "rounds", "runs_mean", "runs_final")
+
+
+def curve_table(df: pd.DataFrame, stride: int) -> pd.DataFrame:
+    """Subsample per-epoch curves for storage: the mean of each block of ``stride`` epochs within a round.
+
+    A row stands for epochs ``epoch - stride + 1 … epoch`` (``epochs_averaged`` of them; fewer at a round's end);
+    ``test_return`` is the mean of the tests in the block (NaN if none). ``stride=1`` keeps every epoch.
+    Statistics must not be computed from these curves (their smoothing windows are counted in epochs): use the
+    ``rounds`` and ``runs_*`` tables, computed from every epoch before subsampling.
+    """
+    if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
+        raise ValueError(f"curve stride must be a positive integer; got {stride!r}")
+    keys = [k for k in RUN_KEYS if k in df.columns]
+    block = df["epoch_in_round"] // stride
+    groups = df.groupby([*keys, "round", block.rename("_block")], sort=False)
+    numeric = [c for c in df.columns if c not in keys and c not in ("round", "epoch", "epoch_in_round")]
+    out = groups[numeric].mean()
+    out["epoch"] = groups["epoch"].max()
+    out["epoch_in_round"] = groups["epoch_in_round"].max()
+    out["epochs_averaged"] = groups["epoch"].size()
+    out = out.reset_index().drop(columns="_block")
+    return out[[*keys, "round", "epoch", "epoch_in_round", "epochs_averaged", *numeric]]
+
+
+def round_table(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per run × round: the read-outs and normalised rewards (PROTOCOL §5), the round's mean returns and
+    the diagnostics' round means and read-outs (``<diagnostic>_readout``)."""
+    from .analysis import normalised_reward, round_readout
+    from .experiment import DIAGNOSTICS
+
+    keys = [k for k in RUN_KEYS if k in df.columns]
+    out = normalised_reward(df)
+    means = df.groupby([*keys, "round"])[["train_return", "test_return", *DIAGNOSTICS]].mean().reset_index()
+    out = out.merge(means.rename(columns={"train_return": "train_mean", "test_return": "test_mean"}),
+                    on=[*keys, "round"])
+    for metric in DIAGNOSTICS:
+        readout = round_readout(df, metric).rename(columns={metric: f"{metric}_readout"})
+        out = out.merge(readout, on=[*keys, "round"])
+    return out
+
+
+def summarise(df: pd.DataFrame, stride: int = 1) -> dict[str, pd.DataFrame]:
+    """The stored tables of a per-epoch table: subsampled curves, per-round table and the two per-run summaries
+    (:func:`plasticity_lab.analysis.run_summary` with ``at="mean"`` and ``at="final"``)."""
+    from .analysis import run_summary
+
+    return {
+        "curves": curve_table(df, stride),
+        "rounds": round_table(df),
+        "runs_mean": run_summary(df, at="mean"),
+        "runs_final": run_summary(df, at="final"),
+    }
+
+
+def _read_manifest(path: Path) -> dict:
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"cannot read {path}: {error}") from None
+    if not isinstance(manifest, dict):
+        raise ValueError(f"{path} is not a plasticity-lab manifest (not a JSON object)")
+    fmt = manifest.get("format", 0)
+    newest = STUDY_FORMAT if "sweep" in manifest or "population" in manifest else MANIFEST_FORMAT
+    if not isinstance(fmt, int) or fmt > newest:
+        raise ValueError(f"{path} has format {fmt!r}, newer than this package reads ({newest}); "
+                         f"upgrade plasticity-lab")
+    return manifest
+
+
+def _read_parquet(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_parquet(path)
+    except Exception as error:  # pyarrow raises several kinds for truncated or foreign files
+        raise ValueError(f"cannot read {path}: corrupt or truncated results file ({error})") from None
+
+
+def write_population(folder: str | Path, df: pd.DataFrame, configs: list, wall_time: float, stride: int,
+                     environment: dict, extra: dict | None = None) -> Path:
+    """Store one finished population: its tables, then (last, so its presence means "complete") its manifest."""
+    folder = Path(folder)
+    tables = summarise(df, stride)
+    for name, table in tables.items():
+        atomic_write(folder / f"{name}.parquet", lambda p, t=table: t.to_parquet(p, index=False))
+    manifest = {
+        "format": STUDY_FORMAT,
+        "population": folder.name,
+        "configs": [c.resolved().to_dict() for c in configs],
+        "curve_stride": stride,
+        "epochs": int(df["epoch"].max()) + 1,
+        "wall_time_s": round(wall_time, 3),
+        **(extra or {}),
+        **environment,
+    }
+    atomic_write(folder / "manifest.json", lambda p: Path(p).write_text(json.dumps(manifest, indent=2)))
+    return folder
+
+
+def population_complete(folder: str | Path, configs: list) -> bool:
+    """Whether ``folder`` holds the finished results of exactly these ``configs``."""
+    path = Path(folder) / "manifest.json"
+    if not path.exists():
+        return False
+    manifest = _read_manifest(path)
+    return manifest.get("configs") == [c.resolved().to_dict() for c in configs] and all(
+        (Path(folder) / f"{name}.parquet").exists() for name in TABLES)
+
+
+class Results:
+    """A stored study, loaded: tidy pandas tables plus the manifest(s).
+
+    * ``curves`` — per-epoch curves, one row per run and block of ``epochs_averaged`` epochs (for plots);
+    * ``rounds`` — one row per run × round: read-outs, normalised rewards, round means of returns and diagnostics;
+    * ``runs(at)`` — one row per run: normalised reward (mean over rounds 2..R for ``at="mean"``, round R for
+      ``"final"``) and diagnostics; what :func:`~plasticity_lab.analysis.condition_ttests`,
+      :func:`~plasticity_lab.analysis.diagnostic_correlations` and
+      :func:`~plasticity_lab.analysis.diagnostics_glm` take;
+    * ``manifest`` — the study's manifest; ``populations`` — each population's manifest (configs, versions,
+      hardware, wall time).
+    """
+
+    def __init__(self, path: Path, tables: dict[str, pd.DataFrame], manifest: dict, populations: list[dict]):
+        self.path = path
+        self.curves = tables["curves"]
+        self.rounds = tables["rounds"]
+        self._runs = {"mean": tables["runs_mean"], "final": tables["runs_final"]}
+        self.manifest = manifest
+        self.populations = populations
+
+    def runs(self, at: str = "mean") -> pd.DataFrame:
+        if at not in self._runs:
+            raise ValueError(f"unknown at={at!r}; valid: mean, final")
+        table = self._runs[at].copy()
+        table.attrs["at"] = at
+        return table
+
+    @property
+    def configs(self) -> list[dict]:
+        return [c for p in self.populations for c in p["configs"]]
+
+    def describe(self) -> str:
+        """One line for figure captions: study, preset(s) and scale, seeds."""
+        configs = self.configs
+        presets = sorted({c["preset"] for c in configs})
+        scale = sorted({(c["rounds"], c["epochs_per_round"], c["pool_size"]) for c in configs})
+        scale_text = "; ".join(f"{r} rounds × {e} epochs, {k}-level pool" for r, e, k in scale)
+        seeds = sorted({c["seed"] for c in configs})
+        return (f"study {self.path.name}, preset {'/'.join(presets)} ({scale_text}), "
+                f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''}")
+
+    def __repr__(self) -> str:
+        return f"<Results {self.describe()}: {len(self.runs())} runs>"
+
+
+def load_results(path: str | Path) -> Results:
+    """Load a stored study (``data/<study>``) written by a sweep — or a folder written by ``plasticity-lab run``,
+    or a folder of such folders — into :class:`Results`.
+
+    A corrupt or truncated file, or a manifest of a newer format, raises one ``ValueError`` naming the file.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise ValueError(f"no results folder at {path}")
+    manifest_path = path / "manifest.json"
+    if manifest_path.exists():
+        manifest = _read_manifest(manifest_path)
+        if "sweep" in manifest:
+            folders = sorted(p.parent for p in (path / "populations").glob("*/manifest.json"))
+            parts = [_load_population(f) for f in folders]
+        else:
+            parts = [_load_run_folder(path, manifest)]
+    else:
+        folders = sorted(p.parent for p in path.glob("*/manifest.json"))
+        parts = [_load_run_folder(f, _read_manifest(f / "manifest.json")) for f in folders]
+        manifest = {"format": STUDY_FORMAT, "study": path.name, "runs": [f.name for f in folders]}
+    if not parts:
+        raise ValueError(f"{path} holds no finished results yet")
+    tables = {name: pd.concat([p[0][name] for p in parts], ignore_index=True) for name in TABLES}
+    return Results(path, tables, manifest, [p[1] for p in parts])
+
+
+def _load_population(folder: Path) -> tuple[dict[str, pd.DataFrame], dict]:
+    manifest = _read_manifest(folder / "manifest.json")
+    return {name: _read_parquet(folder / f"{name}.parquet") for name in TABLES}, manifest
+
+
+def _load_run_folder(folder: Path, manifest: dict) -> tuple[dict[str, pd.DataFrame], dict]:
+    df = _read_parquet(folder / "epochs.parquet")
+    return summarise(df), manifest

@@ -1,0 +1,71 @@
+"""The paper's tables for a stored study, as text: normalised reward, t-tests against reset-all, per-diagnostic
+correlations and the GLM (PROTOCOL §6). ``plasticity-lab report data/<study>`` prints :func:`report`."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from . import analysis
+from .results import Results, load_results
+
+_SPLITS = ("train", "test")
+
+
+def reward_table(results: Results, at: str = "mean") -> pd.DataFrame:
+    """Normalised reward per env × shift × condition: mean and std over seeds, train and test."""
+    runs = results.runs(at)
+    keys = [k for k in ("env", "shift", "condition") if k in runs.columns]
+    grouped = runs.groupby(keys)
+    out = grouped.size().rename("seeds").to_frame()
+    for split in _SPLITS:
+        column = f"normalised_{split}_return"
+        out[f"{split} mean"] = grouped[column].mean()
+        out[f"{split} std"] = grouped[column].std(ddof=1)
+    return out.reset_index()
+
+
+def _section(title: str, body: str) -> str:
+    return f"\n## {title}\n\n{body}\n"
+
+
+def _safe(build) -> str:
+    try:
+        table = build()
+    except ValueError as error:  # too few points or conditions for this statistic: say so, go on
+        return f"(not computed: {error})"
+    if "n_points" in table.columns and (table["n_points"] < 3).all():
+        return f"(not computed: a fit needs at least 3 shift × condition points; the study has {table['n_points'].max()})"
+    return table.to_string(float_format=lambda x: f"{x:.4g}")
+
+
+def report(study: str | Results, at: str = "mean", fit_at: str = "final", baseline: str = "reset_all") -> str:
+    """The report of a stored study (a path or loaded :class:`~plasticity_lab.results.Results`).
+
+    ``at`` summarises each run for the reward table and the t-tests (``"mean"`` over rounds 2..R, as PROTOCOL
+    §6 says; or ``"final"``); ``fit_at`` for the correlations and the GLM (default ``"final"``, the paper's
+    "after ten rounds").
+    """
+    results = study if isinstance(study, Results) else load_results(study)
+    for name, value in (("at", at), ("fit_at", fit_at)):
+        if value not in analysis.AT_CHOICES:
+            raise ValueError(f"unknown {name}={value!r}; valid: {', '.join(analysis.AT_CHOICES)}")
+    runs, fit_runs = results.runs(at), results.runs(fit_at)
+    text = [f"# {results.describe()}",
+            f"{len(runs)} runs; conditions: {', '.join(sorted(runs['condition'].unique()))}"]
+    wall = results.manifest.get("wall_time_s")
+    if wall is not None:
+        text.append(f"training wall time: {wall / 3600:.2f} h")
+    text.append(_section(f"Normalised reward (at={at}; negative = plasticity lost)",
+                         _safe(lambda: reward_table(results, at))))
+    text.append(_section(f"t-tests against {baseline} (at={at}; negative t = better than {baseline})",
+                         _safe(lambda: analysis.condition_ttests(runs, baseline=baseline, at=at))))
+    for split in _SPLITS:
+        text.append(_section(f"Correlations of normalised {split} reward with each diagnostic (at={fit_at}, "
+                             "shift × condition means)",
+                             _safe(lambda s=split: analysis.diagnostic_correlations(fit_runs, at=fit_at, split=s))))
+    for split in _SPLITS:
+        for env in sorted(fit_runs["env"].unique()):
+            text.append(_section(f"GLM of normalised {split} reward on the diagnostics ({env}, at={fit_at})",
+                                 _safe(lambda s=split, e=env: analysis.diagnostics_glm(fit_runs, split=s, at=fit_at,
+                                                                                       env=e))))
+    return "\n".join(text)

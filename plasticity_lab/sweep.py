@@ -1,0 +1,389 @@
+"""Sweeps: a grid of runs (envs × shifts × conditions × seeds × coefficient values), trained as populations and
+stored as a study under ``data/<study>/``.
+
+A sweep file (TOML or YAML) names the grid::
+
+    study = "gridworld-book"              # the folder under data/ (or --out)
+    preset = "book"
+    shifts = ["permute", "window", "expand"]
+    conditions = ["warm_start", "reset_all", "soft_shrink_perturb+layernorm"]
+    seeds = "0-4"                         # or a list of integers
+    max_members = 15                      # the largest population trained as one computation
+
+    [overrides]                           # any RunConfig field, for every run
+    epochs_per_round = 300
+
+    [params.soft_shrink_perturb]          # coefficients of one condition: a list sweeps the values
+    perturb = [1e-6, 1e-5, 1e-4]
+
+Each condition's runs (shifts × seeds × coefficient values) are cut into populations of at most ``max_members``
+members; a population is the unit of work, of checkpointing and of storage. Re-running a sweep skips the
+populations already stored and continues an interrupted one from its checkpoint, so the study ends identical to an
+uninterrupted one. Populations run in local processes (:func:`run_sweep` with ``workers``) or on a Ray cluster
+(``backend="ray"``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .config import ENVS, PRESETS, RunConfig, parse_seeds
+from .results import (STUDY_FORMAT, _read_manifest, environment_info, load_results, population_complete,
+                      write_population)
+from .storage import atomic_write_text
+
+#: The keys a sweep file may hold.
+SWEEP_KEYS = ("study", "envs", "shifts", "conditions", "seeds", "preset", "overrides", "params", "max_members",
+              "curve_stride")
+BACKENDS = ("local", "ray")
+
+
+def _as_list(name: str, value, kind=str) -> list:
+    if isinstance(value, (str, int)) and not isinstance(value, bool):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not value or not all(isinstance(v, kind) for v in value):
+        raise ValueError(f"sweep key {name!r} must be a non-empty list of {kind.__name__}s; got {value!r}")
+    return list(value)
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """A grid of runs. See the module docstring for the file format; the fields are its keys."""
+
+    study: str
+    conditions: tuple[str, ...]
+    shifts: tuple[str, ...] = ("permute", "window", "expand")
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    envs: tuple[str, ...] = ("gridworld",)
+    preset: str = "book"
+    overrides: dict = field(default_factory=dict)
+    params: dict = field(default_factory=dict)
+    max_members: int = 15
+    curve_stride: int | None = None  # None: one curve point per test interval
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Sweep":
+        """Build and validate a sweep; every error names the bad key or value and the valid ones."""
+        if not isinstance(data, dict):
+            raise ValueError(f"a sweep must be a mapping of keys to values; got {type(data).__name__}")
+        unknown = sorted(set(data) - set(SWEEP_KEYS))
+        if unknown:
+            raise ValueError(f"unknown sweep key(s) {unknown}; valid: {', '.join(SWEEP_KEYS)}")
+        if "study" not in data or "conditions" not in data:
+            raise ValueError("a sweep needs 'study' (its folder name) and 'conditions'")
+        study = data["study"]
+        if not isinstance(study, str) or not study or "/" in study or study.startswith("."):
+            raise ValueError(f"study must be a folder name (no '/', not hidden); got {study!r}")
+        values = {"study": study, "conditions": tuple(_as_list("conditions", data["conditions"]))}
+        for key in ("shifts", "envs"):
+            if key in data:
+                values[key] = tuple(_as_list(key, data[key]))
+        if "seeds" in data:
+            seeds = data["seeds"]
+            values["seeds"] = tuple(parse_seeds(seeds) if isinstance(seeds, str) else _as_list("seeds", seeds, int))
+        if "preset" in data:
+            if data["preset"] not in PRESETS:
+                raise ValueError(f"unknown preset {data['preset']!r}; valid: {', '.join(PRESETS)}")
+            values["preset"] = data["preset"]
+        for key in ("overrides", "params"):
+            if key in data:
+                if not isinstance(data[key], dict):
+                    raise ValueError(f"sweep key {key!r} must be a mapping; got {data[key]!r}")
+                values[key] = data[key]
+        for key in ("max_members", "curve_stride"):
+            if data.get(key) is not None:
+                v = data[key]
+                if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                    raise ValueError(f"sweep key {key!r} must be a positive integer; got {v!r}")
+                values[key] = v
+        sweep = cls(**values)
+        sweep.configs()  # validates envs, shifts, conditions, overrides and coefficients before any work
+        return sweep
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "Sweep":
+        """Read a ``.toml``, ``.yaml`` or ``.yml`` sweep file."""
+        path = Path(path)
+        if not path.is_file():
+            raise ValueError(f"no sweep file at {path}")
+        suffix = path.suffix.lower()
+        if suffix not in (".toml", ".yaml", ".yml"):
+            raise ValueError(f"unknown sweep file type {path.suffix!r}; valid: .toml, .yaml, .yml")
+        try:
+            if suffix == ".toml":
+                import tomllib
+
+                data = tomllib.loads(path.read_text())
+            else:
+                import yaml
+
+                data = yaml.safe_load(path.read_text())
+        except Exception as error:  # a syntax error of either format
+            raise ValueError(f"cannot parse {path}: {error}") from None
+        return cls.from_dict(data)
+
+    def to_dict(self) -> dict:
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    def _param_grid(self, condition: str) -> list[dict]:
+        """The coefficient combinations of one condition: the product of every listed value."""
+        spec = self.params.get(condition, {})
+        if not isinstance(spec, dict):
+            raise ValueError(f"params.{condition} must be a mapping of coefficient names to values; got {spec!r}")
+        names = sorted(spec)
+        choices = [spec[n] if isinstance(spec[n], list) else [spec[n]] for n in names]
+        return [dict(zip(names, combo)) for combo in itertools.product(*choices)]
+
+    def configs(self) -> list[RunConfig]:
+        """Every run of the grid, validated."""
+        stray = sorted(set(self.params) - set(self.conditions))
+        if stray:
+            raise ValueError(f"params given for condition(s) {stray} that the sweep does not run; "
+                             f"its conditions: {', '.join(self.conditions)}")
+        for env in self.envs:
+            if env not in ENVS:
+                raise ValueError(f"unknown env {env!r}; valid: {', '.join(ENVS)}")
+        fields = {f.name for f in dataclasses.fields(RunConfig)} - {"env", "shift", "condition", "seed", "preset",
+                                                                       "condition_params"}
+        unknown = sorted(set(self.overrides) - fields)
+        if unknown:
+            raise ValueError(f"unknown override(s) {unknown}; valid: {', '.join(sorted(fields))}")
+        return [RunConfig(env=env, shift=shift, condition=condition, seed=seed, preset=self.preset,
+                          condition_params=params, **self.overrides)
+                for env in self.envs for condition in self.conditions for params in self._param_grid(condition)
+                for shift in self.shifts for seed in self.seeds]
+
+    def populations(self) -> list["PopulationTask"]:
+        """The grid cut into populations: per env and condition, at most ``max_members`` runs each, in a fixed
+        order (so the same sweep always forms the same populations)."""
+        tasks = []
+        configs = self.configs()
+        for (env, condition), group in itertools.groupby(configs, key=lambda c: (c.env, c.condition)):
+            group = list(group)
+            n = math.ceil(len(group) / self.max_members)
+            size = math.ceil(len(group) / n)  # balanced chunks
+            for i in range(n):
+                tasks.append(PopulationTask.of(group[i * size:(i + 1) * size]))
+        return tasks
+
+
+@dataclass(frozen=True)
+class PopulationTask:
+    """One population of a sweep: its name (stable for the same member configs) and configs."""
+
+    name: str
+    configs: tuple[RunConfig, ...]
+
+    @classmethod
+    def of(cls, configs: Sequence[RunConfig]) -> "PopulationTask":
+        text = json.dumps([c.resolved().to_dict() for c in configs], sort_keys=True)
+        digest = hashlib.sha256(text.encode()).hexdigest()[:10]
+        first = configs[0]
+        return cls(f"{first.env}-{first.condition.replace('+', '_')}-{digest}", tuple(configs))
+
+    @property
+    def agent_epochs(self) -> int:
+        c = self.configs[0].resolved()
+        return len(self.configs) * c.rounds * c.epochs_per_round
+
+    def stride(self, curve_stride: int | None) -> int:
+        return curve_stride or self.configs[0].resolved().test_interval
+
+
+def train_population(task: PopulationTask, study: str | Path, checkpoint_dir: str | Path, curve_stride: int | None,
+                     threads: int | None = None, checkpoint_every: int | None = None, progress=None,
+                     keep_checkpoint: bool = False) -> dict:
+    """Train one population (continuing from its checkpoint if there is one) and store its tables.
+
+    ``progress`` is called with the number of epochs just trained. Returns ``{"name", "wall_time_s", "skipped"}``.
+    """
+    from .experiment import Experiment
+
+    folder = Path(study) / "populations" / task.name
+    if population_complete(folder, task.configs):
+        return {"name": task.name, "wall_time_s": 0.0, "skipped": True}
+    if threads is not None:
+        torch.set_num_threads(threads)
+    environment = environment_info()
+    checkpoint = Path(checkpoint_dir) / f"{task.name}.pt"
+    start = time.time()
+    experiment = Experiment(task.configs)
+    resumed_from = 0
+    if checkpoint.exists():
+        experiment.restore(checkpoint)
+        resumed_from = experiment.epoch
+        if progress:
+            progress(experiment.epoch)
+    epochs_per_round = experiment.cfg.epochs_per_round
+    while not experiment.finished:
+        experiment.train_epoch()
+        if progress:
+            progress(1)
+        at_round_end = experiment.epoch % epochs_per_round == 0
+        if at_round_end or (checkpoint_every and experiment.epoch % checkpoint_every == 0):
+            experiment.save(checkpoint)
+    wall = time.time() - start
+    write_population(folder, experiment.table(), list(task.configs), wall, task.stride(curve_stride), environment,
+                     extra={"resumed_from_epoch": resumed_from})
+    if not keep_checkpoint:
+        checkpoint.unlink(missing_ok=True)
+    return {"name": task.name, "wall_time_s": wall, "skipped": False}
+
+
+def _study_manifest(study: Path, sweep: Sweep, environment: dict, started: float, done: dict) -> None:
+    manifest_path = study / "manifest.json"
+    previous = _read_manifest(manifest_path) if manifest_path.exists() else {}
+    populations = dict(previous.get("populations", {}))
+    populations.update(done)
+    manifest = {
+        "format": STUDY_FORMAT,
+        "study": sweep.study,
+        "sweep": sweep.to_dict(),
+        "presets": [sweep.preset],
+        "seeds": list(sweep.seeds),
+        "populations": populations,
+        "wall_time_s": round(sum(p.get("wall_time_s", 0.0) for p in populations.values()), 3),
+        "last_session_started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
+        **environment,
+    }
+    atomic_write_text(manifest_path, json.dumps(manifest, indent=2))
+
+
+def check_study(study: Path, sweep: Sweep) -> None:
+    """Refuse to write into a study made by a different sweep (nothing stored is overwritten)."""
+    manifest_path = study / "manifest.json"
+    if not manifest_path.exists():
+        if study.exists() and any(study.iterdir()):
+            raise ValueError(f"{study} exists and is not a sweep's study; choose another study name or --out")
+        return
+    manifest = _read_manifest(manifest_path)
+    stored = manifest.get("sweep")
+    if stored is None:
+        raise ValueError(f"{study} holds results of another kind (not a sweep); choose another study name or --out")
+    if stored != sweep.to_dict():
+        changed = sorted(k for k in set(stored) | set(sweep.to_dict()) if stored.get(k) != sweep.to_dict().get(k))
+        raise ValueError(f"{study} was made by a different sweep (differs in {', '.join(changed)}); "
+                         f"give this sweep another study name")
+
+
+def run_sweep(sweep: Sweep, root: str | Path = "data", out: str | Path | None = None, backend: str = "local",
+              workers: int = 1, threads: int | None = None, address: str | None = None,
+              checkpoint_dir: str | Path | None = None, checkpoint_every: int | None = None,
+              progress: bool = True, keep_checkpoints: bool = False):
+    """Train every population of ``sweep`` not yet stored, store each as it finishes, and return
+    :func:`~plasticity_lab.results.load_results` of the study.
+
+    * ``out`` — the study folder (default ``root/<sweep.study>``); ``checkpoint_dir`` — where unfinished
+      populations keep their checkpoints (default ``<study>/checkpoints``, which git ignores);
+    * ``backend="local"`` runs ``workers`` populations at a time in local processes (in this process when 1);
+      ``backend="ray"`` submits every population as a Ray task to the cluster at ``address`` (a local Ray instance
+      if None), each asking for ``threads`` CPUs;
+    * ``threads`` — torch CPU threads per population (default: all cores shared among the workers).
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
+    for name, value in (("workers", workers), ("threads", threads), ("checkpoint_every", checkpoint_every)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"{name} must be a positive integer; got {value!r}")
+    if address is not None and backend != "ray":
+        raise ValueError("address is for backend='ray' only")
+    study = Path(out) if out is not None else Path(root) / sweep.study
+    check_study(study, sweep)
+    tasks = sweep.populations()
+    checkpoints = Path(checkpoint_dir) if checkpoint_dir is not None else study / "checkpoints"
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    environment = environment_info()
+    started = time.time()
+    _study_manifest(study, sweep, environment, started, {})
+    todo = [t for t in tasks if not population_complete(study / "populations" / t.name, t.configs)]
+    total = sum(t.agent_epochs for t in tasks)
+    bar = _bar(total, progress, sweep.study)
+    bar.update(total - sum(t.agent_epochs for t in todo))
+    kwargs = dict(study=study, checkpoint_dir=checkpoints, curve_stride=sweep.curve_stride,
+                  checkpoint_every=checkpoint_every, keep_checkpoint=keep_checkpoints)
+
+    def finished(result: dict, task: PopulationTask) -> None:
+        _study_manifest(study, sweep, environment, started, {task.name: {
+            "members": len(task.configs), "condition": task.configs[0].condition,
+            "wall_time_s": round(result["wall_time_s"], 3)}})
+
+    if backend == "ray":
+        _run_ray(todo, kwargs, threads or 1, address, bar, finished)
+    elif workers == 1:
+        for task in todo:
+            members = len(task.configs)
+            finished(train_population(task, threads=threads, progress=lambda n, m=members: bar.update(n * m),
+                                      **kwargs), task)
+    else:
+        _run_processes(todo, kwargs, workers, threads, bar, finished)
+    bar.close()
+    return load_results(study)
+
+
+def _run_processes(todo, kwargs, workers, threads, bar, finished) -> None:
+    import multiprocessing as mp
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    threads = threads or max(1, (torch.get_num_threads()) // workers)
+    context = mp.get_context("spawn")  # a fresh interpreter per worker: no forked torch thread pools
+    with context.Manager() as manager:
+        queue = manager.Queue()
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            futures = {pool.submit(_worker, task, kwargs, threads, queue): task for task in todo}
+            pending = set(futures)
+            while pending:
+                done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                while not queue.empty():
+                    bar.update(queue.get())
+                for future in done:
+                    finished(future.result(), futures[future])
+            while not queue.empty():
+                bar.update(queue.get())
+
+
+def _worker(task, kwargs, threads, queue) -> dict:
+    members = len(task.configs)
+    return train_population(task, threads=threads, progress=lambda n: queue.put(n * members), **kwargs)
+
+
+def _run_ray(todo, kwargs, threads, address, bar, finished) -> None:
+    try:
+        import ray
+    except ImportError:
+        raise ValueError("backend 'ray' needs Ray: pip install 'plasticity-lab[cluster]'") from None
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    try:
+        remote = ray.remote(num_cpus=threads)(_ray_task)
+        refs = {remote.remote(task, kwargs, threads): task for task in todo}
+        pending = list(refs)
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            for ref in done:
+                task = refs[ref]
+                finished(ray.get(ref), task)
+                bar.update(task.agent_epochs)
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def _ray_task(task, kwargs, threads) -> dict:
+    return train_population(task, threads=threads, **kwargs)
+
+
+def _bar(total: int, enabled: bool, desc: str):
+    from .experiment import _progress
+
+    return _progress(total, enabled, desc, unit="agent-epoch")

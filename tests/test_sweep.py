@@ -1,0 +1,252 @@
+"""Sweeps and the study store: grid expansion, populations, storage and loading, resume after SIGKILL, Ray, and
+bad input (unknown keys, corrupt files, newer formats, a different sweep in the same folder)."""
+
+import hashlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import plasticity_lab as pl
+from plasticity_lab.results import TABLES, curve_table, load_results, summarise
+from plasticity_lab.sweep import Sweep, run_sweep
+
+SMALL = {
+    "study": "small",
+    "preset": "smoke",
+    "shifts": ["permute"],
+    "conditions": ["warm_start", "reset_all"],
+    "seeds": "0-2",
+    "max_members": 3,
+    "overrides": {"rounds": 2, "epochs_per_round": 4, "test_episodes": 11, "test_interval": 2},
+}
+
+
+@pytest.fixture(scope="module")
+def small_study(tmp_path_factory):
+    root = tmp_path_factory.mktemp("studies")
+    results = run_sweep(Sweep.from_dict(SMALL), root=root, threads=1, progress=False)
+    return root / "small", results
+
+
+def _digest(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+# ---- the sweep file ---------------------------------------------------------------------------------------------
+
+def test_grid_expands_every_combination_into_populations():
+    sweep = Sweep.from_dict({"study": "s", "conditions": ["warm_start", "soft_shrink_perturb"],
+                             "params": {"soft_shrink_perturb": {"perturb": [1e-6, 1e-5]}}})
+    configs = sweep.configs()
+    # warm_start: 3 shifts x 5 seeds; soft S+P: 2 values x 3 x 5
+    assert len(configs) == 15 + 30
+    tasks = sweep.populations()
+    assert [len(t.configs) for t in tasks] == [15, 15, 15]
+    assert {c.label for c in tasks[1].configs} | {c.label for c in tasks[2].configs} == {
+        "soft_shrink_perturb[perturb=1e-06]", "soft_shrink_perturb[perturb=1e-05]"}
+    # the same sweep forms the same populations with the same names; another grid other names
+    assert [t.name for t in Sweep.from_dict(sweep.to_dict()).populations()] == [t.name for t in tasks]
+    other = Sweep.from_dict({"study": "s", "conditions": ["warm_start"], "seeds": [0, 1, 2, 3, 5]})
+    assert other.populations()[0].name != tasks[0].name
+    # chunks are balanced: 16 runs with at most 15 per population -> 8 + 8
+    sixteen = Sweep.from_dict({"study": "s", "conditions": ["l2"], "seeds": "0-15", "shifts": ["window"]})
+    assert [len(t.configs) for t in sixteen.populations()] == [8, 8]
+
+
+def test_toml_and_yaml_files_give_the_same_sweep(tmp_path):
+    toml = tmp_path / "a.toml"
+    toml.write_text('study = "x"\nconditions = ["warm_start"]\nseeds = "0-1"\n[overrides]\nepochs_per_round = 7\n'
+                    '[params.warm_start]\n')
+    yml = tmp_path / "a.yaml"
+    yml.write_text("study: x\nconditions: [warm_start]\nseeds: 0-1\noverrides:\n  epochs_per_round: 7\n")
+    a, b = Sweep.from_file(toml), Sweep.from_file(yml)
+    assert a.configs() == b.configs() and a.seeds == (0, 1) and a.configs()[0].resolved().epochs_per_round == 7
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"epochs": 3}, "unknown sweep key(s) ['epochs']; valid: study, envs"),
+    ({"conditions": ["warm_start", "magic"]}, "unknown condition 'magic'"),
+    ({"shifts": ["permute", "shuffle"]}, "unknown shift 'shuffle'; valid: permute, window, expand"),
+    ({"preset": "huge"}, "unknown preset 'huge'; valid: paper, book, smoke"),
+    ({"overrides": {"epochs": 3}}, "unknown override(s) ['epochs']; valid:"),
+    ({"overrides": {"rounds": 0}}, "rounds must be a positive integer; got 0"),
+    ({"params": {"l2": {"coef": [1e-3]}}}, "params given for condition(s) ['l2'] that the sweep does not run"),
+    ({"params": {"warm_start": {"perturb": [0.1]}}}, "unknown parameter(s) ['perturb'] for condition 'warm_start'"),
+    ({"seeds": "4-1"}, "bad seeds '4-1'"),
+    ({"max_members": 0}, "'max_members' must be a positive integer; got 0"),
+    ({"study": "../up"}, "study must be a folder name"),
+])
+def test_bad_sweep_gives_one_clear_error(change, message):
+    with pytest.raises(ValueError) as error:
+        Sweep.from_dict({**SMALL, **change})
+    assert message in str(error.value)
+
+
+def test_bad_sweep_file_is_rejected_before_any_work(tmp_path, capsys):
+    from plasticity_lab.cli import main
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text('study = "x"\nconditions = ["warm_start"]\ncolour = "red"\n')
+    assert main(["sweep", str(bad), "--root", str(tmp_path / "data")]) == 2
+    assert "unknown sweep key(s) ['colour']" in capsys.readouterr().err
+    assert not (tmp_path / "data").exists()
+    broken = tmp_path / "broken.toml"
+    broken.write_text('study = "x\n')
+    assert main(["sweep", str(broken)]) == 2
+    assert "cannot parse" in capsys.readouterr().err
+
+
+# ---- storing and loading ----------------------------------------------------------------------------------------
+
+def test_study_holds_what_the_runner_computes(small_study):
+    folder, results = small_study
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["sweep"]["conditions"] == ["warm_start", "reset_all"] and manifest["seeds"] == [0, 1, 2]
+    for key in ("package_version", "git_commit", "torch", "platform", "cpu_count", "wall_time_s", "populations"):
+        assert key in manifest
+    assert len(manifest["populations"]) == 2
+    # each population's tables equal those computed from a direct pl.run of its configs
+    sweep = Sweep.from_dict(SMALL)
+    for task in sweep.populations():
+        direct = summarise(pl.run(list(task.configs)), stride=2)
+        for name in TABLES:
+            stored = pd.read_parquet(folder / "populations" / task.name / f"{name}.parquet")
+            pd.testing.assert_frame_equal(stored, direct[name], check_dtype=False)
+    assert len(results.runs()) == 6 and len(results.rounds) == 12
+    assert results.describe() == "study small, preset smoke (2 rounds × 4 epochs, 10-level pool), 3 seeds"
+    assert not any((folder / "checkpoints").iterdir())  # finished populations leave no checkpoint behind
+
+
+def test_curves_are_block_means_within_rounds():
+    df = pd.DataFrame({"env": "gridworld", "shift": "permute", "condition": "warm_start", "seed": 0,
+                       "round": [1] * 5 + [2] * 5, "epoch": range(10), "epoch_in_round": list(range(5)) * 2,
+                       "train_return": [1.0, 2, 3, 4, 5, 10, 20, 30, 40, 50],
+                       "test_return": [np.nan, 1, np.nan, 3, 5, np.nan, np.nan, np.nan, 7, np.nan]})
+    curves = curve_table(df, stride=2)
+    # blocks per round: {0,1}, {2,3}, {4}
+    assert curves["epoch"].tolist() == [1, 3, 4, 6, 8, 9]
+    assert curves["epochs_averaged"].tolist() == [2, 2, 1, 2, 2, 1]
+    assert curves["train_return"].tolist() == [1.5, 3.5, 5.0, 15.0, 35.0, 50.0]
+    np.testing.assert_array_equal(curves["test_return"], [1.0, 3.0, 5.0, np.nan, 7.0, np.nan])
+    with pytest.raises(ValueError, match="subsampled curves"):
+        pl.analysis.normalised_reward(curves)
+
+
+def test_report_prints_the_paper_tables(small_study, capsys):
+    from plasticity_lab.cli import main
+
+    folder, results = small_study
+    assert main(["report", str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert "t-tests against reset_all" in out and "warm_start" in out and "GLM" in out
+    expected = pl.analysis.condition_ttests(results.runs(), baseline="reset_all")
+    t_train = expected.loc[expected["split"] == "train", "t"].iloc[0]
+    assert f"{t_train:.4g}" in out
+
+
+def test_rerun_skips_stored_populations_and_refuses_a_different_sweep(small_study, monkeypatch):
+    folder, _ = small_study
+    before = _digest(folder / "populations")
+    import plasticity_lab.experiment as experiment
+
+    monkeypatch.setattr(experiment.Experiment, "train_epoch", lambda self: pytest.fail("trained again"))
+    run_sweep(Sweep.from_dict(SMALL), root=folder.parent, progress=False)
+    assert _digest(folder / "populations") == before
+    with pytest.raises(ValueError, match="made by a different sweep \\(differs in seeds\\)"):
+        run_sweep(Sweep.from_dict({**SMALL, "seeds": "0-3"}), root=folder.parent, progress=False)
+    assert _digest(folder / "populations") == before
+
+
+def test_corrupt_or_newer_files_give_one_clear_error(small_study, tmp_path):
+    import shutil
+
+    folder, _ = small_study
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy)
+    part = next((copy / "populations").glob("*/rounds.parquet"))
+    part.write_bytes(part.read_bytes()[:100])
+    with pytest.raises(ValueError, match=f"cannot read {part}: corrupt or truncated"):
+        load_results(copy)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["format"] = 7
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="has format 7, newer than this package reads"):
+        load_results(copy)
+    (copy / "manifest.json").write_text("{not json")
+    with pytest.raises(ValueError, match="cannot read"):
+        load_results(copy)
+    with pytest.raises(ValueError, match="no results folder"):
+        load_results(tmp_path / "nowhere")
+
+
+# ---- resume ---------------------------------------------------------------------------------------------------
+
+RESUME = {**SMALL, "study": "killed", "conditions": ["warm_start", "injection"], "seeds": "0-1",
+          "overrides": {"rounds": 3, "epochs_per_round": 4, "test_episodes": 11, "test_interval": 2}}
+
+
+def test_sweep_killed_at_random_moments_resumes_to_identical_results(tmp_path):
+    sweep_file = tmp_path / "sweep.json.yaml"
+    sweep_file.write_text(json.dumps(RESUME))  # JSON is valid YAML
+    command = [sys.executable, "-m", "plasticity_lab.cli", "sweep", str(sweep_file), "--root", str(tmp_path / "data"),
+               "--threads", "1", "--checkpoint-every", "1", "--no-progress"]
+    env = {**os.environ, "PYTHONPATH": str(Path(pl.__file__).parent.parent)}
+    rng = random.Random(7)
+    kills = 0
+    for _ in range(4):
+        process = subprocess.Popen(command, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.PIPE)
+        time.sleep(rng.uniform(4.0, 9.0))  # start-up takes a few seconds; then kill mid-training
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            kills += 1
+        process.wait()
+    assert kills >= 2
+    finish = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert finish.returncode == 0, finish.stderr
+    resumed = load_results(tmp_path / "data" / "killed")
+    manifests = [json.loads(p.read_text()) for p in (tmp_path / "data/killed/populations").glob("*/manifest.json")]
+    assert any(m["resumed_from_epoch"] > 0 for m in manifests)  # at least one population continued a checkpoint
+
+    whole = run_sweep(Sweep.from_dict({**RESUME, "study": "whole"}), root=tmp_path / "data", threads=1,
+                      progress=False)
+    for name in ("curves", "rounds"):
+        pd.testing.assert_frame_equal(getattr(resumed, name).sort_values(["condition", "seed", "round"] + (
+            ["epoch"] if name == "curves" else [])).reset_index(drop=True),
+            getattr(whole, name).sort_values(["condition", "seed", "round"] + (
+                ["epoch"] if name == "curves" else [])).reset_index(drop=True))
+
+
+# ---- backends ---------------------------------------------------------------------------------------------------
+
+def test_local_processes_and_ray_store_the_same_study(small_study, tmp_path):
+    ray = pytest.importorskip("ray")
+    folder, results = small_study
+    in_processes = run_sweep(Sweep.from_dict(SMALL), root=tmp_path / "p", workers=2, threads=1, progress=False)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        on_ray = run_sweep(Sweep.from_dict(SMALL), root=tmp_path / "r", backend="ray", threads=1, progress=False)
+    finally:
+        ray.shutdown()
+    for other in (in_processes, on_ray):
+        pd.testing.assert_frame_equal(other.rounds, results.rounds)
+        pd.testing.assert_frame_equal(other.curves, results.curves)
+
+
+def test_bad_backend_options_are_rejected(tmp_path):
+    sweep = Sweep.from_dict(SMALL)
+    with pytest.raises(ValueError, match="unknown backend 'slurm'; valid: local, ray"):
+        run_sweep(sweep, root=tmp_path, backend="slurm")
+    with pytest.raises(ValueError, match="workers must be a positive integer; got 0"):
+        run_sweep(sweep, root=tmp_path, workers=0)
+    assert not (tmp_path / "small").exists()
