@@ -25,6 +25,18 @@ Shifts
 * :func:`pool_strip` — which levels are in the pool in a round (and which were trained on before).
 * :func:`level_pools_figure` — the level pool of every round, for every shift.
 * :func:`shift_rounds_figure` — a figure with a slider over rounds (works on a static page: no kernel needed).
+
+Rounds and conditions (tables of several conditions × seeds, e.g. a stored study)
+
+* :func:`study_caption` — the line that says which study, preset and seeds produced a figure.
+* :func:`smoothed` — a per-epoch column smoothed inside each run and round (the read-out's smoothing).
+* :func:`rounds_curve_figure` — train/test return over all rounds per condition, with a band over seeds.
+* :func:`readout_figure` — how the normalised reward is read from one run's curve.
+* :func:`normalised_reward_figure` — normalised reward per round, per condition and seed.
+* :func:`diagnostics_figure` — the diagnostics over all rounds, with a dropdown menu (works on a static page).
+* :func:`after_shift_figure` — the first epochs after a shift against those of round 1.
+* :func:`round_separation`, :func:`separation_figure` — per round, how many seed standard deviations apart two
+  conditions are in each diagnostic and in normalised reward.
 """
 
 from __future__ import annotations
@@ -39,6 +51,7 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
+from .analysis import DIAGNOSTICS, normalised_reward, round_readout
 from .envs.gridworld import DEFAULT_REWARD, GRID_SIZE, N_CHANNELS, OBS_DIM, level_layout, render_rgb
 from .ppo import clipped_surrogate, gae
 from .shifts import apply_mapping, level_range, permute_mapping
@@ -56,6 +69,19 @@ __all__ = [
     "observation_grid",
     "pool_strip",
     "shift_rounds_figure",
+    # rounds and conditions
+    "BANDS",
+    "CONDITION_COLORS",
+    "METRIC_LABELS",
+    "after_shift_figure",
+    "diagnostics_figure",
+    "normalised_reward_figure",
+    "readout_figure",
+    "round_separation",
+    "rounds_curve_figure",
+    "separation_figure",
+    "smoothed",
+    "study_caption",
 ]
 
 #: Names of the observation's three channels, in order (PROTOCOL §3).
@@ -381,4 +407,511 @@ def shift_rounds_figure(seed: int = 0, rounds: int = 10, pool_size: int = 10, le
                       currentvalue=dict(prefix="round ", font=dict(size=14)))],
     )
     fig.update_annotations(font_size=12)
+    return fig
+
+
+# --------------------------------------------------------------------------------------- rounds and conditions
+# These figures draw tables from :func:`plasticity_lab.run` (or stored studies read with
+# :func:`plasticity_lab.results.read_run`) with several conditions and seeds: one line per condition (the mean over
+# seeds) and a band for the spread between seeds. They assume one environment and one shift per table.
+
+#: One colour per condition; other conditions take the colours of a fixed palette in order of appearance.
+CONDITION_COLORS = {"warm_start": "#e6550d", "reset_all": "#3182bd"}
+_PALETTE = ("#31a354", "#756bb1", "#e7298a", "#66a61e", "#a6761d", "#17becf", "#bcbd22", "#8c564b")
+#: Axis labels of the per-epoch columns (a column not listed is labelled with its own name).
+METRIC_LABELS = {
+    "train_return": "train return",
+    "test_return": "test return (unseen levels)",
+    "entropy": "policy entropy (nats)",
+    "weight_magnitude": "weight magnitude (RMS of all weights)",
+    "weight_difference": "weight change per epoch (RMS)",
+    "grad_norm": "gradient norm (before clipping)",
+    "dead_units": "dead units (fraction of zero activations)",
+    "normalised_train_return": "normalised train reward",
+    "normalised_test_return": "normalised test reward",
+}
+#: Ways to draw the spread between seeds: mean ± sample standard deviation, the range, or no band.
+BANDS = ("std", "minmax", "none")
+_SEED_KEYS = ("env", "shift", "condition", "seed")
+
+
+def _label(column: str) -> str:
+    return METRIC_LABELS.get(column, column.replace("_", " "))
+
+
+def _condition_colors(conditions: Sequence[str]) -> dict[str, str]:
+    colors, spare = {}, iter(_PALETTE * (1 + len(conditions) // len(_PALETTE)))
+    for c in conditions:
+        colors[c] = CONDITION_COLORS.get(c) or next(spare)
+    return colors
+
+
+def _rgba(hex_color: str, alpha: float) -> str:
+    r, g, b = (int(hex_color[i:i + 2], 16) for i in (1, 3, 5))
+    return f"rgba({r},{g},{b},{alpha})"
+
+
+def _check_table(df: pd.DataFrame, columns: Sequence[str], what: str) -> None:
+    if not isinstance(df, pd.DataFrame):
+        raise ValueError(f"{what} expects a pandas DataFrame (a table from plasticity_lab.run), got {type(df).__name__}")
+    missing = [c for c in ("condition", "seed", *columns) if c not in df.columns]
+    if missing:
+        raise ValueError(f"{what} needs column(s) {missing}; the table has {list(df.columns)}")
+    for key in ("env", "shift"):
+        if key in df.columns and df[key].nunique() > 1:
+            raise ValueError(f"{what} draws one {key} at a time; the table has {sorted(df[key].unique())}: filter it")
+
+
+def _pick_conditions(df: pd.DataFrame, conditions: Sequence[str] | None) -> list[str]:
+    present = list(pd.unique(df["condition"]))
+    if conditions is None:  # the conditions with a fixed colour first, in its order; then the table's order
+        known = [c for c in CONDITION_COLORS if c in present]
+        return known + [c for c in present if c not in known]
+    conditions = [conditions] if isinstance(conditions, str) else list(conditions)
+    missing = [c for c in conditions if c not in present]
+    if missing:
+        raise ValueError(f"condition(s) {missing} are not in the table; present: {present}")
+    return conditions
+
+
+def _run_keys(df: pd.DataFrame) -> list[str]:
+    return [k for k in _SEED_KEYS if k in df.columns]
+
+
+def smoothed(df: pd.DataFrame, metric: str, window: int, ffill: bool | None = None) -> pd.Series:
+    """``metric`` smoothed by a centred moving average of ``window`` epochs inside each run and round — never
+    across a shift — aligned with ``df``'s index.
+
+    At a round's edges the average takes the epochs the round has (``min_periods=1``). Sparse columns (``ffill``,
+    default: ``test_return`` only) are first carried forward from each test to the next inside the round, so an
+    epoch's value is the round's latest test. This is the smoothing of the normalised-reward read-out
+    (:func:`plasticity_lab.analysis.round_readout`): with the read-out's window, the curve passes through its read
+    points.
+    """
+    window = int(window)
+    if window < 1:
+        raise ValueError(f"window must be at least 1 epoch, got {window}")
+    ffill = metric == "test_return" if ffill is None else ffill
+    order = df.sort_values([*_run_keys(df), "round", "epoch_in_round"], kind="stable")
+    groups = [order[k] for k in (*_run_keys(order), "round")]
+    values = order[metric].astype(float)
+    if ffill:
+        values = values.groupby(groups, sort=False).ffill()
+    out = values.groupby(groups, sort=False).transform(lambda s: s.rolling(window, center=True, min_periods=1).mean())
+    return out.reindex(df.index)
+
+
+def _over_seeds(values: pd.DataFrame, x: str, band: str) -> pd.DataFrame:
+    """Per ``x``: the mean of ``value`` over seeds and the band's bounds (``lo``, ``hi``)."""
+    if band not in BANDS:
+        raise ValueError(f"unknown band {band!r}; valid: {', '.join(BANDS)}")
+    g = values.dropna(subset=["value"]).groupby(x, sort=True)["value"]
+    out = pd.DataFrame({"mean": g.mean(), "n": g.count()})
+    if band == "std":
+        std = g.std(ddof=1).fillna(0.0)
+        out["lo"], out["hi"] = out["mean"] - std, out["mean"] + std
+    elif band == "minmax":
+        out["lo"], out["hi"] = g.min(), g.max()
+    return out
+
+
+def _band_and_mean(fig: go.Figure, stats: pd.DataFrame, condition: str, color: str, metric: str, band: str,
+                   row: int | None = None, col: int | None = None, showlegend: bool = True, dash: str = "solid",
+                   name: str | None = None, hover_x: str = "epoch") -> None:
+    """Add a condition's seed band (two traces: upper bound, then lower bound filled up to it) and its mean line."""
+    where = {"row": row, "col": col} if row is not None else {}
+    x = stats.index.to_numpy(np.float32)  # float32 halves what the page carries; epochs stay exact
+    name = name or condition
+    if band != "none":
+        for bound in ("hi", "lo"):
+            fig.add_trace(go.Scatter(
+                x=x, y=stats[bound].to_numpy(np.float32), mode="lines", line=dict(width=0, color=color),
+                fill="tonexty" if bound == "lo" else None, fillcolor=_rgba(color, 0.18), hoverinfo="skip",
+                showlegend=False, legendgroup=name, name=f"{name} ({band} over seeds)",
+                meta={"condition": condition, "metric": metric, "role": f"band_{bound}"}), **where)
+    fig.add_trace(go.Scatter(
+        x=x, y=stats["mean"].to_numpy(np.float32), mode="lines", line=dict(color=color, width=2, dash=dash),
+        name=name, legendgroup=name, showlegend=showlegend, customdata=stats["n"].to_numpy(),
+        meta={"condition": condition, "metric": metric, "role": "mean"},
+        hovertemplate=f"{name}<br>{hover_x} %{{x}}<br>{_label(metric)} %{{y:.3f}}"
+                      f"<br>mean of %{{customdata}} seeds<extra></extra>"), **where)
+
+
+def _shift_lines(fig: go.Figure, df: pd.DataFrame, rows: int | None = None) -> None:
+    """Dotted vertical lines at the shifts, in each of ``rows`` stacked panels (None: a figure without subplots)."""
+    starts = df.groupby("round")["epoch"].min().sort_index().to_numpy()[1:]
+    line = dict(color="#777777", dash="dot", width=1)
+    for x in starts:
+        if rows is None:
+            fig.add_vline(x=float(x) - 0.5, line=line)
+        else:
+            for r in range(1, rows + 1):
+                fig.add_vline(x=float(x) - 0.5, line=line, row=r, col=1)
+
+
+_TITLE_CHARS, _TITLE_LINE_PX = 100, 18
+
+
+def _wrap(text: str, width: int = _TITLE_CHARS) -> list[str]:
+    lines, line = [], ""
+    for word in text.split(" "):
+        if line and len(line) + 1 + len(word) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}" if line else word
+    return lines + [line]
+
+
+def _title(title: str | None, above: int = 0) -> dict | None:
+    """A figure title just above the plot area, left-aligned and wrapped (long study captions would otherwise run
+    off the figure); ``above`` leaves that many pixels free under it, e.g. for subplot titles."""
+    if not title:
+        return None
+    return dict(text="<br>".join(_wrap(title)), x=0, xref="paper", xanchor="left", y=1, yref="paper",
+                yanchor="bottom", pad=dict(b=14 + above), font=dict(size=13))
+
+
+def _top(title: str | None, base: int, above: int = 0) -> int:
+    """The top margin that fits ``base`` pixels (modebar, menus) plus the wrapped title and ``above``."""
+    return base + above + (len(_wrap(title)) * _TITLE_LINE_PX + 14 if title else 0)
+
+
+def study_caption(source, study: str | None = None) -> str:
+    """One line saying which runs produced a figure, for its title or caption — e.g. ``"study:
+    gridworld-permute-warm-vs-reset — gridworld, permute; warm_start, reset_all; preset book (10 rounds × 300
+    epochs, pool 10), 5 seeds (0–4)"``.
+
+    ``source`` is a manifest (the dict :func:`plasticity_lab.results.read_run` returns), several manifests (a list,
+    or a mapping name → manifest), or one or more :class:`plasticity_lab.RunConfig` (for a live run). Everything is
+    read from the runs' resolved configurations; a setting that differs between runs lists its values joined by
+    "/". ``study`` (e.g. the study folder's name) is put in front.
+    """
+    if isinstance(source, Mapping) and "configs" in source:
+        manifests = [source]
+    elif isinstance(source, Mapping):
+        manifests = list(source.values())
+    else:
+        manifests = list(source) if isinstance(source, Sequence) else [source]
+    configs = []
+    for item in manifests:
+        if isinstance(item, Mapping):
+            if "configs" not in item:
+                raise ValueError("study_caption: a manifest needs its 'configs' (as written by results.write_run)")
+            configs.extend(item["configs"])
+        elif hasattr(item, "resolved"):
+            configs.append(item.resolved().to_dict())
+        else:
+            raise ValueError(f"study_caption takes manifests or RunConfigs, got {type(item).__name__}")
+    if not configs:
+        raise ValueError("study_caption: no runs in the source")
+
+    def values(key: str) -> list:
+        return list(dict.fromkeys(c[key] for c in configs))
+
+    def joined(key: str) -> str:
+        return "/".join(f"{v:,}" if isinstance(v, int) else str(v) for v in values(key))
+
+    seeds = sorted(set(values("seed")))
+    contiguous = len(seeds) > 2 and seeds == list(range(seeds[0], seeds[-1] + 1))
+    seed_text = f"{seeds[0]}–{seeds[-1]}" if contiguous else ", ".join(map(str, seeds))
+    n = len(seeds)
+    text = (f"{joined('env')}, {joined('shift')}; {', '.join(map(str, values('condition')))}; "
+            f"preset {joined('preset')} ({joined('rounds')} rounds × {joined('epochs_per_round')} epochs, "
+            f"pool {joined('pool_size')}), {n} seed{'s' if n != 1 else ''} ({seed_text})")
+    return f"study: {study} — {text}" if study else text
+
+
+def rounds_curve_figure(df: pd.DataFrame, metrics: Sequence[str] = ("train_return", "test_return"),
+                        conditions: Sequence[str] | None = None, smooth: int = 20, band: str = "std",
+                        title: str | None = None, panel_height: int = 300) -> go.Figure:
+    """Learning curves over all rounds, one panel per metric (default: train and test return), one colour per
+    condition: each seed's curve is smoothed (:func:`smoothed`, ``smooth`` epochs, inside each round), then the
+    mean over seeds is drawn as a line and the spread between seeds as a band (``band``: ``"std"`` = mean ± sample
+    standard deviation, ``"minmax"`` = the range, ``"none"``). Dotted lines mark the shifts.
+    """
+    metrics = [metrics] if isinstance(metrics, str) else list(metrics)
+    _check_table(df, ["round", "epoch", "epoch_in_round", *metrics], "rounds_curve_figure")
+    conditions = _pick_conditions(df, conditions)
+    colors = _condition_colors(conditions)
+    fig = make_subplots(rows=len(metrics), cols=1, shared_xaxes=True, vertical_spacing=0.08 if len(metrics) > 1 else 0)
+    for i, metric in enumerate(metrics):
+        values = df.assign(value=smoothed(df, metric, smooth))
+        for cond in conditions:
+            stats = _over_seeds(values[values["condition"] == cond], "epoch", band)
+            _band_and_mean(fig, stats, cond, colors[cond], metric, band, row=i + 1, col=1, showlegend=i == 0)
+        fig.update_yaxes(title_text=_label(metric), row=i + 1, col=1)
+    _shift_lines(fig, df, rows=len(metrics))
+    fig.update_xaxes(title_text="epoch (dotted lines: shifts)", row=len(metrics), col=1)
+    top = _top(title, 30)
+    fig.update_layout(template=TEMPLATE, height=panel_height * len(metrics) + top + 110,
+                      margin=dict(l=70, r=20, t=top, b=110), title=_title(title),
+                      legend=dict(orientation="h", yanchor="bottom", y=0, yref="container", x=0))
+    return fig
+
+
+def _normalised(df: pd.DataFrame, window: int | None, offset: int | None) -> pd.DataFrame:
+    """The per run × round normalised reward: computed from a per-epoch table, or taken as given."""
+    if "epoch_in_round" in df.columns:
+        keep = [c for c in df.columns if not c.startswith("normalised_")]  # recomputed, never read back
+        return normalised_reward(df[keep], window=window, offset=offset)
+    if window is not None or offset is not None:
+        raise ValueError("window/offset apply to a per-epoch table; this table is already normalised")
+    return df
+
+
+def normalised_reward_figure(df: pd.DataFrame, splits: Sequence[str] = ("train", "test"),
+                             conditions: Sequence[str] | None = None, window: int | None = None,
+                             offset: int | None = None, title: str | None = None) -> go.Figure:
+    """Normalised reward per round (PROTOCOL §5), one panel per split, one colour per condition: a dot per seed
+    and a line through the mean over seeds. Round 1 is 0 by construction; below 0 = worse than after round 1.
+
+    ``df`` is a per-epoch table (the normalised reward is then computed with
+    :func:`plasticity_lab.analysis.normalised_reward`, ``window``/``offset`` passed on, any stored
+    ``normalised_*`` column ignored) or that function's output.
+    """
+    splits = [splits] if isinstance(splits, str) else list(splits)
+    nr = _normalised(df, window, offset)
+    columns = [f"normalised_{s}_return" for s in splits]
+    _check_table(nr, ["round", *columns], "normalised_reward_figure")
+    conditions = _pick_conditions(nr, conditions)
+    colors = _condition_colors(conditions)
+    fig = make_subplots(rows=1, cols=len(splits), shared_yaxes=True, horizontal_spacing=0.06,
+                        subplot_titles=[_label(c) for c in columns])
+    nudge = 0.08
+    for j, column in enumerate(columns):
+        for k, cond in enumerate(conditions):
+            part = nr[nr["condition"] == cond].dropna(subset=[column])
+            dx = (k - (len(conditions) - 1) / 2) * nudge
+            fig.add_trace(go.Scatter(
+                x=part["round"] + dx, y=part[column].to_numpy(np.float32), mode="markers",
+                marker=dict(color=colors[cond], size=6, opacity=0.45), name=f"{cond}, one seed",
+                legendgroup=cond, showlegend=False, customdata=part["seed"].to_numpy(),
+                meta={"condition": cond, "metric": column, "role": "seed"},
+                hovertemplate=f"{cond}, seed %{{customdata}}<br>round %{{x:.0f}}<br>%{{y:.3f}}<extra></extra>"),
+                row=1, col=j + 1)
+            mean = part.groupby("round")[column].mean()
+            fig.add_trace(go.Scatter(
+                x=mean.index.to_numpy() + dx, y=mean.to_numpy(np.float32), mode="lines+markers",
+                line=dict(color=colors[cond], width=2.5), marker=dict(size=8), name=cond, legendgroup=cond,
+                showlegend=j == 0, meta={"condition": cond, "metric": column, "role": "mean"},
+                hovertemplate=f"{cond}: mean over seeds<br>round %{{x:.0f}}<br>%{{y:.3f}}<extra></extra>"),
+                row=1, col=j + 1)
+        fig.add_hline(y=0, line=dict(color="#777777", width=1, dash="dot"), row=1, col=j + 1)
+        fig.update_xaxes(title_text="round", dtick=1, row=1, col=j + 1)
+    fig.update_yaxes(title_text="normalised reward (round r − round 1)", row=1, col=1)
+    top = _top(title, 40, above=30)
+    fig.update_layout(template=TEMPLATE, height=380 + top, margin=dict(l=70, r=20, t=top, b=90),
+                      title=_title(title, above=30),
+                      legend=dict(orientation="h", yanchor="bottom", y=0, yref="container", x=0))
+    return fig
+
+
+def readout_figure(df: pd.DataFrame, condition: str | None = None, seed: int | None = None,
+                   metric: str = "train_return", window: int | None = None, offset: int | None = None,
+                   title: str | None = None) -> go.Figure:
+    """How the normalised reward is read from one run's curve (PROTOCOL §5).
+
+    Faint: ``metric`` per epoch; bold: the curve smoothed inside each round (:func:`smoothed`); diamonds: the
+    read-outs of :func:`plasticity_lab.analysis.round_readout` (``offset`` epochs before each shift and before the
+    end); dashed: round 1's read-out. The normalised reward of round r is the height of its diamond above the
+    dashed line (hover). ``condition``/``seed`` pick the run (default: the table's first).
+    """
+    _check_table(df, ["round", "epoch", "epoch_in_round", metric], "readout_figure")
+    condition = df["condition"].iloc[0] if condition is None else condition
+    seed = int(df.loc[df["condition"] == condition, "seed"].iloc[0]) if seed is None else seed
+    run = df[(df["condition"] == condition) & (df["seed"] == seed)]
+    if run.empty:
+        raise ValueError(f"no run with condition={condition!r} and seed={seed!r} in the table")
+    run = run.drop(columns=[c for c in run.columns if c.startswith("normalised_")]).sort_values("epoch")
+    reads = round_readout(run, metric, window=window, offset=offset)
+    window, offset = reads.attrs["window"], reads.attrs["offset"]
+    read_epoch = reads.attrs["read_epoch"]
+    first = run.groupby("round")["epoch"].min()
+    x_read = reads["round"].map(first).to_numpy() + read_epoch
+    base = float(reads.loc[reads["round"] == 1, metric].iloc[0])
+    color = _condition_colors([condition])[condition]
+    raw = run.dropna(subset=[metric])
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=raw["epoch"], y=raw[metric].to_numpy(np.float32), mode="lines",
+                             line=dict(color=color, width=1), opacity=0.3, name=f"{_label(metric)}, per epoch",
+                             meta={"role": "raw"}, hoverinfo="skip"))
+    fig.add_trace(go.Scatter(x=run["epoch"], y=smoothed(run, metric, window).to_numpy(np.float32), mode="lines",
+                             line=dict(color=color, width=2.5), name=f"centred mean over {window} epochs",
+                             meta={"role": "smoothed"},
+                             hovertemplate="epoch %{x}<br>smoothed %{y:.3f}<extra></extra>"))
+    fig.add_trace(go.Scatter(x=x_read, y=reads[metric].to_numpy(np.float32), mode="markers",
+                             marker=dict(symbol="diamond", size=11, color="#222222"),
+                             name=f"read-out, {offset} epochs before each shift",
+                             customdata=np.stack([reads["round"], reads[metric] - base], axis=1),
+                             meta={"role": "readout"},
+                             hovertemplate="round %{customdata[0]:.0f}: read-out %{y:.3f}<br>normalised reward "
+                                           "%{customdata[1]:+.3f}<extra></extra>"))
+    fig.add_hline(y=base, line=dict(color="#222222", dash="dash", width=1.2))
+    _shift_lines(fig, run)
+    top = _top(title, 30)
+    fig.update_layout(template=TEMPLATE, height=390 + top, xaxis_title="epoch (dotted lines: shifts)",
+                      yaxis_title=_label(metric), title=_title(title),
+                      margin=dict(l=70, r=20, t=top, b=90),
+                      legend=dict(orientation="h", yanchor="bottom", y=0, yref="container", x=0))
+    return fig
+
+
+def diagnostics_figure(df: pd.DataFrame, metrics: Sequence[str] | None = None,
+                       conditions: Sequence[str] | None = None, smooth: int = 20, band: str = "std",
+                       title: str | None = None) -> go.Figure:
+    """The diagnostics over all rounds, with a dropdown menu that picks which one is shown — it works on a static
+    page (every diagnostic is stored in the figure; the menu only switches which traces are visible).
+
+    ``metrics`` defaults to the five diagnostics of PROTOCOL §5 (any per-epoch column can be added, e.g.
+    ``train_return``). Each is drawn as in :func:`rounds_curve_figure`: per condition, the mean over seeds of the
+    smoothed curves and a band for the spread between seeds; dotted lines mark the shifts.
+    """
+    metrics = list(DIAGNOSTICS) if metrics is None else ([metrics] if isinstance(metrics, str) else list(metrics))
+    if not metrics:
+        raise ValueError("diagnostics_figure needs at least one metric")
+    _check_table(df, ["round", "epoch", "epoch_in_round", *metrics], "diagnostics_figure")
+    conditions = _pick_conditions(df, conditions)
+    colors = _condition_colors(conditions)
+    fig = go.Figure()
+    owner = []  # the metric each trace belongs to
+    for metric in metrics:
+        values = df.assign(value=smoothed(df, metric, smooth))
+        for cond in conditions:
+            before = len(fig.data)
+            _band_and_mean(fig, _over_seeds(values[values["condition"] == cond], "epoch", band), cond,
+                           colors[cond], metric, band)
+            owner += [metric] * (len(fig.data) - before)
+    for trace, metric in zip(fig.data, owner):
+        trace.visible = metric == metrics[0]
+    buttons = [dict(label=_label(m), method="update",
+                    args=[{"visible": [o == m for o in owner]}, {"yaxis.title.text": _label(m)}])
+               for m in metrics]
+    _shift_lines(fig, df)
+    fig.update_layout(
+        template=TEMPLATE, height=440 + _top(title, 70), xaxis_title="epoch (dotted lines: shifts)",
+        yaxis_title=_label(metrics[0]), title=_title(title), margin=dict(l=70, r=20, t=_top(title, 70), b=90),
+        legend=dict(orientation="h", yanchor="bottom", y=0, yref="container", x=0),
+        updatemenus=[dict(type="dropdown", buttons=buttons, active=0, direction="down", showactive=True,
+                          x=0, xanchor="left", y=1, yanchor="bottom", pad=dict(b=_top(title, 8)))])
+    return fig
+
+
+def after_shift_figure(df: pd.DataFrame, metrics: Sequence[str] = ("entropy", "train_return"), first: int = 30,
+                       conditions: Sequence[str] | None = None, band: str = "std",
+                       title: str | None = None) -> go.Figure:
+    """The first ``first`` epochs of a round, one panel per metric: solid, the mean over rounds 2…R (the rounds
+    that begin with a shift); dashed, round 1 (every network fresh). Per condition and seed the rounds are
+    averaged epoch by epoch; then the line is the mean over seeds and the band the spread between seeds. No
+    smoothing (sparse columns such as ``test_return`` show the epochs where they were measured).
+    """
+    metrics = [metrics] if isinstance(metrics, str) else list(metrics)
+    _check_table(df, ["round", "epoch_in_round", *metrics], "after_shift_figure")
+    if int(first) < 1:
+        raise ValueError(f"first must be at least 1 epoch, got {first}")
+    conditions = _pick_conditions(df, conditions)
+    colors = _condition_colors(conditions)
+    early = df[df["epoch_in_round"] < int(first)]
+    keys = _run_keys(early)
+    fig = make_subplots(rows=1, cols=len(metrics), horizontal_spacing=0.1,
+                        subplot_titles=[_label(m) for m in metrics])
+    for j, metric in enumerate(metrics):
+        for cond in conditions:
+            part = early[early["condition"] == cond]
+            for rounds, dash, suffix in ((part["round"] >= 2, "solid", "rounds 2…R"),
+                                         (part["round"] == 1, "dash", "round 1")):
+                sel = part[rounds]
+                if sel.empty:
+                    continue
+                per_seed = (sel.groupby([*keys, "epoch_in_round"])[metric].mean().rename("value").reset_index())
+                _band_and_mean(fig, _over_seeds(per_seed, "epoch_in_round", band), cond, colors[cond], metric,
+                               band if dash == "solid" else "none", row=1, col=j + 1, showlegend=j == 0,
+                               dash=dash, name=f"{cond}, {suffix}", hover_x="epoch in round")
+        fig.update_xaxes(title_text="epochs since the round began", row=1, col=j + 1)
+    top = _top(title, 40, above=30)
+    fig.update_layout(template=TEMPLATE, height=360 + top, title=_title(title, above=30),
+                      margin=dict(l=60, r=20, t=top, b=90),
+                      legend=dict(orientation="h", yanchor="bottom", y=0, yref="container", x=0))
+    return fig
+
+
+def round_separation(df: pd.DataFrame, metrics: Sequence[str] | None = None, condition: str = "warm_start",
+                     baseline: str = "reset_all", window: int | None = None,
+                     offset: int | None = None) -> pd.DataFrame:
+    """How far apart two conditions are in each round, in units of the spread between seeds: Cohen's d,
+    ``(mean_condition − mean_baseline) / s_pooled`` with ``s_pooled² = ((n₁−1)s₁² + (n₂−1)s₂²) / (n₁+n₂−2)``
+    (sample variances over seeds).
+
+    A run's value in a round is the mean over the round's epochs for a per-epoch column (the diagnostics,
+    default), and the normalised reward (:func:`plasticity_lab.analysis.normalised_reward`) for
+    ``normalised_train_return`` / ``normalised_test_return``. Returns a table indexed by round with one column per
+    metric; NaN where either side has fewer than 2 seeds or neither has any spread between seeds (e.g. the
+    normalised reward of round 1, which is 0 for every run).
+    """
+    metrics = list(DIAGNOSTICS) if metrics is None else ([metrics] if isinstance(metrics, str) else list(metrics))
+    rewards = [m for m in metrics if m.startswith("normalised_")]
+    plain = [m for m in metrics if m not in rewards]
+    _check_table(df, ["round", "epoch_in_round", *plain], "round_separation")
+    _pick_conditions(df, [condition, baseline])
+    keys = _run_keys(df)
+    per_round = df.groupby([*keys, "round"])[plain].mean().reset_index()
+    if rewards:
+        nr = _normalised(df, window, offset)
+        per_round = per_round.merge(nr[[*keys, "round", *rewards]], on=[*keys, "round"], how="outer")
+    rows = {}
+    for round_, g in per_round.groupby("round", sort=True):
+        a, b = g[g["condition"] == condition], g[g["condition"] == baseline]
+        row = {}
+        for m in metrics:
+            x, y = a[m].dropna().to_numpy(float), b[m].dropna().to_numpy(float)
+            if len(x) < 2 or len(y) < 2:
+                row[m] = np.nan
+                continue
+            pooled = ((len(x) - 1) * x.var(ddof=1) + (len(y) - 1) * y.var(ddof=1)) / (len(x) + len(y) - 2)
+            row[m] = (x.mean() - y.mean()) / np.sqrt(pooled) if pooled > 0 else np.nan
+        rows[round_] = row
+    out = pd.DataFrame.from_dict(rows, orient="index")[metrics]
+    out.index.name = "round"
+    out.attrs.update(condition=condition, baseline=baseline)
+    return out
+
+
+def separation_figure(df: pd.DataFrame, metrics: Sequence[str] | None = None, condition: str = "warm_start",
+                      baseline: str = "reset_all", window: int | None = None, offset: int | None = None,
+                      title: str | None = None) -> go.Figure:
+    """:func:`round_separation` per round as lines: the diagnostics in the top panel, the normalised rewards in the
+    bottom one (their scales differ by an order of magnitude or more).
+
+    ``metrics`` defaults to the five diagnostics and both normalised rewards. Above 0: ``condition`` is higher
+    than ``baseline`` in that round; ``|d| = 1`` means the means differ by one (pooled) standard deviation between
+    seeds, and the grey band marks ``|d| < 1``.
+    """
+    if metrics is None:
+        metrics = [*DIAGNOSTICS, "normalised_train_return", "normalised_test_return"]
+    table = round_separation(df, metrics, condition, baseline, window, offset)
+    palette = dict(zip(DIAGNOSTICS, ("#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d")))
+    reward_colors = {"normalised_train_return": _TRAIN_COLOR, "normalised_test_return": _TEST_COLOR}
+    panels = [[m for m in table.columns if m not in reward_colors], [m for m in table.columns if m in reward_colors]]
+    panels = [p for p in panels if p]
+    fig = make_subplots(rows=len(panels), cols=1, shared_xaxes=True, vertical_spacing=0.1,
+                        subplot_titles=["diagnostics" if p[0] not in reward_colors else "normalised reward"
+                                        for p in panels])
+    for row, names in enumerate(panels, start=1):
+        for i, m in enumerate(names):
+            color = reward_colors.get(m) or palette.get(m) or _PALETTE[i % len(_PALETTE)]
+            fig.add_trace(go.Scatter(
+                x=table.index.to_numpy(), y=table[m].to_numpy(np.float64), mode="lines+markers", name=_label(m),
+                line=dict(color=color, width=2.5), marker=dict(size=7), meta={"metric": m},
+                hovertemplate=f"{_label(m)}<br>round %{{x}}<br>d = %{{y:.2f}}<extra></extra>"), row=row, col=1)
+        # after the traces: plotly leaves shapes out of subplots that are still empty
+        fig.add_hrect(y0=-1, y1=1, fillcolor="#cccccc", opacity=0.35, line_width=0, layer="below", row=row, col=1)
+        fig.add_hline(y=0, line=dict(color="#777777", width=1), row=row, col=1)
+        fig.update_yaxes(title_text="Cohen's d", row=row, col=1)
+    fig.update_xaxes(dtick=1)
+    fig.update_xaxes(title_text=f"round — d = ({condition} − {baseline}) / pooled standard deviation between seeds",
+                     row=len(panels), col=1)
+    top = _top(title, 40, above=30)
+    fig.update_layout(template=TEMPLATE, height=300 * len(panels) + top + 110, title=_title(title, above=30),
+                      margin=dict(l=70, r=20, t=top, b=130),
+                      legend=dict(orientation="h", yanchor="bottom", y=0, yref="container", x=0))
     return fig
