@@ -915,3 +915,59 @@ def separation_figure(df: pd.DataFrame, metrics: Sequence[str] | None = None, co
                       margin=dict(l=70, r=20, t=top, b=130),
                       legend=dict(orientation="h", yanchor="bottom", y=0, yref="container", x=0))
     return fig
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Coefficient sweeps: a static slider over a stored grid of coefficient values
+# --------------------------------------------------------------------------------------------------------------
+
+SWEEP_PANELS = (("normalised_train_return", "normalised train reward"), ("weight_magnitude", "weight magnitude"),
+                ("dead_units", "dead units"))
+
+
+def coefficient_sweep_figure(results, slider: str = "perturb", lines: str = "shrink",
+                             panels: Sequence[tuple[str, str]] = SWEEP_PANELS, title: str | None = None) -> go.Figure:
+    """Per-round results of a stored coefficient sweep, with a plotly **slider** over one coefficient (works on a
+    static page: every value's traces are in the figure, the slider shows one value's).
+
+    ``results`` is a :class:`~plasticity_lab.results.Results` of a sweep over (at least) the coefficients named
+    by ``slider`` and ``lines``; each panel shows one column of ``results.rounds`` per round, as the mean over
+    seeds, with one line per value of ``lines``.
+    """
+    params = results.condition_params()
+    for name in (slider, lines):
+        if name not in params.columns:
+            raise ValueError(f"the study does not sweep {name!r}; its coefficients: "
+                             f"{', '.join(c for c in params.columns if c not in ('condition', 'base_condition'))}")
+    rounds = results.rounds.merge(params[["condition", slider, lines]], on="condition")
+    for column, _ in panels:
+        _check_table(rounds, [column], "coefficient_sweep_figure")
+    means = rounds.groupby([slider, lines, "round"])[[c for c, _ in panels]].mean().reset_index()
+    slider_values = sorted(means[slider].unique())
+    line_values = sorted(means[lines].unique())
+    colors = _condition_colors([f"{lines}={v:g}" for v in line_values])
+    fig = make_subplots(rows=len(panels), cols=1, shared_xaxes=True, vertical_spacing=0.06,
+                        subplot_titles=[label for _, label in panels])
+    for s_value in slider_values:
+        for l_value in line_values:
+            part = means[(means[slider] == s_value) & (means[lines] == l_value)]
+            name = f"{lines}={l_value:g}"
+            for row, (column, label) in enumerate(panels, start=1):
+                fig.add_trace(go.Scatter(
+                    x=part["round"], y=part[column], mode="lines+markers", name=name, legendgroup=name,
+                    showlegend=row == 1, visible=bool(s_value == slider_values[0]),
+                    line={"color": colors[name]},
+                    hovertemplate=f"{slider}={s_value:g}, {name}<br>round %{{x}}: %{{y:.3f}}<extra>{label}</extra>"),
+                    row=row, col=1)
+    per_value = len(line_values) * len(panels)
+    steps = []
+    for i, s_value in enumerate(slider_values):
+        visible = [False] * len(fig.data)
+        visible[i * per_value:(i + 1) * per_value] = [True] * per_value
+        steps.append({"method": "update", "label": f"{s_value:g}", "args": [{"visible": visible}]})
+    fig.update_layout(
+        sliders=[{"active": 0, "currentvalue": {"prefix": f"{slider} = "}, "pad": {"t": 40}, "steps": steps}],
+        height=260 * len(panels) + 120, margin={"t": _top(title, 60)}, title=_title(title),
+        legend={"title": {"text": lines}})
+    fig.update_xaxes(title_text="round", row=len(panels), col=1)
+    return fig

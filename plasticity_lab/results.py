@@ -261,6 +261,18 @@ class Results:
     def configs(self) -> list[dict]:
         return [c for p in self.populations for c in p["configs"]]
 
+    def condition_params(self) -> pd.DataFrame:
+        """One row per condition label of the study, with a column per overridden coefficient (a coefficient
+        sweep's grid), e.g. ``condition="soft_shrink_perturb[perturb=1e-05,shrink=1]", perturb=1e-05, shrink=1``."""
+        from .config import RunConfig
+
+        rows = {}
+        for data in self.configs:
+            config = RunConfig.from_dict(data)
+            rows[config.label] = {"condition": config.label, "base_condition": config.condition,
+                                  **config.condition_params}
+        return pd.DataFrame(list(rows.values()))
+
     def describe(self) -> str:
         """One line for figure captions: study, preset(s) and scale, seeds."""
         configs = self.configs

@@ -1,0 +1,46 @@
+"""The static coefficient slider: one slider step per swept value, showing exactly that value's traces, whose points
+are the per-round means over seeds of the stored study."""
+
+import numpy as np
+import pytest
+
+from plasticity_lab import plots
+from plasticity_lab.sweep import Sweep, run_sweep
+
+GRID = {"study": "grid", "preset": "smoke", "shifts": ["permute"], "conditions": ["soft_shrink_perturb"],
+        "seeds": "0-1", "overrides": {"rounds": 2, "epochs_per_round": 3, "test_episodes": 11},
+        "params": {"soft_shrink_perturb": {"perturb": [0.0, 1e-3], "shrink": [1.0, 0.999]}}}
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory):
+    return run_sweep(Sweep.from_dict(GRID), root=tmp_path_factory.mktemp("s"), threads=1, progress=False)
+
+
+def test_condition_params_lists_the_grid(grid):
+    params = grid.condition_params().set_index("condition")
+    assert len(params) == 4
+    assert params.loc["soft_shrink_perturb[perturb=0.001,shrink=0.999]", "perturb"] == 1e-3
+    assert params.loc["soft_shrink_perturb[perturb=0,shrink=1]", "shrink"] == 1.0
+
+
+def test_slider_steps_show_one_value_each_with_the_seed_means(grid):
+    fig = plots.coefficient_sweep_figure(grid, title=grid.describe())
+    panels = len(plots.SWEEP_PANELS)
+    assert len(fig.data) == 2 * 2 * panels
+    steps = fig.layout.sliders[0].steps
+    assert [s.label for s in steps] == ["0", "0.001"]
+    second = steps[1].args[0]["visible"]
+    assert second == [False] * (2 * panels) + [True] * (2 * panels)
+    # the weight-magnitude trace of perturb=0.001, shrink=0.999 = mean over the two seeds per round
+    trace = next(t for t in fig.data if "perturb=0.001, shrink=0.999" in t.hovertemplate
+                 and "weight magnitude" in t.hovertemplate)
+    rounds = grid.rounds[grid.rounds["condition"] == "soft_shrink_perturb[perturb=0.001,shrink=0.999]"]
+    expected = [rounds.loc[rounds["round"] == r, "weight_magnitude"].mean() for r in (1, 2)]
+    np.testing.assert_allclose(trace.y, expected)
+    assert len(rounds["seed"].unique()) == 2
+
+
+def test_unswept_coefficient_is_named_in_the_error(grid):
+    with pytest.raises(ValueError, match="does not sweep 'coef'; its coefficients: perturb, shrink"):
+        plots.coefficient_sweep_figure(grid, slider="coef")
