@@ -971,3 +971,104 @@ def coefficient_sweep_figure(results, slider: str = "perturb", lines: str = "shr
         legend={"title": {"text": lines}})
     fig.update_xaxes(title_text="round", row=len(panels), col=1)
     return fig
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Conditions compared, and the regularisers' fields (plasticity_lab.demos computes what these draw)
+# --------------------------------------------------------------------------------------------------------------
+
+
+def condition_summary_figure(runs: pd.DataFrame, conditions: Sequence[str] | None = None,
+                             title: str | None = None):
+    """Each run's normalised reward summarised over rounds (a stored study's ``runs(at)`` table, or
+    :func:`plasticity_lab.analysis.run_summary`): one dot per seed and a bar for the mean over seeds, one column
+    of panels per shift, train (top) and test (bottom), one colour per condition."""
+    needed = ["shift", "condition", "seed", "normalised_train_return", "normalised_test_return"]
+    missing = [c for c in needed if c not in runs.columns]
+    if missing:
+        raise ValueError(f"condition_summary_figure needs column(s) {missing}; the table has {list(runs.columns)}")
+    present = list(pd.unique(runs["condition"]))
+    conditions = present if conditions is None else [c for c in conditions if c in present]
+    if not conditions:
+        raise ValueError(f"none of the conditions are in the table; present: {present}")
+    shifts = list(pd.unique(runs["shift"]))
+    spare = iter(["#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#9467bd", "#ff7f0e"] * 3)
+    colors = {c: CONDITION_COLORS.get(c) or next(spare) for c in conditions}
+    at = runs.attrs.get("at", "mean")
+    what = "mean over rounds 2..R" if at == "mean" else "last round"
+    fig = make_subplots(rows=2, cols=len(shifts), shared_yaxes="rows", horizontal_spacing=0.04,
+                        vertical_spacing=0.1, subplot_titles=[f"{s}, train" for s in shifts] +
+                        [f"{s}, test" for s in shifts])
+    for j, shift in enumerate(shifts):
+        for i, split in enumerate(("train", "test")):
+            column = f"normalised_{split}_return"
+            for k, cond in enumerate(conditions):
+                part = runs[(runs["shift"] == shift) & (runs["condition"] == cond)].dropna(subset=[column])
+                if part.empty:
+                    continue
+                first = i == 0 and j == 0
+                fig.add_trace(go.Bar(x=[k], y=[float(part[column].mean())], marker_color=colors[cond],
+                                     opacity=0.35, name=cond, legendgroup=cond, showlegend=first,
+                                     hovertemplate=f"{cond}, {shift}, {split}<br>mean over seeds %{{y:.3f}}"
+                                                   "<extra></extra>"), row=i + 1, col=j + 1)
+                fig.add_trace(go.Scatter(x=np.full(len(part), k, dtype=float), y=part[column].to_numpy(np.float32),
+                                         mode="markers", marker=dict(color=colors[cond], size=7),
+                                         customdata=part["seed"].to_numpy(), legendgroup=cond, showlegend=False,
+                                         hovertemplate=f"{cond}, seed %{{customdata}}<br>%{{y:.3f}}<extra></extra>"),
+                              row=i + 1, col=j + 1)
+            fig.add_hline(y=0, line=dict(color="#777777", width=1, dash="dot"), row=i + 1, col=j + 1)
+            fig.update_xaxes(tickvals=list(range(len(conditions))), ticktext=conditions, tickangle=-45,
+                             showticklabels=i == 1, row=i + 1, col=j + 1)
+        fig.update_yaxes(title_text=f"normalised reward<br>({what})", row=1, col=1)
+        fig.update_yaxes(title_text=f"normalised reward<br>({what})", row=2, col=1)
+    top = 60 + (18 * (1 + len(title) // 100) if title else 0)
+    fig.update_layout(template=TEMPLATE, height=700 + top, margin=dict(l=80, r=20, t=top, b=170), barmode="overlay",
+                      title=dict(text=title, x=0, font=dict(size=13)) if title else None,
+                      legend=dict(orientation="h", yanchor="bottom", y=0, yref="container", x=0))
+    return fig
+
+
+def regulariser_field_figure(field: pd.DataFrame, theta0: Sequence[float]):
+    """:func:`plasticity_lab.demos.regulariser_field` drawn: one panel per regulariser, the quantity it reduces as a contour map and its
+    direction as arrows (each panel's arrows scaled to its longest, so the *lengths* compare within a panel only);
+    the star marks θ₀ and, in the Wasserstein-2 panel, the diamond its mirror image (θ₀ with its two values
+    swapped)."""
+    titles = {"l2": "L2 (weight decay): toward 0", "regen_l2": "regenerative L2: toward θ₀",
+              "regen_w2": "Wasserstein-2: toward θ₀ or its mirror"}
+    names = [n for n in titles if n in set(field["regulariser"])]
+    fig = make_subplots(rows=1, cols=len(names), subplot_titles=[titles[n] for n in names],
+                        horizontal_spacing=0.06)
+    x0, y0 = (float(v) for v in theta0)
+    for j, name in enumerate(names):
+        part = field[field["regulariser"] == name]
+        xs, ys = np.sort(part["x"].unique()), np.sort(part["y"].unique())
+        z = part.pivot(index="y", columns="x", values="value").loc[ys, xs].to_numpy()
+        fig.add_trace(go.Contour(x=xs, y=ys, z=z, colorscale="Blues", reversescale=True, showscale=False,
+                                 contours=dict(showlabels=True, labelfont=dict(size=9)), opacity=0.6,
+                                 line=dict(smoothing=1.3),
+                                 hovertemplate="θ = (%{x:.2f}, %{y:.2f})<br>value %{z:.3f}<extra></extra>"),
+                      row=1, col=j + 1)
+        length = np.hypot(part["dx"], part["dy"]).max()
+        spacing = (xs[1] - xs[0]) if len(xs) > 1 else 1.0
+        scale = 0.8 * spacing / length if length > 0 else 0.0
+        ex, ey = part["x"] + scale * part["dx"], part["y"] + scale * part["dy"]
+        nan = np.full(len(part), np.nan)
+        line_x = np.column_stack([part["x"], ex, nan]).ravel()
+        line_y = np.column_stack([part["y"], ey, nan]).ravel()
+        head = np.tile([0, 7, 0], len(part))  # an arrowhead at the end of each segment only
+        fig.add_trace(go.Scatter(x=line_x, y=line_y, mode="lines+markers", line=dict(color="#222222", width=1.2),
+                                 marker=dict(symbol="arrow", angleref="previous", size=head, color="#222222"),
+                                 hoverinfo="skip", showlegend=False), row=1, col=j + 1)
+        fig.add_trace(go.Scatter(x=[x0], y=[y0], mode="markers", marker=dict(symbol="star", size=14, color="#d62728"),
+                                 name="θ₀", showlegend=j == 0, hovertemplate="θ₀<extra></extra>"), row=1, col=j + 1)
+        if name == "regen_w2":
+            fig.add_trace(go.Scatter(x=[y0], y=[x0], mode="markers",
+                                     marker=dict(symbol="diamond", size=11, color="#d62728"),
+                                     name="θ₀ mirrored (values swapped)",
+                                     hovertemplate="(θ₀[1], θ₀[0])<extra></extra>"),
+                          row=1, col=j + 1)
+        fig.update_xaxes(title_text="θ[0]", row=1, col=j + 1)
+        fig.update_yaxes(title_text="θ[1]" if j == 0 else None, row=1, col=j + 1)
+    fig.update_layout(template=TEMPLATE, height=430, margin=dict(l=60, r=20, t=60, b=90),
+                      legend=dict(orientation="h", yanchor="bottom", y=0, yref="container", x=0))
+    return fig

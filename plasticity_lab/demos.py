@@ -1,0 +1,532 @@
+"""Small, direct demonstrations of what the interventions do to a network — the computations behind the book's
+chapters on resets and plasticity injection and on regularisation.
+
+Nothing here re-implements a condition: every function calls the condition's own code in
+:mod:`plasticity_lab.conditions` (its ``at_shift`` action, its ``extra_loss``) on a population, or on a bare set
+of parameters, and reports what changed.
+
+At a shift (resets, shrink+perturb, injection)
+
+* :func:`copy_population`, :func:`apply_at_shift` — try a condition's at-shift action on a copy of a population.
+* :func:`layer_rms`, :func:`expected_fresh_rms` — the root-mean-square of each layer's parameters, measured and (for
+  a fresh initialisation) predicted.
+* :func:`at_shift_table`, :func:`at_shift_outputs`, :func:`output_change` — per condition, what its at-shift action
+  does to each layer's weights and to the network's outputs.
+* :func:`injection_head_updates` — after an injection, how far the original head and the injected copy moved.
+
+Regularisers (L2, regenerative L2, Wasserstein-2)
+
+* :class:`ParameterSet` — a bare stack of parameters and their initial values, enough for the regularisers.
+* :func:`regulariser_terms`, :func:`regulariser_directions`, :func:`regulariser_field` — the quantities the
+  regularisers shrink, and the direction each moves the parameters.
+* :func:`relabel_units`, :func:`shuffle_within_tensors` — parameter changes that the Wasserstein-2 penalty does not
+  see.
+
+Stored studies and figures
+
+* :func:`random_walk_observations` — inputs to evaluate a network on.
+* :func:`load_study` — a stored study, or ``None`` while it is still being computed.
+* :func:`compare_conditions`, :func:`tally` — t-tests of conditions against warm-start and reset-all, counted.
+Their figures are :func:`plasticity_lab.plots.condition_summary_figure` and
+:func:`plasticity_lab.plots.regulariser_field_figure`; this module imports no plotting library.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from .conditions import Condition, InjectedHead, ReDo, RegenL2, RegenW2, effective_params, parse_condition
+from .experiment import population_seed
+from .metrics import member_norm
+from .nets import CReLU
+from .ppo import Population
+
+__all__ = [
+    "ParameterSet",
+    "apply_at_shift",
+    "at_shift_outputs",
+    "at_shift_table",
+    "compare_conditions",
+    "copy_population",
+    "expected_fresh_rms",
+    "injection_head_updates",
+    "layer_of",
+    "layer_rms",
+    "load_study",
+    "output_change",
+    "random_walk_observations",
+    "regulariser_directions",
+    "regulariser_field",
+    "regulariser_terms",
+    "relabel_units",
+    "shuffle_within_tensors",
+    "tally",
+]
+
+#: The regularisers of :func:`regulariser_directions`, with their default coefficients (PROTOCOL §4).
+REGULARISERS: dict[str, float] = {"l2": 1e-3, "regen_l2": 1e-2, "regen_w2": 1e-2}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Layers and their size
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def layer_of(name: str) -> str:
+    """The layer a parameter belongs to: its name without the last part (``"encoder.0.layer.weight"`` →
+    ``"encoder.0.layer"``)."""
+    return name.rsplit(".", 1)[0] if "." in name else name
+
+
+def layer_rms(params: Mapping[str, torch.Tensor]) -> pd.DataFrame:
+    """Root-mean-square ``sqrt(Σθ² / N)`` of each layer's parameters (weight and bias together), per member.
+
+    ``params`` maps names to stacked tensors ``[M, ...]`` (a population's ``params``, or
+    :func:`~plasticity_lab.conditions.effective_params`). Returns one row per layer, in the order of ``params``,
+    then ``"all"`` (every parameter: the study's weight magnitude); one column per member (0 … M−1).
+    """
+    if not params:
+        raise ValueError("layer_rms needs at least one parameter")
+    groups: dict[str, list[torch.Tensor]] = {}
+    for name, value in params.items():
+        groups.setdefault(layer_of(name), []).append(value.detach())
+    rows = {}
+    for layer, tensors in [*groups.items(), ("all", [t for ts in groups.values() for t in ts])]:
+        count = sum(t[0].numel() for t in tensors)
+        rows[layer] = (member_norm(tensors) / count**0.5).cpu().numpy()
+    return pd.DataFrame(rows).T.rename_axis("layer")
+
+
+def expected_fresh_rms(population: Population) -> pd.Series:
+    """The RMS each layer has, on average, right after a fresh PyTorch default initialisation.
+
+    A linear (or convolution) layer draws weight and bias from U(−b, b) with b = 1/√fan_in, whose RMS is
+    b/√3 = 1/√(3·fan_in); a LayerNorm or GroupNorm starts at gain 1 and bias 0. ``"all"`` combines the layers by
+    their parameter counts. Computed from the architecture alone, independently of any draw.
+    """
+    squares: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    for name, module in population.template.named_modules():
+        own = dict(module.named_parameters(recurse=False))
+        if not own:
+            continue
+        n = sum(p.numel() for p in own.values())
+        if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+            fan_in = module.weight[0].numel()
+            mean_square = 1.0 / (3.0 * fan_in)
+        elif isinstance(module, (nn.LayerNorm, nn.GroupNorm)):
+            mean_square = module.weight.numel() / n  # gains 1, biases 0
+        else:
+            raise TypeError(f"no known fresh initialisation for {type(module).__name__} ({name!r})")
+        squares[name], counts[name] = mean_square * n, n
+    out = {name: (squares[name] / counts[name]) ** 0.5 for name in squares}
+    out["all"] = (sum(squares.values()) / sum(counts.values())) ** 0.5
+    return pd.Series(out, name="fresh RMS (expected)").rename_axis("layer")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# At a shift
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def copy_population(population: Population) -> Population:
+    """An independent copy of ``population``: its architecture, parameters (frozen ones stay frozen), initial
+    parameters and weight decay, with a fresh AdamW. Changing the copy leaves the original untouched."""
+    twin = copy.copy(population)
+    twin.set_network(population.template, {k: v.detach() for k, v in population.params.items()},
+                     frozen=population.frozen)
+    twin.buffers = {k: v.clone() for k, v in population.buffers.items()}
+    twin.initial_params = {k: v.detach().clone() for k, v in population.initial_params.items()}
+    twin.weight_decay = population.weight_decay.clone()
+    twin.new_optimizer()
+    return twin
+
+
+def _condition(condition: str | Condition) -> Condition:
+    return parse_condition(condition) if isinstance(condition, str) else condition
+
+
+def apply_at_shift(population: Population, condition: str | Condition, seed: int | None = None) -> Population:
+    """What ``condition`` does to ``population`` at a shift: a copy of the population after the condition's
+    at-shift action, with AdamW re-created as the run loop does. The population itself is left untouched.
+
+    ``condition`` is a name (``"shrink_perturb"``, ``"reset_final+injection"`` …) or a condition object (e.g.
+    ``ShrinkPerturb(perturb=0.2)``). ``seed`` seeds the generator its fresh draws come from, so two calls with
+    the same seed draw the same fresh parameters. By default it is the seed a run of these members uses for the
+    randomness they share (:func:`plasticity_lab.experiment.population_seed`) — not a member's own seed: a
+    generator seeded with member ``s``'s seed would draw exactly that member's initial parameters θ₀ again.
+    """
+    cond = _condition(condition)
+    twin = copy_population(population)
+    cond.setup(twin)
+    if seed is None:
+        seed = population_seed(population.member_seeds)
+    cond.at_shift(twin, torch.Generator(device=twin.device).manual_seed(int(seed)))
+    twin.new_optimizer()
+    return twin
+
+
+def _condition_name(condition: str | Condition) -> str:
+    return condition if isinstance(condition, str) else _condition(condition).name
+
+
+def at_shift_table(population: Population, conditions: Sequence[str | Condition],
+                   seed: int | None = None) -> pd.DataFrame:
+    """For each condition, what its at-shift action does to each layer of ``population``.
+
+    One row per condition × layer (``"all"`` last): ``rms_before`` and ``rms_after`` (the layer's RMS, see
+    :func:`layer_rms`) and ``rms_change`` (the RMS of after − before), each the mean over members. The layers are
+    those of the *effective* network (:func:`~plasticity_lab.conditions.effective_params`): an injected head
+    ``h + a − b`` counts as the single layer it computes.
+    """
+    before = effective_params(population)
+    rms_before = layer_rms(before).mean(axis=1)
+    rows = []
+    for condition in conditions:
+        after = effective_params(apply_at_shift(population, condition, seed))
+        if set(after) != set(before):
+            raise ValueError(f"{_condition_name(condition)} changed the network's effective layers")
+        change = {k: after[k].detach() - before[k].detach() for k in before}
+        rms_after, rms_change = layer_rms(after).mean(axis=1), layer_rms(change).mean(axis=1)
+        for layer in rms_before.index:
+            rows.append({"condition": _condition_name(condition), "layer": layer,
+                         "rms_before": float(rms_before[layer]), "rms_after": float(rms_after[layer]),
+                         "rms_change": float(rms_change[layer])})
+    return pd.DataFrame(rows)
+
+
+def _outputs(population: Population, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    obs = obs.to(population.device)
+    if obs.dim() == 2:  # the same inputs for every member
+        obs = obs.unsqueeze(0).expand(population.members, *obs.shape)
+    with torch.no_grad():
+        logits, value, _ = population.forward(obs)
+    return logits, value
+
+
+def _output_change(population: Population, twin: Population, obs: torch.Tensor) -> dict:
+    logits, value = _outputs(population, obs)
+    new_logits, new_value = _outputs(twin, obs)
+    return {
+        "max_logit_change": float((new_logits - logits).abs().max()),
+        "max_value_change": float((new_value - value).abs().max()),
+        "policy_tv": float(0.5 * (new_logits.softmax(-1) - logits.softmax(-1)).abs().sum(-1).mean()),
+    }
+
+
+def output_change(population: Population, params: Mapping[str, torch.Tensor], obs: torch.Tensor) -> pd.Series:
+    """How much the network's outputs change on the inputs ``obs`` (``[N, ...]``, the same for every member, or
+    ``[M, N, ...]``) when ``population``'s parameters are replaced by ``params`` (same names and shapes):
+    ``max_logit_change`` and ``max_value_change`` (the largest absolute change of a policy logit / of the value
+    over inputs and members) and ``policy_tv`` (the total-variation distance between the two policies, averaged
+    over inputs and members: 0 = the same action probabilities, 1 = disjoint)."""
+    if set(params) != set(population.params):
+        differ = sorted(set(params) ^ set(population.params))
+        raise ValueError(f"params must have the population's parameter names; these differ: {differ}")
+    twin = copy_population(population)
+    twin.params = {k: v.detach() for k, v in params.items()}
+    return pd.Series(_output_change(population, twin, obs))
+
+
+def at_shift_outputs(population: Population, conditions: Sequence[str | Condition], obs: torch.Tensor,
+                     seed: int | None = None) -> pd.DataFrame:
+    """For each condition, what its at-shift action does to the network's *outputs* on the inputs ``obs``.
+
+    One row per condition with the columns of :func:`output_change`, and the number of parameters each member
+    stores before and after (``params_before``, ``params_after``).
+    """
+    stored = sum(v[0].numel() for v in population.params.values())
+    rows = []
+    for condition in conditions:
+        twin = apply_at_shift(population, condition, seed)
+        rows.append({"condition": _condition_name(condition), **_output_change(population, twin, obs),
+                     "params_before": stored, "params_after": sum(v[0].numel() for v in twin.params.values())})
+    return pd.DataFrame(rows).set_index("condition")
+
+
+def injection_head_updates(population: Population, before: Mapping[str, torch.Tensor]) -> pd.DataFrame:
+    """After an injection, how far each head's original layer and its injected copy have moved.
+
+    ``before`` holds the parameters as they were at the moment of injection — either the injected population's
+    own ``params`` (names ``<head>.base.weight`` …) or those of the plain network just before the shift
+    (``<head>.weight`` …). For each injected head and parameter: ``base_change`` (RMS of the change of the original
+    layer ``h``), ``added_change`` (RMS of ``a − b``: how far the fresh copy ``a`` has moved from its starting
+    value, which the frozen ``b`` keeps), and ``max_difference`` (the largest absolute difference between the
+    two changes).
+    """
+    rows = []
+    params = population.params
+    for head_name, head in population.template.heads().items():
+        if not isinstance(head, InjectedHead):
+            continue
+        for p_name, _ in head.base.named_parameters():
+            key = f"{head_name}.base.{p_name}"
+            start = before[key] if key in before else before[f"{head_name}.{p_name}"]
+            base = params[key].detach() - start.detach()
+            added = params[f"{head_name}.added.{p_name}"].detach() - params[f"{head_name}.subtracted.{p_name}"].detach()
+            rows.append({"parameter": f"{head_name}.{p_name}",
+                         "base_change": float(base.pow(2).mean().sqrt()),
+                         "added_change": float(added.pow(2).mean().sqrt()),
+                         "max_difference": float((base - added).abs().max())})
+    if not rows:
+        raise ValueError("the population holds no injected head (run the injection condition's at-shift action first)")
+    return pd.DataFrame(rows).set_index("parameter")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Regularisers
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class _NoHeads(nn.Module):
+    """A template without heads: :func:`~plasticity_lab.conditions.effective_params` then returns the parameters
+    as they are."""
+
+    def heads(self) -> dict[str, nn.Module]:
+        return {}
+
+
+class ParameterSet:
+    """A bare stack of parameters ``[M, ...]`` and their initial values θ₀ — the part of a
+    :class:`~plasticity_lab.ppo.Population` that the regularisers read. Lets the conditions' own ``extra_loss`` run
+    on any tensors (a toy pair of numbers, or a network's parameters changed by hand).
+
+    ``params`` become leaf tensors that require gradients; ``template`` (default: no heads) is the population's
+    template when the names are a network's and may include injected heads.
+    """
+
+    def __init__(self, params: Mapping[str, torch.Tensor], initial_params: Mapping[str, torch.Tensor],
+                 template: nn.Module | None = None):
+        if not params or set(params) != set(initial_params):
+            raise ValueError("params and initial_params must name the same, non-empty set of tensors")
+        self.params = {k: v.detach().clone().float().requires_grad_(True) for k, v in params.items()}
+        self.initial_params = {k: v.detach().clone().float() for k, v in initial_params.items()}
+        first = next(iter(self.params.values()))
+        self.members = first.shape[0]
+        self.device = first.device
+        self.template = template if template is not None else _NoHeads()
+
+
+def _parameter_set(source, params: Mapping[str, torch.Tensor] | None) -> ParameterSet:
+    if isinstance(source, ParameterSet) and params is None:
+        return source
+    return ParameterSet(params if params is not None else source.params, source.initial_params, source.template)
+
+
+def regulariser_terms(source: Population | ParameterSet, params: Mapping[str, torch.Tensor] | None = None
+                      ) -> pd.DataFrame:
+    """What each regulariser measures, per member (one row each):
+
+    * ``weight_norm`` — ‖θ‖₂ over all parameters, which L2 weight decay shrinks;
+    * ``l2_to_init`` — ‖θ − θ₀‖₂, regenerative L2's term (:class:`~plasticity_lab.conditions.RegenL2` with
+      coefficient 1);
+    * ``w2_to_init`` — ‖sort(θ) − sort(θ₀)‖₂, sorting within each tensor, the Wasserstein-2 term
+      (:class:`~plasticity_lab.conditions.RegenW2` with coefficient 1).
+
+    The two regenerative terms come from the conditions' own ``extra_loss``; training adds ``coef`` times them to
+    the loss. ``params`` (default: ``source.params``) are compared with ``source.initial_params``.
+    """
+    pset = _parameter_set(source, params)
+    with torch.no_grad():
+        values = {
+            "weight_norm": member_norm(list(effective_params(pset).values())),
+            "l2_to_init": RegenL2(coef=1.0).extra_loss(pset),
+            "w2_to_init": RegenW2(coef=1.0).extra_loss(pset),
+        }
+    return pd.DataFrame({k: v.cpu().numpy() for k, v in values.items()}).rename_axis("member")
+
+
+def regulariser_directions(source: Population | ParameterSet, params: Mapping[str, torch.Tensor] | None = None,
+                           coefs: Mapping[str, float] | None = None) -> dict[str, dict[str, torch.Tensor]]:
+    """The direction in which each regulariser moves the parameters, per unit of learning rate.
+
+    * ``"l2"`` — decoupled weight decay multiplies θ by ``1 − lr·coef`` before each AdamW step, a displacement of
+      ``−coef·θ`` per unit of learning rate (it never enters the gradient);
+    * ``"regen_l2"``, ``"regen_w2"`` — minus the gradient of the condition's ``extra_loss``, computed by autograd
+      through the package's own code. In training this gradient is added to PPO's before gradient clipping and
+      Adam's per-coordinate scaling, so the step actually taken is not this vector.
+
+    ``coefs`` overrides the coefficients of :data:`REGULARISERS` (PROTOCOL's defaults). Returns
+    ``{regulariser: {parameter name: tensor [M, ...]}}``, keyed like ``params`` (default: ``source.params``).
+    """
+    coefs = {**REGULARISERS, **(coefs or {})}
+    unknown = sorted(set(coefs) - set(REGULARISERS))
+    if unknown:
+        raise ValueError(f"unknown regulariser(s) {unknown}; valid: {', '.join(REGULARISERS)}")
+    pset = _parameter_set(source, params)
+    names = list(pset.params)
+    out = {"l2": {k: -coefs["l2"] * pset.params[k].detach() for k in names}}
+    for name, cls in (("regen_l2", RegenL2), ("regen_w2", RegenW2)):
+        loss = cls(coef=coefs[name]).extra_loss(pset).sum()
+        grads = torch.autograd.grad(loss, [pset.params[k] for k in names], allow_unused=True)
+        out[name] = {k: (-g if g is not None else torch.zeros_like(pset.params[k])).detach()
+                     for k, g in zip(names, grads)}
+    return out
+
+
+def regulariser_field(theta0: Sequence[float] = (0.6, -0.3), extent: float = 1.0, points: int = 9,
+                      coefs: Mapping[str, float] | None = None) -> pd.DataFrame:
+    """The three regularisers on the smallest possible network: one tensor of two values θ = (x, y), with
+    initial value ``theta0``, on a ``points`` × ``points`` grid over [−extent, extent]².
+
+    Every grid point is one member of a :class:`ParameterSet`, so the conditions' own code computes all of them at
+    once. Columns: ``regulariser`` (``l2``, ``regen_l2``, ``regen_w2``), ``x``, ``y``, ``dx``, ``dy`` (the
+    direction of :func:`regulariser_directions`, per unit of learning rate) and ``value`` — the quantity the
+    regulariser reduces there (‖θ‖ for ``l2``, ‖θ − θ₀‖ for ``regen_l2``, ‖sort θ − sort θ₀‖ for ``regen_w2``).
+    """
+    if isinstance(points, bool) or not isinstance(points, int) or points < 2:
+        raise ValueError(f"points must be an integer of at least 2; got {points!r}")
+    theta0 = torch.as_tensor(theta0, dtype=torch.float32)
+    if theta0.shape != (2,):
+        raise ValueError(f"theta0 must be two numbers; got {tuple(theta0.tolist())}")
+    axis = torch.linspace(-float(extent), float(extent), points)
+    xs, ys = torch.meshgrid(axis, axis, indexing="xy")
+    grid = torch.stack([xs.reshape(-1), ys.reshape(-1)], dim=1)  # [points², 2]
+    pset = ParameterSet({"w": grid}, {"w": theta0.expand_as(grid)})
+    terms = regulariser_terms(pset)
+    directions = regulariser_directions(pset, coefs=coefs)
+    value_of = {"l2": "weight_norm", "regen_l2": "l2_to_init", "regen_w2": "w2_to_init"}
+    frames = []
+    for name, column in value_of.items():
+        d = directions[name]["w"].detach()
+        frames.append(pd.DataFrame({"regulariser": name, "x": grid[:, 0].numpy(), "y": grid[:, 1].numpy(),
+                                    "dx": d[:, 0].numpy(), "dy": d[:, 1].numpy(),
+                                    "value": terms[column].to_numpy()}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def relabel_units(population: Population, permutation: Sequence[int] | torch.Tensor, block: int = 0,
+                  params: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """The same function with the hidden units of one encoder block relabelled.
+
+    Unit ``permutation[i]`` becomes unit ``i`` (for every member): the block's rows — its layer's weight rows and
+    bias, and its norm's gain and bias if it has one — and the matching input columns of every layer that reads
+    the block (the next block, or both heads after the last one) are permuted together, so the network computes
+    exactly the same outputs (up to float rounding). Returns new parameters; ``params`` (default: the
+    population's own) is not changed. Dense blocks with ReLU only (not CReLU, not convolutions).
+    """
+    params = {k: v.detach().clone() for k, v in (params if params is not None else population.params).items()}
+    layers = ReDo().consumers(population)
+    if not 0 <= block < len(layers):
+        raise ValueError(f"block must be in [0, {len(layers) - 1}]; got {block}")
+    layer_name, module, readers = layers[block]
+    if isinstance(module.activation, CReLU) or not isinstance(module.layer, nn.Linear):
+        raise ValueError("relabel_units handles dense blocks with a ReLU (not CReLU, not convolutions)")
+    width = module.layer.out_features
+    perm = torch.as_tensor(permutation, dtype=torch.long)
+    if sorted(perm.tolist()) != list(range(width)):
+        raise ValueError(f"permutation must be a permutation of 0..{width - 1}")
+    owner = layer_name.rsplit(".", 1)[0]
+    rows = [f"{layer_name}.weight", f"{layer_name}.bias", f"{owner}.norm.weight", f"{owner}.norm.bias"]
+    for key in rows:
+        if key in params:
+            params[key] = params[key][:, perm]
+    for reader in readers:
+        key = f"{reader}.weight"
+        params[key] = params[key][:, :, perm]
+    return params
+
+
+def shuffle_within_tensors(params: Mapping[str, torch.Tensor], generator: torch.Generator
+                           ) -> dict[str, torch.Tensor]:
+    """Every tensor's values shuffled at random, separately for each tensor and member: the same values in each
+    tensor — so the same distribution per tensor — but in random places, hence in general a different function."""
+    out = {}
+    for name, value in params.items():
+        flat = value.detach().reshape(value.shape[0], -1)
+        order = torch.rand(flat.shape, generator=generator, device=generator.device).argsort(dim=1).to(flat.device)
+        out[name] = flat.gather(1, order).reshape(value.shape)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Inputs and stored studies
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def random_walk_observations(levels: Sequence[int], steps: int = 200, seed: int = 0,
+                             mapping: torch.Tensor | np.ndarray | None = None) -> torch.Tensor:
+    """``steps`` observations ``[steps, 363]`` of a uniformly random walk through ``levels`` (a new level from the
+    pool every 100 steps), as the network would receive them: permuted by ``mapping`` if given (see
+    :func:`plasticity_lab.shifts.apply_mapping`)."""
+    import gymnasium as gym
+
+    from .envs import GATHER_ENV_ID
+    from .shifts import apply_mapping
+
+    env = gym.make(GATHER_ENV_ID, levels=levels)
+    env.action_space.seed(int(seed))
+    obs, _ = env.reset(seed=int(seed))
+    out = []
+    for _ in range(int(steps)):
+        out.append(obs)
+        obs, _, terminated, truncated, _ = env.step(env.action_space.sample())
+        if terminated or truncated:
+            obs, _ = env.reset()
+    batch = torch.as_tensor(np.stack(out))
+    return apply_mapping(batch, mapping) if mapping is not None else batch
+
+
+def load_study(path: str | Path):
+    """A stored study (:func:`plasticity_lab.load_results`), or ``None`` while it is still being computed: when
+    the folder does not exist yet, or holds no finished population yet. A damaged study still raises."""
+    from .results import load_results
+
+    path = Path(path)
+    if not path.is_dir():
+        return None
+    try:
+        return load_results(path)
+    except ValueError as error:
+        if "no finished results" in str(error):
+            return None
+        raise
+
+
+def compare_conditions(runs: pd.DataFrame, conditions: Sequence[str],
+                       baselines: Sequence[str] = ("warm_start", "reset_all")) -> pd.DataFrame:
+    """Each of ``conditions`` against each baseline present in ``runs`` (a run summary: a stored study's
+    ``runs(at)`` or :func:`plasticity_lab.analysis.run_summary`), per shift and split: the rows of
+    :func:`plasticity_lab.analysis.condition_ttests` with a ``baseline`` column.
+
+    Warm-start is "doing nothing"; reset-all is the paper's reference. The sign of ``t`` is that of
+    ``condition_ttests``: negative = the condition's normalised reward is higher than the baseline's.
+    """
+    from .analysis import condition_ttests
+
+    present = set(runs["condition"])
+    frames = []
+    for baseline in baselines:
+        if baseline not in present:
+            continue
+        others = [c for c in conditions if c in present and c != baseline]
+        if not others:
+            continue
+        table = condition_ttests(runs[runs["condition"].isin([*others, baseline])], baseline=baseline)
+        frames.append(table.assign(baseline=baseline))
+    if not frames:
+        raise ValueError(f"none of the baselines {list(baselines)} is in the table with another condition; "
+                         f"present: {sorted(present)}")
+    return pd.concat(frames, ignore_index=True)
+
+
+def tally(comparisons: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
+    """Count :func:`compare_conditions`' rows per condition and baseline: ``comparisons`` (shift × split pairs),
+    ``above`` / ``below`` (the condition's mean normalised reward is higher / lower than the baseline's), and how
+    many of those differences are significant (``p < alpha``): ``significantly_above``, ``significantly_below``."""
+    rows = []
+    for (condition, baseline), part in comparisons.groupby(["condition", "baseline"], sort=False):
+        above, below = part["mean"] > part["baseline_mean"], part["mean"] < part["baseline_mean"]
+        significant = part["p"] < alpha
+        rows.append({"condition": condition, "baseline": baseline, "comparisons": len(part),
+                     "above": int(above.sum()), "below": int(below.sum()),
+                     "significantly_above": int((above & significant).sum()),
+                     "significantly_below": int((below & significant).sum())})
+    return pd.DataFrame(rows).set_index(["condition", "baseline"])
