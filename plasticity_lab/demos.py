@@ -22,13 +22,29 @@ Regularisers (L2, regenerative L2, Wasserstein-2)
 * :func:`relabel_units`, :func:`shuffle_within_tensors` — parameter changes that the Wasserstein-2 penalty does not
   see.
 
+Architecture (LayerNorm, CReLU) and soft shrink+perturb on it
+
+* :func:`architecture_table` — each condition's network, layer by layer, with its parameter counts.
+* :func:`unit_activity` — per hidden layer: zero outputs, units never active, dormant units, units no gradient
+  reaches, and the fewest units active on any one input.
+* :func:`apply_after_steps` — a condition's after-every-step hook (soft shrink+perturb) applied n times to a copy.
+* :func:`two_by_two` — a 2 × 2 ablation of two conditions that combine (soft shrink+perturb and LayerNorm).
+
+ReDo (dormant units and their recycling)
+
+* :func:`unit_scores` — every hidden output's ReDo score next to the fraction of inputs on which it is 0.
+* :func:`recycle`, :func:`recycling_table` — one ReDo step on a copy, and what it changed, read off the weights.
+* :func:`silence_units` — the same units' outgoing weights zeroed and nothing else: the network without them.
+* :func:`run_redo` — a ReDo run that logs how many units each recycling step took.
+
 Stored studies and figures
 
 * :func:`random_walk_observations` — inputs to evaluate a network on.
 * :func:`load_study` — a stored study, or ``None`` while it is still being computed.
 * :func:`compare_conditions`, :func:`tally` — t-tests of conditions against warm-start and reset-all, counted.
-Their figures are :func:`plasticity_lab.plots.condition_summary_figure` and
-:func:`plasticity_lab.plots.regulariser_field_figure`; this module imports no plotting library.
+Their figures are :func:`plasticity_lab.plots.condition_summary_figure`,
+:func:`plasticity_lab.plots.regulariser_field_figure` and :func:`plasticity_lab.plots.unit_scores_figure`; this
+module imports no plotting library.
 """
 
 from __future__ import annotations
@@ -50,7 +66,9 @@ from .ppo import Population
 
 __all__ = [
     "ParameterSet",
+    "apply_after_steps",
     "apply_at_shift",
+    "architecture_table",
     "at_shift_outputs",
     "at_shift_table",
     "compare_conditions",
@@ -62,12 +80,19 @@ __all__ = [
     "load_study",
     "output_change",
     "random_walk_observations",
+    "recycle",
+    "recycling_table",
     "regulariser_directions",
     "regulariser_field",
     "regulariser_terms",
     "relabel_units",
+    "run_redo",
     "shuffle_within_tensors",
+    "silence_units",
     "tally",
+    "two_by_two",
+    "unit_activity",
+    "unit_scores",
 ]
 
 #: The regularisers of :func:`regulariser_directions`, with their default coefficients (PROTOCOL §4).
@@ -530,3 +555,367 @@ def tally(comparisons: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
                      "significantly_above": int((above & significant).sum()),
                      "significantly_below": int((below & significant).sum())})
     return pd.DataFrame(rows).set_index(["condition", "baseline"])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Soft shrink+perturb without learning
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def soft_shrink_perturb_trajectory(shrink: float, perturb: float, steps: int = 500, seed: int = 0,
+                                   every: int = 10) -> pd.DataFrame:
+    """Apply soft shrink+perturb (the condition's own ``after_optimizer_step``) ``steps`` times to a freshly
+    initialised gridworld network, with no learning in between, and record the RMS of all its parameters every
+    ``every`` steps, next to its prediction.
+
+    Each step is θ ← αθ + βθ_fresh with an independent zero-mean fresh draw, so the mean square follows
+    ``m_n = α²·m_{n−1} + β²·f`` (f: the fresh initialisation's mean square, from :func:`expected_fresh_rms`):
+    ``m_n = α^{2n}·m_0 + β²·f·(1 − α^{2n}) / (1 − α²)``, tending to ``β²f/(1 − α²)``. Left alone, the weights
+    settle at RMS ``β/√(1 − α²)`` times a fresh network's; with the default α = 1 − β that is ≈ √(β/2) of it
+    (e.g. 0.07 % for β = 10⁻⁶): between gradient steps the rule pulls every weight toward zero, and gradients
+    must hold it up. Columns: ``step``, ``rms`` (measured), ``predicted``.
+    """
+    from .conditions import SoftShrinkPerturb
+    from .nets import NetworkSpec
+
+    condition = SoftShrinkPerturb(perturb=perturb, shrink=shrink)
+    population = Population(NetworkSpec(), [seed])
+    condition.setup(population)
+    generator = torch.Generator().manual_seed(population_seed([seed]) + 1)
+    fresh = float(expected_fresh_rms(population)["all"]) ** 2
+    alpha, beta = float(shrink), float(perturb)
+
+    def rms() -> float:
+        return float(layer_rms(population.params).loc["all"].iloc[0])
+
+    start = rms() ** 2
+    rows = [{"step": 0, "rms": start**0.5, "predicted": start**0.5}]
+    with torch.no_grad():
+        for n in range(1, steps + 1):
+            condition.after_optimizer_step(population, generator)
+            if n % every == 0 or n == steps:
+                decay = alpha ** (2 * n)
+                stationary = beta**2 * fresh * (n if alpha == 1 else (1 - decay) / (1 - alpha**2))
+                rows.append({"step": n, "rms": rms(), "predicted": (decay * start + stationary) ** 0.5})
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Architecture: LayerNorm and CReLU
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def architecture_table(conditions: Sequence[str] = ("warm_start", "layernorm", "crelu")) -> pd.DataFrame:
+    """The gridworld network each condition trains, layer by layer, built from the condition's own
+    ``network_options()`` (so ``"soft_shrink_perturb+layernorm"`` gives the LayerNorm network).
+
+    One row per condition × layer (the encoder's blocks, then the two heads): ``inputs`` (the
+    layer's input width), ``units`` (its linear map's outputs: the pre-activation units), ``outputs`` (the width
+    after the activation — twice ``units`` with CReLU), ``norm`` and ``activation`` (class names, ``"—"`` for
+    none) and ``parameters`` (the layer's own, its norm's gain and bias included). Counts come from the built
+    modules, not from a formula; their sum over a condition's rows is the whole network's.
+    """
+    from .nets import NetworkSpec
+
+    rows = []
+    for condition in conditions:
+        spec = NetworkSpec(**parse_condition(condition).network_options())
+        network = spec.build()
+        names = {id(m): n for n, m in network.named_modules()}
+        layers = [(names[id(b)], b.layer, b.norm, b.activation) for b in network.blocks()]
+        layers += [(name, head, None, None) for name, head in network.heads().items()]
+        for name, layer, norm, activation in layers:
+            units = layer.out_features
+            outputs = units if activation is None else int(activation(torch.ones(1, units)).shape[-1])
+            count = sum(p.numel() for p in layer.parameters())
+            if norm is not None:
+                count += sum(p.numel() for p in norm.parameters())
+            has_norm = norm is not None and not isinstance(norm, nn.Identity)
+            rows.append({"condition": condition, "layer": name, "inputs": layer.in_features, "units": units,
+                         "outputs": outputs, "norm": type(norm).__name__ if has_norm else "—",
+                         "activation": type(activation).__name__ if activation is not None else "—",
+                         "parameters": count})
+    return pd.DataFrame(rows).set_index(["condition", "layer"])
+
+
+def _stacked_obs(population: Population, obs: torch.Tensor) -> torch.Tensor:
+    obs = obs.to(population.device)
+    return obs.unsqueeze(0).expand(population.members, *obs.shape) if obs.dim() == 2 else obs
+
+
+def _dense_blocks(population: Population) -> list[tuple[str, nn.Module, list[str]]]:
+    """ReDo's view of the encoder — (layer name, block, the modules reading the block) — for dense blocks only."""
+    layers = ReDo().consumers(population)
+    for name, block, _ in layers:
+        if not isinstance(block.layer, nn.Linear):
+            raise ValueError(f"only dense (MLP) encoders are supported; {name} is {type(block.layer).__name__}")
+    return layers
+
+
+def _active_units(outputs: torch.Tensor, crelu: bool) -> torch.Tensor:
+    """Whether each pre-activation unit passes its input on (and gradient back): ``[M, N, outputs] → [M, N, units]``.
+
+    A ReLU unit does so where its output is positive; a CReLU unit ``i`` feeds outputs ``i`` and ``i + W`` and does
+    so where either is non-zero, i.e. wherever its pre-activation is not exactly 0."""
+    positive = outputs != 0
+    if crelu:
+        width = positive.shape[-1] // 2
+        return positive[..., :width] | positive[..., width:]
+    return positive
+
+
+def unit_activity(population: Population, obs: torch.Tensor, tau: float = 0.025, seed: int = 0) -> pd.DataFrame:
+    """How alive each hidden layer of ``population`` is on the inputs ``obs`` (``[N, 363]`` for every member, or
+    ``[M, N, 363]``). One row per member × encoder block:
+
+    * ``units`` — pre-activation units (half the outputs with CReLU);
+    * ``zero_fraction`` — the fraction of exactly-zero outputs over inputs × outputs; for the last block this is the
+      study's *dead units* diagnostic (:func:`~plasticity_lab.metrics.dead_unit_fraction`);
+    * ``never_active`` — the fraction of units that pass nothing on for any of the inputs (a ReLU unit whose output
+      is 0 on every input; a CReLU unit whose two outputs are both 0 on every input);
+    * ``dormant`` — the fraction of units ReDo would recycle at threshold ``tau``
+      (:func:`~plasticity_lab.metrics.dormant_scores` ≤ τ; with CReLU both outputs must be);
+    * ``no_gradient`` — the fraction of units whose incoming weights get an exactly zero gradient from a loss on
+      these inputs (a fixed random mix, seeded by ``seed``, of every logit and value, so no gradient cancels by
+      construction): units the gradient cannot reach, however the loss is chosen;
+    * ``fewest_active`` — the smallest number of units passing their input on, over the inputs.
+    """
+    from .metrics import dormant_scores
+
+    layers = _dense_blocks(population)
+    x = _stacked_obs(population, obs)
+    trainable = [f"{name}.weight" for name, _, _ in layers]
+    with torch.enable_grad():
+        logits, value, _, hidden = population.forward(x, return_hidden=True)
+        generator = torch.Generator().manual_seed(int(seed))
+        mix = torch.randn(logits.shape, generator=generator).to(logits.device)
+        loss = (logits * mix).sum() + (value * torch.randn(value.shape, generator=generator).to(value.device)).sum()
+        grads = torch.autograd.grad(loss, [population.params[k] for k in trainable], allow_unused=True)
+    rows = []
+    for (name, block, _), outputs, grad in zip(layers, hidden, grads):
+        outputs = outputs.detach()
+        crelu = isinstance(block.activation, CReLU)
+        active = _active_units(outputs, crelu)  # [M, N, units]
+        dormant = dormant_scores(outputs) <= tau
+        if crelu:
+            width = dormant.shape[1] // 2
+            dormant = dormant[:, :width] & dormant[:, width:]
+        silent = (grad == 0).all(-1) if grad is not None else torch.ones_like(dormant)
+        zero = (outputs == 0).float().reshape(outputs.shape[0], -1).mean(1)
+        for m in range(population.members):
+            rows.append({"member": m, "layer": name, "units": active.shape[-1],
+                         "zero_fraction": float(zero[m]),
+                         "never_active": float((~active[m].any(0)).float().mean()),
+                         "dormant": float(dormant[m].float().mean()),
+                         "no_gradient": float(silent[m].float().mean()),
+                         "fewest_active": int(active[m].sum(-1).min())})
+    return pd.DataFrame(rows).set_index(["member", "layer"])
+
+
+def apply_after_steps(population: Population, condition: str | Condition, steps: int, seed: int | None = None
+                      ) -> Population:
+    """A copy of ``population`` after ``steps`` calls of ``condition``'s ``after_optimizer_step`` hook (the one soft
+    shrink+perturb uses) with no learning in between. The population itself is left untouched; ``seed`` as in
+    :func:`apply_at_shift` (default: the seed a run of these members shares, plus one)."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"steps must be a non-negative integer; got {steps!r}")
+    cond = _condition(condition)
+    twin = copy_population(population)
+    cond.setup(twin)
+    if seed is None:
+        seed = population_seed(population.member_seeds) + 1
+    generator = torch.Generator(device=twin.device).manual_seed(int(seed))
+    with torch.no_grad():
+        for _ in range(steps):
+            cond.after_optimizer_step(twin, generator)
+    return twin
+
+
+def two_by_two(runs: pd.DataFrame, first: str = "soft_shrink_perturb", second: str = "layernorm",
+               neither: str = "warm_start") -> pd.DataFrame:
+    """A 2 × 2 ablation of two conditions that combine: the mean normalised reward (over seeds) of ``neither``,
+    ``first`` alone, ``second`` alone and ``first+second``, per shift and split, and ``interaction`` =
+    both − first − second + neither (0 when the two effects simply add up; positive when together they do better
+    than the sum of their separate gains over ``neither``).
+
+    ``runs`` is a run summary (a stored study's ``runs(at)`` or :func:`plasticity_lab.analysis.run_summary`);
+    every one of the four conditions must be in it.
+    """
+    both = f"{first}+{second}"
+    cells = {"neither": neither, "first": first, "second": second, "both": both}
+    missing = [c for c in cells.values() if c not in set(runs["condition"])]
+    if missing:
+        raise ValueError(f"two_by_two needs the conditions {list(cells.values())}; missing: {missing}")
+    rows = []
+    for shift in pd.unique(runs["shift"]):
+        part = runs[runs["shift"] == shift]
+        for split in ("train", "test"):
+            column = f"normalised_{split}_return"
+            means = {key: float(part.loc[part["condition"] == name, column].mean()) for key, name in cells.items()}
+            rows.append({"shift": shift, "split": split, neither: means["neither"], first: means["first"],
+                         second: means["second"], both: means["both"],
+                         "interaction": means["both"] - means["first"] - means["second"] + means["neither"]})
+    return pd.DataFrame(rows).set_index(["shift", "split"])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# ReDo: dormant units and their recycling
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def unit_scores(population: Population, obs: torch.Tensor) -> pd.DataFrame:
+    """Every hidden output of ``population`` scored on the inputs ``obs`` (``[N, 363]`` or ``[M, N, 363]``), one
+    row per member × encoder block × output: ``score`` (ReDo's :func:`~plasticity_lab.metrics.dormant_scores`),
+    ``zero_fraction`` (the fraction of the inputs on which the output is exactly 0 — the unit's share in the
+    dead-units diagnostic) and ``mean_activation`` (its mean absolute output)."""
+    from .metrics import dormant_scores
+
+    with torch.no_grad():
+        hidden = population.forward(_stacked_obs(population, obs), return_hidden=True)[3]
+    names = [name for name, _, _ in ReDo().consumers(population)]
+    frames = []
+    for name, a in zip(names, hidden):
+        scores = dormant_scores(a).cpu()
+        zero = (a == 0).float().mean(1).cpu()
+        mean = a.abs().mean(1).cpu()
+        members, outputs = scores.shape
+        frames.append(pd.DataFrame({"member": np.repeat(np.arange(members), outputs), "layer": name,
+                                    "unit": np.tile(np.arange(outputs), members),
+                                    "score": scores.reshape(-1).numpy(), "zero_fraction": zero.reshape(-1).numpy(),
+                                    "mean_activation": mean.reshape(-1).numpy()}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def recycle(population: Population, obs: torch.Tensor, redo: ReDo | None = None, seed: int | None = None
+            ) -> tuple[Population, list[torch.Tensor]]:
+    """What one ReDo step does to ``population`` when it scores its units on ``obs`` (``[N, 363]`` for every
+    member, or ``[M, N, 363]``): ReDo's own :meth:`~plasticity_lab.conditions.ReDo.recycle` on a copy. Returns the
+    copy and, per encoder block, the recycled pre-activation units (``[M, units]`` masks). The population itself is
+    left untouched; ``redo`` defaults to ``ReDo()`` (τ = 0.025, all consumers), ``seed`` as in
+    :func:`apply_at_shift`."""
+    redo = redo if redo is not None else ReDo()
+    twin = copy_population(population)
+    redo.setup(twin)
+    twin.last_minibatch_obs = _stacked_obs(twin, obs)
+    if seed is None:
+        seed = population_seed(population.member_seeds)
+    units = redo.recycle(twin, torch.Generator(device=twin.device).manual_seed(int(seed)))
+    return twin, units
+
+
+def _output_columns(mask: torch.Tensor, crelu: bool) -> torch.Tensor:
+    """Pre-activation units ``[M, W]`` → the block's output columns they own (``[M, 2W]`` with CReLU)."""
+    return torch.cat([mask, mask], dim=1) if crelu else mask
+
+
+def silence_units(population: Population, units: Sequence[torch.Tensor], outgoing: str = "all",
+                  params: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """The parameters with the outgoing weights of ``units`` set to 0 and nothing else changed: per encoder block a
+    ``[M, units]`` mask (as :func:`recycle` returns), whose units' columns are zeroed in every module that reads
+    the block (the next block; after the last one the heads — only the policy head with
+    ``outgoing="policy_only"``). Returns new parameters; ``params`` (default: the population's own) is not
+    changed. This is ReDo's second step without its first (fresh incoming weights): the network without those
+    units' contributions. Dense encoders only.
+    """
+    params = {k: v.detach().clone() for k, v in (params if params is not None else population.params).items()}
+    layers = ReDo(outgoing=outgoing).consumers(population)
+    _dense_blocks(population)
+    if len(units) != len(layers):
+        raise ValueError(f"units needs one mask per encoder block ({len(layers)}); got {len(units)}")
+    for (name, block, readers), mask in zip(layers, units):
+        mask = torch.as_tensor(mask, dtype=torch.bool, device=population.device)
+        if mask.shape != (population.members, block.layer.out_features):
+            raise ValueError(f"the mask for {name} must have shape {(population.members, block.layer.out_features)}; "
+                             f"got {tuple(mask.shape)}")
+        columns = _output_columns(mask, isinstance(block.activation, CReLU))
+        for reader in readers:
+            key = f"{reader}.weight"
+            params[key] = params[key].masked_fill(columns[:, None, :], 0.0)
+    return params
+
+
+def recycling_table(before: Population, after: Population, units: Sequence[torch.Tensor]) -> pd.DataFrame:
+    """What a ReDo step changed, read off the parameters (not from ReDo's own bookkeeping): one row per member ×
+    encoder block × module reading the block (every reader, whatever ReDo's ``outgoing`` option was).
+
+    Columns: ``units`` (the block's pre-activation units), ``recycled`` (units in ``units``' mask),
+    ``incoming_changed`` (units whose incoming weights changed — not counting the input columns of the previous
+    block's recycled units, which ReDo zeroes in every row), ``changed_not_recycled`` (units outside the mask whose
+    incoming weights changed, counted the same way), ``bias_changed`` (units whose bias changed), ``outgoing_zero``
+    (recycled units whose every outgoing weight into this reader is exactly 0) and ``zero_not_recycled`` (other
+    units whose outgoing weights into this reader are all 0).
+    """
+    layers = _dense_blocks(before)
+    if len(units) != len(layers):
+        raise ValueError(f"units needs one mask per encoder block ({len(layers)}); got {len(units)}")
+    rows = []
+    upstream = None  # the previous block's recycled output columns [M, inputs]
+    for (name, block, readers), mask in zip(layers, units):
+        mask = torch.as_tensor(mask, dtype=torch.bool).cpu()
+        crelu = isinstance(block.activation, CReLU)
+        w0, w1 = before.params[f"{name}.weight"].detach().cpu(), after.params[f"{name}.weight"].detach().cpu()
+        b0, b1 = before.params[f"{name}.bias"].detach().cpu(), after.params[f"{name}.bias"].detach().cpu()
+        differs = w0 != w1  # [M, units, inputs]
+        if upstream is not None:
+            differs = differs & ~upstream[:, None, :]
+        incoming = differs.any(-1)  # [M, units]
+        bias = b0 != b1
+        upstream = _output_columns(mask, crelu)
+        for reader in readers:
+            zero_columns = (after.params[f"{reader}.weight"].detach().cpu() == 0).all(1)  # [M, outputs]
+            if crelu:
+                width = zero_columns.shape[1] // 2
+                zero_units = zero_columns[:, :width] & zero_columns[:, width:]
+            else:
+                zero_units = zero_columns
+            for m in range(mask.shape[0]):
+                rows.append({"member": m, "layer": name, "reader": reader, "units": int(mask.shape[1]),
+                             "recycled": int(mask[m].sum()), "incoming_changed": int(incoming[m].sum()),
+                             "changed_not_recycled": int((incoming[m] & ~mask[m]).sum()),
+                             "bias_changed": int(bias[m].sum()),
+                             "outgoing_zero": int((zero_units[m] & mask[m]).sum()),
+                             "zero_not_recycled": int((zero_units[m] & ~mask[m]).sum())})
+    return pd.DataFrame(rows).set_index(["member", "layer", "reader"])
+
+
+def run_redo(configs) -> tuple:
+    """Train a population whose condition contains ReDo (``configs``: :class:`~plasticity_lab.RunConfig` s of one
+    population, as for :func:`plasticity_lab.run`) and log every recycling step.
+
+    Returns the finished :class:`~plasticity_lab.experiment.Experiment` (``.table()`` is :func:`plasticity_lab.run`'s
+    table; ``.population`` the trained networks) and a table with one row per ReDo step × member × encoder block:
+    ``condition``, ``shift``, ``seed``, ``epoch`` (the epoch after whose update ReDo acted), ``round``, ``layer``,
+    ``units`` and ``recycled`` — what the condition's own ``recycle`` returned.
+    """
+    from .conditions import Composite
+    from .experiment import Experiment
+
+    experiment = Experiment(configs)
+    condition = experiment.condition
+    parts = condition.parts if isinstance(condition, Composite) else [condition]
+    redo = next((p for p in parts if isinstance(p, ReDo)), None)
+    if redo is None:
+        raise ValueError(f"run_redo needs a condition with ReDo; got {condition.name!r}")
+    records = []
+    original = redo.recycle
+
+    def logged(population, generator, acting=None):
+        recycled = original(population, generator, acting)
+        names = [name for name, _, _ in redo.consumers(population)]
+        for name, mask in zip(names, recycled):
+            for m, cfg in enumerate(experiment.configs):
+                if acting is None or bool(acting[m]):
+                    records.append({"condition": cfg.label, "shift": cfg.shift, "seed": cfg.seed,
+                                    "epoch": experiment.epoch,
+                                    "round": experiment.epoch // cfg.epochs_per_round + 1, "layer": name,
+                                    "units": int(mask.shape[1]), "recycled": int(mask[m].sum())})
+        return recycled
+
+    redo.recycle = logged
+    try:
+        while not experiment.finished:
+            experiment.train_epoch()
+    finally:
+        del redo.recycle  # the instance attribute hid the method; removing it restores ReDo's own
+    columns = ["condition", "shift", "seed", "epoch", "round", "layer", "units", "recycled"]
+    return experiment, pd.DataFrame(records, columns=columns)

@@ -24,7 +24,7 @@ from .envs.gridworld import level_layout, render_rgb
 from .plots import CHANNELS, SHIFT_COLORS, observation_grid
 from .shifts import apply_mapping, level_range, permute_mapping
 
-__all__ = ["shift_explorer", "shift_picture"]
+__all__ = ["shift_explorer", "shift_picture", "soft_shrink_perturb_explorer", "soft_shrink_perturb_picture"]
 
 _STRIP_CMAP = ListedColormap(["#f2f2f2", "#9ecae1", "#08519c"])  # not in any pool / other rounds / this round
 
@@ -108,3 +108,100 @@ def shift_explorer(seed: int = 0, pool_size: int = 10, rounds: int = 10, shift: 
     round_box.observe(redraw, names="value")
     redraw()
     return widgets.VBox([widgets.HBox([shift_box, round_box]), text, image])
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Soft shrink+perturb
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _png(fig: Figure) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def soft_shrink_perturb_picture(shrink: float, perturb: float, steps: int = 1000, seed: int = 0,
+                                dpi: int = 90) -> bytes:
+    """PNG bytes: the RMS of a network's weights under soft shrink+perturb alone (no learning) over ``steps``
+    optimizer steps, measured and predicted (:func:`plasticity_lab.demos.soft_shrink_perturb_trajectory`)."""
+    from .demos import soft_shrink_perturb_trajectory
+
+    trajectory = soft_shrink_perturb_trajectory(shrink, perturb, steps=steps, seed=seed, every=max(1, steps // 50))
+    fig = Figure(figsize=(6.5, 3.2), dpi=dpi)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.plot(trajectory["step"], trajectory["rms"], lw=2.5, color="#3182bd", label="measured")
+    ax.plot(trajectory["step"], trajectory["predicted"], lw=1.2, ls="--", color="black", label="predicted")
+    ax.set_xlabel("optimizer steps (51 per epoch)")
+    ax.set_ylabel("weight RMS")
+    ax.set_ylim(bottom=0)
+    ax.set_title(f"no learning: shrink α = {shrink:.7g}, perturb β = {perturb:.2g}", fontsize=10)
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def _training_picture(runs: dict, dpi: int = 90) -> bytes:
+    fig = Figure(figsize=(11, 3.2), dpi=dpi)
+    for i, (column, label) in enumerate((("train_return", "train return (5-epoch mean)"),
+                                         ("weight_magnitude", "weight magnitude (RMS)"),
+                                         ("dead_units", "dead units"))):
+        ax = fig.add_subplot(1, 3, i + 1)
+        for name, (df, color) in runs.items():
+            values = df[column].rolling(5, min_periods=1).mean() if column == "train_return" else df[column]
+            ax.plot(df["epoch"], values, color=color, lw=1.8, label=name)
+        for boundary in df.loc[df["epoch_in_round"] == 0, "epoch"].iloc[1:]:
+            ax.axvline(boundary, color="#999999", ls=":", lw=1)
+        ax.set_title(label, fontsize=10)
+        ax.set_xlabel("epoch")
+        if i == 0:
+            ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def soft_shrink_perturb_explorer(perturb: float = 1e-6, one_minus_shrink: float = 1e-6, steps: int = 1000,
+                                 rounds: int = 3, epochs_per_round: int = 20, seed: int = 0) -> widgets.VBox:
+    """Sliders for soft shrink+perturb's two coefficients — ``perturb`` β and ``1 − shrink`` (α = 1 − value), both
+    on a log scale. Moving them redraws what the rule alone does to the weights
+    (:func:`soft_shrink_perturb_picture`); the button trains a short live run (``rounds`` × ``epochs_per_round``
+    epochs, permute, one seed) with those coefficients next to warm-start and draws its train return, weight
+    magnitude and dead units. Returns the widget (display it)."""
+    from .config import RunConfig
+    from .experiment import run
+
+    perturb_box = widgets.FloatLogSlider(value=perturb, base=10, min=-8, max=-1, step=0.25,
+                                         description="perturb β", readout_format=".1e", continuous_update=False)
+    shrink_box = widgets.FloatLogSlider(value=one_minus_shrink, base=10, min=-8, max=-1, step=0.25,
+                                        description="1 − shrink", readout_format=".1e", continuous_update=False)
+    text = widgets.HTML()
+    image = widgets.Image(format="png", layout=widgets.Layout(max_width="100%"))
+    button = widgets.Button(description="train with these", icon="play",
+                            tooltip=f"{rounds} rounds × {epochs_per_round} epochs, permute, seed {seed}")
+    trained = widgets.Image(format="png", layout=widgets.Layout(max_width="100%"))
+    baseline: dict = {}
+    scale = dict(shift="permute", seed=seed, preset="smoke", rounds=rounds, epochs_per_round=epochs_per_round,
+                 test_interval=epochs_per_round)
+
+    def redraw(_=None):
+        alpha, beta = 1.0 - shrink_box.value, perturb_box.value
+        text.value = (f"θ ← <b>{alpha:.8g}</b>·θ + <b>{beta:.2g}</b>·θ<sub>fresh</sub> after every optimizer step; "
+                      f"with no gradients the weights settle at {beta / max(1 - alpha**2, 1e-300) ** 0.5:.2g} × a "
+                      f"fresh network's RMS.")
+        image.value = soft_shrink_perturb_picture(alpha, beta, steps=steps, seed=seed)
+
+    def train(_=None):
+        button.disabled, button.description = True, "training…"
+        try:
+            if "warm_start" not in baseline:
+                baseline["warm_start"] = run(RunConfig(condition="warm_start", **scale))
+            params = {"perturb": perturb_box.value, "shrink": 1.0 - shrink_box.value}
+            df = run(RunConfig(condition="soft_shrink_perturb", condition_params=params, **scale))
+            trained.value = _training_picture({"warm_start": (baseline["warm_start"], "#e6550d"),
+                                               f"soft S+P (β={params['perturb']:.1e})": (df, "#31a354")})
+        finally:
+            button.disabled, button.description = False, "train with these"
+
+    perturb_box.observe(redraw, names="value")
+    shrink_box.observe(redraw, names="value")
+    button.on_click(train)
+    redraw()
+    return widgets.VBox([widgets.HBox([perturb_box, shrink_box]), text, image, button, trained])
