@@ -37,6 +37,11 @@ Rounds and conditions (tables of several conditions × seeds, e.g. a stored stud
 * :func:`after_shift_figure` — the first epochs after a shift against those of round 1.
 * :func:`round_separation`, :func:`separation_figure` — per round, how many seed standard deviations apart two
   conditions are in each diagnostic and in normalised reward.
+
+Units
+
+* :func:`unit_scores_figure` — every hidden output's ReDo (dormant) score against the fraction of inputs on which it
+  is exactly 0 (:func:`plasticity_lab.demos.unit_scores`).
 """
 
 from __future__ import annotations
@@ -82,6 +87,13 @@ __all__ = [
     "separation_figure",
     "smoothed",
     "study_caption",
+    # conditions compared, regularisers, coefficient sweeps
+    "SWEEP_PANELS",
+    "coefficient_sweep_figure",
+    "condition_summary_figure",
+    "regulariser_field_figure",
+    # units
+    "unit_scores_figure",
 ]
 
 #: Names of the observation's three channels, in order (PROTOCOL §3).
@@ -1070,5 +1082,62 @@ def regulariser_field_figure(field: pd.DataFrame, theta0: Sequence[float]):
         fig.update_xaxes(title_text="θ[0]", row=1, col=j + 1)
         fig.update_yaxes(title_text="θ[1]" if j == 0 else None, row=1, col=j + 1)
     fig.update_layout(template=TEMPLATE, height=430, margin=dict(l=60, r=20, t=60, b=90),
+                      legend=dict(orientation="h", yanchor="bottom", y=0, yref="container", x=0))
+    return fig
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Units: dormant scores against dead units (plasticity_lab.demos.unit_scores computes what this draws)
+# --------------------------------------------------------------------------------------------------------------
+
+
+def unit_scores_figure(scores: pd.DataFrame, tau: float = 0.025, by: str | None = "network", floor: float = 1e-3,
+                       title: str | None = None) -> go.Figure:
+    """Every hidden output of :func:`plasticity_lab.demos.unit_scores` as one dot: the fraction of the inputs on
+    which it is exactly 0 (x; its share in the dead-units diagnostic) against its ReDo score (y, log scale), one
+    panel per encoder block, one colour per value of the column ``by`` (e.g. fresh and trained networks).
+
+    Outputs with a score below ``floor`` — in practice those that are 0 on every input, score exactly 0 — are
+    drawn at ``floor`` (the hover text gives the true score). The dashed line is ReDo's threshold ``tau``: every
+    dot on or below it is dormant; the panel titles count them.
+    """
+    needed = ["layer", "score", "zero_fraction", *([by] if by is not None else [])]
+    missing = [c for c in needed if c not in scores.columns]
+    if missing:
+        raise ValueError(f"unit_scores_figure needs column(s) {missing}; the table has {list(scores.columns)}")
+    if not floor > 0:
+        raise ValueError(f"floor must be positive (the score axis is logarithmic); got {floor!r}")
+    groups = list(pd.unique(scores[by])) if by is not None else [None]
+    layers = list(pd.unique(scores["layer"]))
+    palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
+    colors = {g: palette[i % len(palette)] for i, g in enumerate(groups)}
+    titles = []
+    for layer in layers:
+        part = scores[scores["layer"] == layer]
+        counts = []
+        for g in groups:
+            rows = part if g is None else part[part[by] == g]
+            counts.append(f"{'' if g is None else f'{g} '}{int((rows['score'] <= tau).sum())} of {len(rows)}")
+        titles.append(f"{layer} — dormant: " + ", ".join(counts))
+    fig = make_subplots(rows=1, cols=len(layers), shared_yaxes=True, horizontal_spacing=0.05, subplot_titles=titles)
+    for j, layer in enumerate(layers):
+        part = scores[scores["layer"] == layer]
+        for g in groups:
+            rows = part if g is None else part[part[by] == g]
+            y = np.maximum(rows["score"].to_numpy(np.float64), floor)
+            fig.add_trace(go.Scatter(
+                x=rows["zero_fraction"].to_numpy(np.float64), y=y, mode="markers",
+                marker=dict(color=colors[g], size=6, opacity=0.55), name=str(g) if g is not None else "units",
+                legendgroup=str(g), showlegend=j == 0, customdata=rows["score"].to_numpy(np.float64),
+                hovertemplate="zero on %{x:.0%} of the inputs<br>score %{customdata:.4f}<extra></extra>"),
+                row=1, col=j + 1)
+        fig.add_hline(y=tau, line=dict(color="#555555", width=1.5, dash="dash"), row=1, col=j + 1)
+        fig.update_xaxes(title_text="fraction of inputs with output exactly 0", range=[-0.03, 1.03],
+                         row=1, col=j + 1)
+    fig.update_yaxes(type="log", title_text=f"ReDo score (log scale; dashed: τ = {tau:g})", row=1, col=1)
+    fig.update_yaxes(type="log")
+    fig.update_annotations(font_size=12)
+    top = _top(title, 40, above=30)
+    fig.update_layout(template=TEMPLATE, height=460 + top, title=_title(title, above=30), margin=dict(l=80, r=20, t=top, b=110),
                       legend=dict(orientation="h", yanchor="bottom", y=0, yref="container", x=0))
     return fig

@@ -123,7 +123,8 @@ def test_study_holds_what_the_runner_computes(small_study):
             stored = pd.read_parquet(folder / "populations" / task.name / f"{name}.parquet")
             pd.testing.assert_frame_equal(stored, direct[name], check_dtype=False)
     assert len(results.runs()) == 6 and len(results.rounds) == 12
-    assert results.describe() == "study small, preset smoke (2 rounds × 4 epochs, 10-level pool), 3 seeds"
+    assert results.describe() == ("study small, preset smoke with its scale overridden (2 rounds × 4 epochs, "
+                                  "10-level pool), 3 seeds")
     assert not any((folder / "checkpoints").iterdir())  # finished populations leave no checkpoint behind
 
 
