@@ -20,7 +20,8 @@ from .shifts import SHIFTS
 ENVS = ("gridworld",)
 
 #: Scale settings of each preset. ``paper`` is the authors' scale (PROTOCOL §1); ``smoke`` runs in seconds for
-#: tests and for the book's smoke mode; ``book`` is the scale of the studies stored in ``data/``.
+#: tests and for the book's smoke mode; ``book`` is the scale of the studies stored in ``data/``, chosen by the search
+#: documented in ``data/gridworld-preset-search/README.md``.
 PRESETS: dict[str, dict] = {
     "paper": {"rounds": 10, "epochs_per_round": 5000, "pool_size": 100},
     "book": {"rounds": 10, "epochs_per_round": 300, "pool_size": 10},
