@@ -92,6 +92,7 @@ __all__ = [
     "coefficient_sweep_figure",
     "condition_summary_figure",
     "regulariser_field_figure",
+    "diagnostic_scatter_figure",
     # units
     "unit_scores_figure",
 ]
@@ -1140,4 +1141,44 @@ def unit_scores_figure(scores: pd.DataFrame, tau: float = 0.025, by: str | None 
     top = _top(title, 40, above=30)
     fig.update_layout(template=TEMPLATE, height=460 + top, title=_title(title, above=30), margin=dict(l=80, r=20, t=top, b=110),
                       legend=dict(orientation="h", yanchor="bottom", y=0, yref="container", x=0))
+    return fig
+
+
+def diagnostic_scatter_figure(points: pd.DataFrame, split: str = "train", diagnostics: Sequence[str] = DIAGNOSTICS,
+                              title: str | None = None) -> go.Figure:
+    """Normalised reward against each diagnostic, one point per row of ``points`` (e.g. shift × condition means
+    of a run summary), with its least-squares line; a **dropdown** picks the diagnostic (it works on a static
+    page: every diagnostic's traces are in the figure). The legend entry gives R² and Pearson p."""
+    from scipy import stats
+
+    y_column = f"normalised_{split}_return"
+    missing = [c for c in (y_column, *diagnostics) if c not in points.columns]
+    if missing:
+        raise ValueError(f"diagnostic_scatter_figure needs column(s) {missing}; the table has {list(points.columns)}")
+    label = points["condition"].astype(str) if "condition" in points.columns else pd.Series([""] * len(points))
+    if "shift" in points.columns:
+        label = points["shift"].astype(str) + ", " + label
+    fig = go.Figure()
+    for i, diagnostic in enumerate(diagnostics):
+        data = points[[diagnostic, y_column]].assign(label=label).dropna()
+        x, y = data[diagnostic].to_numpy(float), data[y_column].to_numpy(float)
+        fig.add_trace(go.Scatter(x=x, y=y, mode="markers", text=data["label"], visible=i == 0, name="points",
+                                 marker={"size": 9}, hovertemplate="%{text}<br>x %{x:.4g}, y %{y:.3f}<extra></extra>"))
+        if len(x) >= 3 and np.ptp(x) > 0:
+            fit = stats.linregress(x, y)
+            xs = np.linspace(x.min(), x.max(), 2)
+            name = f"fit: R² = {fit.rvalue ** 2:.2f}, p = {fit.pvalue:.2g}"
+            fig.add_trace(go.Scatter(x=xs, y=fit.intercept + fit.slope * xs, mode="lines", visible=i == 0,
+                                     name=name, line={"color": "black", "dash": "dash"}))
+        else:
+            fig.add_trace(go.Scatter(x=[], y=[], visible=i == 0, name="fit: too few points"))
+    buttons = []
+    for i, diagnostic in enumerate(diagnostics):
+        visible = [False] * len(fig.data)
+        visible[2 * i:2 * i + 2] = [True, True]
+        buttons.append({"label": METRIC_LABELS.get(diagnostic, diagnostic), "method": "update",
+                        "args": [{"visible": visible}, {"xaxis": {"title": {"text": diagnostic}}}]})
+    fig.update_layout(updatemenus=[{"buttons": buttons, "x": 0, "y": 1.02, "xanchor": "left", "yanchor": "bottom"}],
+                      template=TEMPLATE, height=480, margin={"t": _top(title, 60, 40)}, title=_title(title, above=40),
+                      xaxis_title=diagnostics[0], yaxis_title=f"normalised {split} reward")
     return fig

@@ -24,7 +24,8 @@ from .envs.gridworld import level_layout, render_rgb
 from .plots import CHANNELS, SHIFT_COLORS, observation_grid
 from .shifts import apply_mapping, level_range, permute_mapping
 
-__all__ = ["shift_explorer", "shift_picture", "soft_shrink_perturb_explorer", "soft_shrink_perturb_picture"]
+__all__ = ["regression_explorer", "shift_explorer", "shift_picture", "soft_shrink_perturb_explorer",
+           "soft_shrink_perturb_picture"]
 
 _STRIP_CMAP = ListedColormap(["#f2f2f2", "#9ecae1", "#08519c"])  # not in any pool / other rounds / this round
 
@@ -205,3 +206,56 @@ def soft_shrink_perturb_explorer(perturb: float = 1e-6, one_minus_shrink: float 
     button.on_click(train)
     redraw()
     return widgets.VBox([widgets.HBox([perturb_box, shrink_box]), text, image, button, trained])
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The regression of normalised reward on the diagnostics
+# --------------------------------------------------------------------------------------------------------------
+
+
+def regression_tables(runs, split: str = "train", shift: str = "all", diagnostics=None) -> str:
+    """HTML: per-diagnostic correlations and the Gaussian GLM (:mod:`plasticity_lab.analysis`) of normalised
+    ``split`` reward over the shift × condition means of ``runs`` (a run summary), for one shift or ``"all"``."""
+    from . import analysis
+
+    diagnostics = list(diagnostics or analysis.DIAGNOSTICS)
+    part = runs if shift == "all" else runs[runs["shift"] == shift]
+    conditions = sorted(part["condition"].unique())
+    at = runs.attrs.get("at", "mean")
+    html = [f"<b>{split}, {'all shifts' if shift == 'all' else shift}</b>: "
+            f"{len(part[['shift', 'condition']].drop_duplicates())} shift × condition points"]
+    try:
+        table = analysis.diagnostic_correlations(part, at=at, conditions=conditions, diagnostics=diagnostics,
+                                                 split=split)
+        html.append(table[["diagnostic", "slope", "r2", "p", "n_points", "significant"]]
+                    .to_html(index=False, float_format=lambda v: f"{v:.3g}"))
+    except ValueError as error:
+        html.append(f"<p>correlations: {error}</p>")
+    try:
+        glm = analysis.diagnostics_glm(part, split=split, at=at, conditions=conditions, diagnostics=diagnostics)
+        html.append("<b>GLM</b> (normalised reward ~ 1 + " + " + ".join(diagnostics) + ")")
+        html.append(glm.to_html(float_format=lambda v: f"{v:.3g}"))
+    except ValueError as error:
+        html.append(f"<p>GLM: {error}</p>")
+    return "".join(html)
+
+
+def regression_explorer(runs) -> widgets.VBox:
+    """Dropdowns for the split and the shift and a multi-select of diagnostics over :func:`regression_tables`
+    (correlations and GLM, recomputed in the kernel). Returns the widget (display it)."""
+    from .analysis import DIAGNOSTICS
+
+    split_box = widgets.Dropdown(options=["train", "test"], value="train", description="split")
+    shift_box = widgets.Dropdown(options=["all", *sorted(runs["shift"].unique())], value="all", description="shift")
+    diagnostics_box = widgets.SelectMultiple(options=list(DIAGNOSTICS), value=list(DIAGNOSTICS),
+                                             description="diagnostics", rows=5)
+    output = widgets.HTML()
+
+    def redraw(_=None):
+        chosen = list(diagnostics_box.value) or list(DIAGNOSTICS)
+        output.value = regression_tables(runs, split_box.value, shift_box.value, chosen)
+
+    for box in (split_box, shift_box, diagnostics_box):
+        box.observe(redraw, names="value")
+    redraw()
+    return widgets.VBox([widgets.HBox([split_box, shift_box, diagnostics_box]), output])

@@ -44,3 +44,32 @@ def test_slider_steps_show_one_value_each_with_the_seed_means(grid):
 def test_unswept_coefficient_is_named_in_the_error(grid):
     with pytest.raises(ValueError, match="does not sweep 'coef'; its coefficients: perturb, shrink"):
         plots.coefficient_sweep_figure(grid, slider="coef")
+
+
+def test_diagnostic_scatter_has_a_dropdown_and_the_least_squares_line(grid):
+    from plasticity_lab import analysis
+
+    runs = grid.runs("final")
+    points = runs.groupby(["shift", "condition"])[
+        ["normalised_train_return", "normalised_test_return", *analysis.DIAGNOSTICS]].mean().reset_index()
+    fig = plots.diagnostic_scatter_figure(points, split="train")
+    buttons = fig.layout.updatemenus[0].buttons
+    assert len(buttons) == len(analysis.DIAGNOSTICS) and len(fig.data) == 2 * len(analysis.DIAGNOSTICS)
+    i = list(analysis.DIAGNOSTICS).index("weight_magnitude")
+    assert buttons[i].args[0]["visible"] == [j in (2 * i, 2 * i + 1) for j in range(len(fig.data))]
+    scatter, line = fig.data[2 * i], fig.data[2 * i + 1]
+    np.testing.assert_allclose(sorted(scatter.x), sorted(points["weight_magnitude"]))
+    x, y = points["weight_magnitude"].to_numpy(), points["normalised_train_return"].to_numpy()
+    slope, intercept = np.polyfit(x, y, 1)
+    np.testing.assert_allclose(line.y, intercept + slope * np.asarray(line.x), rtol=1e-6, atol=1e-9)
+    r2 = np.corrcoef(x, y)[0, 1] ** 2
+    assert f"R² = {r2:.2f}" in line.name
+
+
+def test_regression_tables_report_the_fits_or_why_not(grid):
+    from plasticity_lab import widgets
+
+    html = widgets.regression_tables(grid.runs("final"), split="test")
+    assert "4 shift × condition points" in html
+    assert "GLM: diagnostics_glm needs more than 6 complete points, got 4" in html
+    assert "weight_magnitude" in html and "<table" in html
