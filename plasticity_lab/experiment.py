@@ -108,6 +108,7 @@ class Experiment:
         self.test_env = GridworldPopulation(self.members, cfg.test_episodes, self.device, cfg.reward_magnitude)
         self.total_epochs = cfg.rounds * cfg.epochs_per_round
         self.epoch = 0  # epochs completed
+        self.elapsed_s = 0.0  # training time of earlier processes, for a run continued from a checkpoint
         self.log: dict[str, list[torch.Tensor]] = {}
         self._distribution_round = None
 
@@ -167,6 +168,7 @@ class Experiment:
             "optimizer": population.optimizer.state_dict(),
             "generator": self.generator.get_state(),
             "log": {k: torch.stack(v) for k, v in self.log.items()},
+            "elapsed_s": float(self.elapsed_s),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -191,6 +193,7 @@ class Experiment:
         population.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])
         self.epoch = int(state["epoch"])
+        self.elapsed_s = float(state.get("elapsed_s", 0.0))
         self.log = {k: list(v.unbind(0)) for k, v in state["log"].items()}
         self._distribution_round = None
 

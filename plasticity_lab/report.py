@@ -41,6 +41,7 @@ def _safe(build) -> str:
 def report(study: str | Results, at: str = "mean", fit_at: str = "final", baseline: str = "reset_all") -> str:
     """The report of a stored study (a path or loaded :class:`~plasticity_lab.results.Results`).
 
+    The fits use the paper's nine analysis conditions where the study has them, and every condition otherwise.
     ``at`` summarises each run for the reward table and the t-tests (``"mean"`` over rounds 2..R, as PROTOCOL
     §6 says; or ``"final"``); ``fit_at`` for the correlations and the GLM (default ``"final"``, the paper's
     "after ten rounds").
@@ -50,6 +51,9 @@ def report(study: str | Results, at: str = "mean", fit_at: str = "final", baseli
         if value not in analysis.AT_CHOICES:
             raise ValueError(f"unknown {name}={value!r}; valid: {', '.join(analysis.AT_CHOICES)}")
     runs, fit_runs = results.runs(at), results.runs(fit_at)
+    present = sorted(fit_runs["condition"].unique())
+    # the paper's nine conditions where the study has them; otherwise (e.g. a coefficient sweep) every condition
+    fit_conditions = [c for c in analysis.ANALYSIS_CONDITIONS if c in present] or present
     text = [f"# {results.describe()}",
             f"{len(runs)} runs; conditions: {', '.join(sorted(runs['condition'].unique()))}"]
     wall = results.manifest.get("wall_time_s")
@@ -62,10 +66,11 @@ def report(study: str | Results, at: str = "mean", fit_at: str = "final", baseli
     for split in _SPLITS:
         text.append(_section(f"Correlations of normalised {split} reward with each diagnostic (at={fit_at}, "
                              "shift × condition means)",
-                             _safe(lambda s=split: analysis.diagnostic_correlations(fit_runs, at=fit_at, split=s))))
+                             _safe(lambda s=split: analysis.diagnostic_correlations(fit_runs, at=fit_at, split=s,
+                                                                             conditions=fit_conditions))))
     for split in _SPLITS:
         for env in sorted(fit_runs["env"].unique()):
             text.append(_section(f"GLM of normalised {split} reward on the diagnostics ({env}, at={fit_at})",
-                                 _safe(lambda s=split, e=env: analysis.diagnostics_glm(fit_runs, split=s, at=fit_at,
-                                                                                       env=e))))
+                                 _safe(lambda s=split, e=env: analysis.diagnostics_glm(
+                                     fit_runs, split=s, at=fit_at, env=e, conditions=fit_conditions))))
     return "\n".join(text)

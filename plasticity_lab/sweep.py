@@ -205,7 +205,8 @@ def train_population(task: PopulationTask, study: str | Path, checkpoint_dir: st
                      keep_checkpoint: bool = False) -> dict:
     """Train one population (continuing from its checkpoint if there is one) and store its tables.
 
-    ``progress`` is called with the number of epochs just trained. Returns ``{"name", "wall_time_s", "skipped"}``.
+    ``progress`` is called with the number of epochs just trained. Returns ``{"name", "wall_time_s", "skipped"}``;
+    the wall time includes that of the interrupted processes up to their last checkpoint.
     """
     from .experiment import Experiment
 
@@ -225,14 +226,16 @@ def train_population(task: PopulationTask, study: str | Path, checkpoint_dir: st
         if progress:
             progress(experiment.epoch)
     epochs_per_round = experiment.cfg.epochs_per_round
+    earlier = experiment.elapsed_s  # time spent by the processes that wrote the checkpoint
     while not experiment.finished:
         experiment.train_epoch()
         if progress:
             progress(1)
         at_round_end = experiment.epoch % epochs_per_round == 0
         if at_round_end or (checkpoint_every and experiment.epoch % checkpoint_every == 0):
+            experiment.elapsed_s = earlier + time.time() - start
             experiment.save(checkpoint)
-    wall = time.time() - start
+    wall = earlier + time.time() - start
     write_population(folder, experiment.table(), list(task.configs), wall, task.stride(curve_stride), environment,
                      extra={"resumed_from_epoch": resumed_from})
     if not keep_checkpoint:

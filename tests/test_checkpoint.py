@@ -52,7 +52,11 @@ def test_run_with_checkpoint_resumes_from_the_file(tmp_path):
     experiment = Experiment(configs)
     for _ in range(7):
         experiment.train_epoch()
+    experiment.elapsed_s = 12.5  # the time of the interrupted process travels with its checkpoint
     experiment.save(path)
+    again = Experiment(configs)
+    again.restore(path)
+    assert again.elapsed_s == 12.5
     # run() with an existing checkpoint trains only the remaining epochs
     calls = []
     original = Experiment.train_epoch
