@@ -2,16 +2,16 @@
 
 A condition acts only through these hooks, each called by the run loop on the :class:`~plasticity_lab.ppo.Population`:
 
-===========================  ==================================================================================
-hook                          when
-===========================  ==================================================================================
-``network_options()``         at construction: architecture switches (``layernorm``, ``crelu``)
-``setup(population)``         once, after the population is built (e.g. set a weight decay)
-``extra_loss(population)``    in every minibatch: a per-member term ``[M]`` added to the PPO loss
-``after_optimizer_step(...)`` after every AdamW step
-``at_shift(...)``             at every round boundary, after the distribution changes and before AdamW is re-created
-``after_epoch(...)``          after every epoch's update
-===========================  ==================================================================================
+=============================  ==================================================================================
+hook                           when
+=============================  ==================================================================================
+``network_options()``          at construction: architecture switches (``layernorm``, ``crelu``)
+``setup(population)``          once, after the population is built (e.g. set a weight decay)
+``extra_loss(population)``     in every minibatch: a per-member term ``[M]`` added to the PPO loss
+``after_optimizer_step(...)``   after every AdamW step
+``at_shift(...)``              at every round boundary, after the distribution changes and before AdamW is re-created
+``after_epoch(...)``           after every epoch's update
+=============================  ==================================================================================
 
 The conditions of PROTOCOL §4:
 

@@ -42,6 +42,11 @@ Stored studies and figures
 * :func:`random_walk_observations` — inputs to evaluate a network on.
 * :func:`load_study` — a stored study, or ``None`` while it is still being computed.
 * :func:`compare_conditions`, :func:`tally` — t-tests of conditions against warm-start and reset-all, counted.
+
+Soft shrink+perturb
+
+* :func:`soft_shrink_perturb_trajectory` — the rule alone, applied step after step, measured against its closed form.
+
 Their figures are :func:`plasticity_lab.plots.condition_summary_figure`,
 :func:`plasticity_lab.plots.regulariser_field_figure` and :func:`plasticity_lab.plots.unit_scores_figure`; this
 module imports no plotting library.
