@@ -209,6 +209,24 @@ def test_shifts_page_has_a_drawn_figure_and_a_slider(pages, built_book, tmp_path
     assert shot.stat().st_size > 100_000, "the full-page screenshot looks empty"
 
 
+SOFT_SP = "08_soft_shrink_perturb"
+
+
+def test_soft_shrink_perturb_page_has_figures_a_coefficient_slider_and_the_live_sliders(pages, built_book, tmp_path):
+    html, dom = pages[SOFT_SP]
+    assert dom.count('class="plot-container') >= 3 and "main-svg" in dom, "plotly figures were not drawn"
+    # the plotly slider over the stored coefficient sweep (works without a kernel)
+    assert 'class="slider-container"' in dom, "the plotly slider over the stored coefficient sweep is missing"
+    assert "perturb = " in dom, "the slider's current-value label is missing"
+    # the ipywidgets explorer (two log sliders) is rendered from its saved state
+    assert dom.count("widget-slider") >= 2 or dom.count("widget-hslider") >= 2, "the live sliders were not rendered"
+    assert "Error displaying widget" not in dom
+    page = built_book / "book" / f"{SOFT_SP}.html"
+    shot = SCREENSHOTS / f"{SOFT_SP}-full.png"
+    _browser(page, tmp_path / "profile", f"--screenshot={shot}", "--window-size=1280,9000")
+    assert shot.stat().st_size > 100_000, "the full-page screenshot looks empty"
+
+
 CDN = ("cdn.jsdelivr.net", "cdnjs.cloudflare.com", "unpkg.com", "cdn.plot.ly")
 
 
