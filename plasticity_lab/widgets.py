@@ -135,7 +135,7 @@ def soft_shrink_perturb_picture(shrink: float, perturb: float, steps: int = 1000
     ax.plot(trajectory["step"], trajectory["predicted"], lw=1.2, ls="--", color="black", label="predicted")
     ax.set_xlabel("optimizer steps (51 per epoch)")
     ax.set_ylabel("weight RMS")
-    ax.set_ylim(bottom=0)
+    ax.set_ylim(0, 1.15 * float(max(trajectory["rms"].max(), trajectory["predicted"].max())))
     ax.set_title(f"no learning: shrink α = {shrink:.7g}, perturb β = {perturb:.2g}", fontsize=10)
     ax.legend(fontsize=8)
     return _png(fig)
@@ -177,7 +177,8 @@ def soft_shrink_perturb_explorer(perturb: float = 1e-6, one_minus_shrink: float 
     image = widgets.Image(format="png", layout=widgets.Layout(max_width="100%"))
     button = widgets.Button(description="train with these", icon="play",
                             tooltip=f"{rounds} rounds × {epochs_per_round} epochs, permute, seed {seed}")
-    trained = widgets.Image(format="png", layout=widgets.Layout(max_width="100%"))
+    # hidden until the first run: an empty image would show as a broken picture
+    trained = widgets.Image(format="png", layout=widgets.Layout(max_width="100%", display="none"))
     baseline: dict = {}
     scale = dict(shift="permute", seed=seed, preset="smoke", rounds=rounds, epochs_per_round=epochs_per_round,
                  test_interval=epochs_per_round)
@@ -196,6 +197,7 @@ def soft_shrink_perturb_explorer(perturb: float = 1e-6, one_minus_shrink: float 
                 baseline["warm_start"] = run(RunConfig(condition="warm_start", **scale))
             params = {"perturb": perturb_box.value, "shrink": 1.0 - shrink_box.value}
             df = run(RunConfig(condition="soft_shrink_perturb", condition_params=params, **scale))
+            trained.layout.display = None
             trained.value = _training_picture({"warm_start": (baseline["warm_start"], "#e6550d"),
                                                f"soft S+P (β={params['perturb']:.1e})": (df, "#31a354")})
         finally:
