@@ -16,6 +16,7 @@ continues exactly where it stopped.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -149,6 +150,22 @@ class Experiment:
             self.log.setdefault(key, []).append(value.detach().cpu())
         self.epoch += 1
 
+    def train_to_end(self, checkpoint: str | Path | None = None, checkpoint_every: int | None = None,
+                     on_epoch=None) -> None:
+        """Train the remaining epochs. With ``checkpoint``, save there at the end of every round (and every
+        ``checkpoint_every`` epochs); ``on_epoch(1)`` is called after each epoch. ``elapsed_s`` keeps adding up
+        the training time, across the processes that continued this run from its checkpoints."""
+        start, earlier = time.time(), self.elapsed_s
+        while not self.finished:
+            self.train_epoch()
+            if on_epoch is not None:
+                on_epoch(1)
+            self.elapsed_s = earlier + time.time() - start
+            if checkpoint is not None:
+                round_end = self.epoch % self.cfg.epochs_per_round == 0
+                if round_end or (checkpoint_every and self.epoch % checkpoint_every == 0):
+                    self.save(checkpoint)
+
     def table(self) -> pd.DataFrame:
         """The per-epoch table of the epochs trained so far (see :func:`run`)."""
         return _table(self.configs, self.log)
@@ -237,16 +254,9 @@ def run(config: RunConfig | Sequence[RunConfig], progress: bool = False, checkpo
     experiment = Experiment(configs)
     if checkpoint is not None and Path(checkpoint).exists():
         experiment.restore(checkpoint)
-    cfg = experiment.cfg
-    bar = _progress(experiment.total_epochs, progress, f"{cfg.condition} ×{experiment.members}")
+    bar = _progress(experiment.total_epochs, progress, f"{experiment.cfg.condition} ×{experiment.members}")
     bar.update(experiment.epoch)
-    while not experiment.finished:
-        experiment.train_epoch()
-        bar.update(1)
-        if checkpoint is not None:
-            round_end = experiment.epoch % cfg.epochs_per_round == 0
-            if round_end or (checkpoint_every and experiment.epoch % checkpoint_every == 0):
-                experiment.save(checkpoint)
+    experiment.train_to_end(checkpoint, checkpoint_every, on_epoch=bar.update)
     bar.close()
     return experiment.table()
 

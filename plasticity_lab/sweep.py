@@ -217,7 +217,6 @@ def train_population(task: PopulationTask, study: str | Path, checkpoint_dir: st
         torch.set_num_threads(threads)
     environment = environment_info()
     checkpoint = Path(checkpoint_dir) / f"{task.name}.pt"
-    start = time.time()
     experiment = Experiment(task.configs)
     resumed_from = 0
     if checkpoint.exists():
@@ -225,17 +224,8 @@ def train_population(task: PopulationTask, study: str | Path, checkpoint_dir: st
         resumed_from = experiment.epoch
         if progress:
             progress(experiment.epoch)
-    epochs_per_round = experiment.cfg.epochs_per_round
-    earlier = experiment.elapsed_s  # time spent by the processes that wrote the checkpoint
-    while not experiment.finished:
-        experiment.train_epoch()
-        if progress:
-            progress(1)
-        at_round_end = experiment.epoch % epochs_per_round == 0
-        if at_round_end or (checkpoint_every and experiment.epoch % checkpoint_every == 0):
-            experiment.elapsed_s = earlier + time.time() - start
-            experiment.save(checkpoint)
-    wall = earlier + time.time() - start
+    experiment.train_to_end(checkpoint, checkpoint_every, on_epoch=progress)
+    wall = experiment.elapsed_s
     write_population(folder, experiment.table(), list(task.configs), wall, task.stride(curve_stride), environment,
                      extra={"resumed_from_epoch": resumed_from})
     if not keep_checkpoint:
