@@ -65,6 +65,7 @@ import torch
 from torch import nn
 
 from .metrics import dormant_scores
+from . import stacked
 from .nets import CReLU, fresh_parameters
 
 #: A coefficient: one number for every member, or one number per member.
@@ -506,6 +507,14 @@ class InjectedHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.base(x) + (self.added(x) - self.subtracted(x))
+
+    def stacked_forward(self, params: dict[str, torch.Tensor], prefix: str, x: torch.Tensor,
+                        features_axis: int) -> torch.Tensor:
+        """The same sum for a whole population (see :mod:`plasticity_lab.stacked`)."""
+        base = stacked.apply(self.base, params, f"{prefix}base.", x, features_axis)
+        added = stacked.apply(self.added, params, f"{prefix}added.", x, features_axis)
+        subtracted = stacked.apply(self.subtracted, params, f"{prefix}subtracted.", x, features_axis)
+        return base + (added - subtracted)
 
 
 @torch.no_grad()

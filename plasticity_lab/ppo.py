@@ -10,10 +10,12 @@ The study's settings (PROTOCOL §2) live in :class:`PPOConfig`. The algorithm, f
    gradient clipped to a global norm of ``max_grad_norm``.
 
 Many agents are trained as one computation (:class:`Population`): each agent's parameters are stacked along a
-leading *member* axis and the single-agent loss is mapped over members with ``torch.func.vmap``. Summing the
-members' losses keeps their gradients apart (each member's loss depends only on its own slice), and AdamW acts
-element-wise, so one optimizer over stacked tensors is exactly one AdamW per member. Gradient clipping is the
-one step that mixes elements, so it is done per member by hand.
+leading *member* axis. The network runs on all members at once (:mod:`plasticity_lab.stacked`: one batched
+matrix product per layer; ``torch.func.vmap`` over the module for networks it does not know), and the loss
+reduces over the last axis only, so the same :func:`ppo_loss` is one agent's loss on ``[B]`` tensors and every
+member's on ``[M, B]``. Summing the members' losses keeps their gradients apart (each member's loss depends
+only on its own slice), and AdamW acts element-wise, so one optimizer over stacked tensors is exactly one AdamW
+per member. Gradient clipping is the one step that mixes elements, so it is done per member by hand.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vmap
 
+from . import stacked
 from .metrics import dead_unit_fraction, member_norm, weight_difference, weight_magnitude
 from .nets import NetworkSpec, fresh_parameters
 
@@ -71,8 +74,9 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, gamma: float, lam: float) -
 
 
 def normalise(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """Zero mean, unit (unbiased) standard deviation: PPO's per-minibatch advantage normalisation."""
-    return (x - x.mean()) / (x.std() + eps)
+    """Zero mean, unit (unbiased) standard deviation over the last axis: PPO's per-minibatch advantage
+    normalisation."""
+    return (x - x.mean(-1, keepdim=True)) / (x.std(-1, keepdim=True) + eps)
 
 
 def log_prob_and_entropy(logits: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -84,10 +88,10 @@ def log_prob_and_entropy(logits: torch.Tensor, actions: torch.Tensor) -> tuple[t
 
 
 def clipped_surrogate(ratio: torch.Tensor, advantages: torch.Tensor, clip: float) -> torch.Tensor:
-    """PPO's clipped policy loss (to minimise): ``mean(max(-A·r, -A·clip(r, 1-ε, 1+ε)))``."""
+    """PPO's clipped policy loss (to minimise): ``mean(max(-A·r, -A·clip(r, 1-ε, 1+ε)))`` over the last axis."""
     unclipped = -advantages * ratio
     clipped = -advantages * ratio.clamp(1.0 - clip, 1.0 + clip)
-    return torch.maximum(unclipped, clipped).mean()
+    return torch.maximum(unclipped, clipped).mean(-1)
 
 
 def ppo_loss(
@@ -99,7 +103,8 @@ def ppo_loss(
     returns: torch.Tensor,
     cfg: PPOConfig,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The loss of one agent on one minibatch, and its diagnostics.
+    """The loss of one agent on one minibatch (tensors ``[B]``), and its diagnostics; with a leading member
+    axis (``[M, B]``, logits ``[M, B, A]``) every member's, each reduced over its own minibatch only.
 
     ``loss = clipped policy loss + value_coef · MSE(value, return) − entropy_coef · entropy``
     (plain MSE, no value clipping; advantages normalised within the minibatch).
@@ -108,15 +113,15 @@ def ppo_loss(
     log_ratio = log_probs - old_log_probs
     ratio = log_ratio.exp()
     policy_loss = clipped_surrogate(ratio, normalise(advantages), cfg.clip)
-    value_loss = (values - returns).pow(2).mean()
-    entropy = entropy.mean()
+    value_loss = (values - returns).pow(2).mean(-1)
+    entropy = entropy.mean(-1)
     loss = policy_loss + cfg.value_coef * value_loss - cfg.entropy_coef * entropy
     stats = {
         "policy_loss": policy_loss.detach(),
         "value_loss": value_loss.detach(),
         "entropy": entropy.detach(),
-        "approx_kl": ((ratio - 1) - log_ratio).mean().detach(),
-        "clip_fraction": ((ratio - 1).abs() > cfg.clip).float().mean().detach(),
+        "approx_kl": ((ratio - 1) - log_ratio).mean(-1).detach(),
+        "clip_fraction": ((ratio - 1).abs() > cfg.clip).float().mean(-1).detach(),
     }
     return loss, stats
 
@@ -247,6 +252,7 @@ class Population:
         injection freezes its subtracted copy). Call :meth:`new_optimizer` afterwards.
         """
         self.template = copy.deepcopy(module).to("meta")
+        self.stacked = stacked.supports(self.template)
         self.frozen = frozenset(frozen)
         self.params = {k: v.detach().clone().requires_grad_(k not in self.frozen) for k, v in params.items()}
         self.buffers = {k: v.to(self.device).unsqueeze(0).expand(self.members, *v.shape).clone()
@@ -280,16 +286,18 @@ class Population:
 
     def forward(self, obs: torch.Tensor, return_hidden: bool = False):
         """Every member on its own observations: ``obs [M, N, ...] -> (logits, value, features[, hidden])``."""
+        if self.stacked:
+            return stacked.forward(self.template, self.params, obs, return_hidden)
         fn = lambda p, b, x: self._call(p, b, x, return_hidden)  # noqa: E731
         return vmap(fn)(self.params, self.buffers, obs)
 
     # ---- update -----------------------------------------------------------------------------------------
 
-    def _member_loss(self, params, buffers, obs, actions, log_probs, advantages, returns):
-        logits, values, features = self._call(params, buffers, obs)
-        loss, stats = ppo_loss(logits, values, actions, log_probs, advantages, returns, self.ppo)
-        stats["dead_units"] = dead_unit_fraction(features.unsqueeze(0))[0]
-        return loss, stats
+    def _losses(self, obs, actions, log_probs, advantages, returns):
+        logits, values, features = self.forward(obs)
+        losses, stats = ppo_loss(logits, values, actions, log_probs, advantages, returns, self.ppo)
+        stats["dead_units"] = dead_unit_fraction(features)
+        return losses, stats
 
     def update(self, rollout: Rollout, generator: torch.Generator) -> dict[str, torch.Tensor]:
         """PPO's epochs of minibatch updates; returns per-member diagnostics ``[M]`` averaged over minibatches.
@@ -310,7 +318,7 @@ class Population:
             for start in range(0, n - size + 1, size):
                 index = order[:, start:start + size]
                 minibatch = [batch[k][rows, index] for k in ("obs", "actions", "log_probs", "advantages", "returns")]
-                losses, stats = vmap(self._member_loss)(self.params, self.buffers, *minibatch)
+                losses, stats = self._losses(*minibatch)
                 total = losses.sum()
                 if self.condition is not None:
                     extra = self.condition.extra_loss(self)

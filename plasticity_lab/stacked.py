@@ -1,0 +1,121 @@
+"""The actor-critic evaluated for a whole population at once, straight from its stacked parameters.
+
+``torch.func.vmap`` over ``functional_call`` runs any network on stacked parameters, but for the small MLP of the
+gridworld its batching rules cost as much as the arithmetic: every linear layer is rewritten with transposes
+that the backward pass then copies. This module evaluates the same network with one batched matrix product per
+layer and nothing else. For training minibatches it uses a *feature-major* layout: a layer's activations are
+``[M, units, B]``, so that ``W [M, out, in] @ h [M, in, B]`` uses the stored weights as they are and the weight
+gradient ``dh [M, out, B] @ h [M, B, in]`` comes out in the weights' own layout, with no copy in either
+direction. For a few rows at a time (acting in the environment copies) the usual batch-major ``[M, B, units]``
+is faster: a matrix product with so few columns is slow in the feature-major order.
+
+It knows the modules of :mod:`plasticity_lab.nets` (``Block`` with ``Linear``, ``LayerNorm`` or no norm, ``ReLU``
+or ``CReLU``), linear heads, and any module that defines ``stacked_forward(params, prefix, x, features_axis)`` (the injected
+head of plasticity injection does). :func:`supports` says whether a template qualifies; the population falls
+back to ``vmap`` for anything else (the CNN). Results equal ``vmap(functional_call)`` up to float rounding.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .nets import ActorCritic, Block, CReLU
+
+
+def supports(template: nn.Module) -> bool:
+    """Whether :func:`forward` can evaluate ``template`` (an MLP actor-critic of known modules)."""
+    if not isinstance(template, ActorCritic) or any(True for _ in template.buffers()):
+        return False
+    modules = list(template.encoder) + list(template.heads().values())
+    return all(_known(m) for m in modules)
+
+
+def _known(module: nn.Module) -> bool:
+    if isinstance(module, Block):
+        return (isinstance(module.layer, nn.Linear) and isinstance(module.norm, (nn.LayerNorm, nn.Identity))
+                and isinstance(module.activation, (nn.ReLU, CReLU)))
+    if isinstance(module, nn.LayerNorm):
+        return len(module.normalized_shape) == 1
+    return isinstance(module, (nn.Linear, nn.ReLU, CReLU, nn.Identity)) or hasattr(module, "stacked_forward")
+
+
+FEATURE_MAJOR, BATCH_MAJOR = 1, 2  # the axis of the activations that holds the features
+FEATURE_MAJOR_FROM = 32  # rows per member from which the feature-major layout is the faster one (measured)
+
+
+def _per_feature(t: torch.Tensor, features_axis: int) -> torch.Tensor:
+    """A ``[M, F]`` parameter shaped to broadcast against activations of the given layout."""
+    return t.unsqueeze(-1) if features_axis == FEATURE_MAJOR else t.unsqueeze(1)
+
+
+def linear(params: dict[str, torch.Tensor], prefix: str, x: torch.Tensor, features_axis: int) -> torch.Tensor:
+    """``W x + b`` per member: ``[M, in, B] -> [M, out, B]`` (feature-major) or ``[M, B, in] -> [M, B, out]``."""
+    weight = params[f"{prefix}weight"]
+    bias = params.get(f"{prefix}bias")
+    if features_axis == FEATURE_MAJOR:
+        a, b = weight, x
+    else:
+        a, b = x, weight.transpose(1, 2)
+    if bias is None:
+        return torch.bmm(a, b)
+    return torch.baddbmm(_per_feature(bias, features_axis), a, b)
+
+
+def _layer_norm(module: nn.LayerNorm, params, prefix: str, x: torch.Tensor, features_axis: int) -> torch.Tensor:
+    mean = x.mean(features_axis, keepdim=True)
+    var = x.var(features_axis, unbiased=False, keepdim=True)
+    y = (x - mean) * torch.rsqrt(var + module.eps)
+    if module.elementwise_affine:
+        y = y * _per_feature(params[f"{prefix}weight"], features_axis)
+        if f"{prefix}bias" in params:
+            y = y + _per_feature(params[f"{prefix}bias"], features_axis)
+    return y
+
+
+def apply(module: nn.Module, params: dict[str, torch.Tensor], prefix: str, x: torch.Tensor,
+          features_axis: int) -> torch.Tensor:
+    """One module of the template on activations whose ``features_axis`` (1 or 2) holds the features."""
+    if isinstance(module, Block):
+        x = apply(module.layer, params, f"{prefix}layer.", x, features_axis)
+        x = apply(module.norm, params, f"{prefix}norm.", x, features_axis)
+        return apply(module.activation, params, f"{prefix}activation.", x, features_axis)
+    if isinstance(module, nn.Linear):
+        return linear(params, prefix, x, features_axis)
+    if isinstance(module, nn.LayerNorm):
+        return _layer_norm(module, params, prefix, x, features_axis)
+    if isinstance(module, nn.ReLU):
+        return torch.relu(x)
+    if isinstance(module, CReLU):
+        return torch.cat([torch.relu(x), torch.relu(-x)], dim=features_axis)
+    if isinstance(module, nn.Identity):
+        return x
+    if hasattr(module, "stacked_forward"):
+        return module.stacked_forward(params, prefix, x, features_axis)
+    raise TypeError(f"no stacked evaluation for module {type(module).__name__}")
+
+
+def forward(template: ActorCritic, params: dict[str, torch.Tensor], obs: torch.Tensor, return_hidden: bool = False):
+    """``template.forward`` for every member: ``obs [M, B, obs_dim] -> (logits [M, B, A], value [M, B],
+    features [M, B, H][, hidden])``, each member with its own slice of ``params`` (``[M, *shape]`` each).
+
+    With ``B`` ≥ :data:`FEATURE_MAJOR_FROM` the activations are feature-major, and ``features`` and ``hidden``
+    are transposed views of them.
+    """
+    axis = FEATURE_MAJOR if obs.shape[1] >= FEATURE_MAJOR_FROM else BATCH_MAJOR
+
+    def batch_major(t: torch.Tensor) -> torch.Tensor:
+        return t.transpose(1, 2) if axis == FEATURE_MAJOR else t
+
+    x = batch_major(obs)
+    hidden = []
+    for index, module in enumerate(template.encoder):
+        x = apply(module, params, f"encoder.{index}.", x, axis)
+        if isinstance(module, Block):
+            hidden.append(batch_major(x))
+    logits = batch_major(apply(template.policy_head, params, "policy_head.", x, axis))
+    value = batch_major(apply(template.value_head, params, "value_head.", x, axis))[..., 0]
+    features = batch_major(x)
+    if return_hidden:
+        return logits, value, features, hidden
+    return logits, value, features

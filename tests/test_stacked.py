@@ -1,0 +1,103 @@
+"""The stacked-parameter forward against the network's own forward, member by member."""
+
+import copy
+
+import pytest
+import torch
+from torch.func import functional_call
+
+from plasticity_lab import stacked
+from plasticity_lab.conditions import InjectedHead
+from plasticity_lab.nets import NetworkSpec, fresh_parameters
+from plasticity_lab.ppo import PPOConfig, Population, ppo_loss
+
+MEMBERS = 3
+
+
+def _injected(spec: NetworkSpec):
+    module = spec.build()
+    for name in ("policy_head", "value_head"):
+        head = getattr(module, name)
+        setattr(module, name, InjectedHead(head, copy.deepcopy(head), copy.deepcopy(head)))
+    return module
+
+
+TEMPLATES = {
+    "plain": lambda: NetworkSpec(obs_dim=20, hidden=16).build(),
+    "layernorm": lambda: NetworkSpec(obs_dim=20, hidden=16, layernorm=True).build(),
+    "crelu": lambda: NetworkSpec(obs_dim=20, hidden=16, crelu=True).build(),
+    "layernorm+crelu": lambda: NetworkSpec(obs_dim=20, hidden=16, layernorm=True, crelu=True).build(),
+    "injected": lambda: _injected(NetworkSpec(obs_dim=20, hidden=16)),
+}
+
+
+def _params(module):
+    generators = [torch.Generator().manual_seed(10 + m) for m in range(MEMBERS)]
+    params = fresh_parameters(module, generators)
+    for name, value in params.items():
+        if "norm" in name:  # move LayerNorm off its gain-1 / bias-0 start so the affine part is exercised
+            value.add_(0.1 * torch.randn(value.shape, generator=generators[0]))
+    return {k: v.requires_grad_() for k, v in params.items()}
+
+
+@pytest.mark.parametrize("rows", [5, stacked.FEATURE_MAJOR_FROM + 8], ids=["batch-major", "feature-major"])
+@pytest.mark.parametrize("name", list(TEMPLATES))
+def test_stacked_forward_and_gradients_equal_each_members_own_module(name, rows):
+    module = TEMPLATES[name]()
+    assert stacked.supports(module)
+    params = _params(module)
+    obs = (torch.rand(MEMBERS, rows, 20, generator=torch.Generator().manual_seed(1)) < 0.3).float()
+    logits, value, features, hidden = stacked.forward(module, params, obs, return_hidden=True)
+    (logits.square().sum() + value.sum() + features.sum()).backward()
+    for m in range(MEMBERS):
+        own = {k: v[m].detach().clone().requires_grad_() for k, v in params.items()}
+        ref_logits, ref_value, ref_features, ref_hidden = functional_call(module, own, (obs[m],),
+                                                                          {"return_hidden": True})
+        torch.testing.assert_close(logits[m], ref_logits, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(value[m], ref_value, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(features[m], ref_features, rtol=1e-5, atol=1e-6)
+        for got, ref in zip(hidden, ref_hidden, strict=True):
+            torch.testing.assert_close(got[m], ref, rtol=1e-5, atol=1e-6)
+        (ref_logits.square().sum() + ref_value.sum() + ref_features.sum()).backward()
+        for k, v in own.items():
+            torch.testing.assert_close(params[k].grad[m], v.grad, rtol=1e-4, atol=1e-5, msg=lambda text: f"{k}: {text}")
+
+
+def test_injected_head_adds_exactly_nothing_while_added_equals_subtracted():
+    module = _injected(NetworkSpec(obs_dim=20, hidden=16))
+    params = _params(module)
+    with torch.no_grad():
+        for head in ("policy_head", "value_head"):
+            for p in ("weight", "bias"):
+                params[f"{head}.subtracted.{p}"].copy_(params[f"{head}.added.{p}"])
+    plain = NetworkSpec(obs_dim=20, hidden=16).build()
+    base = {k.replace(".base.", "."): v for k, v in params.items() if ".added." not in k and ".subtracted." not in k}
+    obs = torch.rand(MEMBERS, 40, 20)
+    got = stacked.forward(module, params, obs)
+    want = stacked.forward(plain, base, obs)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+
+
+def test_unknown_modules_fall_back_to_vmap():
+    assert not stacked.supports(NetworkSpec(encoder="cnn").build())
+    population = Population(NetworkSpec(encoder="cnn"), [0, 1])
+    assert not population.stacked
+    assert Population(NetworkSpec(), [0, 1]).stacked
+
+
+def test_ppo_loss_over_a_member_axis_equals_each_members_loss():
+    g = torch.Generator().manual_seed(3)
+    members, rows, actions_n = 4, 9, 3
+    logits = torch.randn(members, rows, actions_n, generator=g)
+    values = torch.randn(members, rows, generator=g)
+    actions = torch.randint(0, actions_n, (members, rows), generator=g)
+    old = torch.randn(members, rows, generator=g) - 1.0
+    advantages = torch.randn(members, rows, generator=g) * torch.arange(1, members + 1).unsqueeze(1)
+    returns = torch.randn(members, rows, generator=g)
+    losses, stats = ppo_loss(logits, values, actions, old, advantages, returns, PPOConfig())
+    assert losses.shape == (members,)
+    for m in range(members):
+        loss, own = ppo_loss(logits[m], values[m], actions[m], old[m], advantages[m], returns[m], PPOConfig())
+        torch.testing.assert_close(losses[m], loss)
+        for key, value in own.items():
+            torch.testing.assert_close(stats[key][m], value, msg=key)
