@@ -7,6 +7,7 @@ paper-scale gridworld grid (3 shifts × 11 conditions × 5 seeds).
 
     python benchmarks/population_speed.py                    # sizes 1, 5, 15, 45 on the CPU
     python benchmarks/population_speed.py --sizes 15 --epochs 10 --device cuda
+    python benchmarks/population_speed.py --profile 15       # where the time of one population goes
 
 Each population size runs in its own process, so its peak memory is its own.
 """
@@ -19,9 +20,13 @@ import subprocess
 import sys
 import time
 
-# One agent-epoch: 1 100 forward passes to collect, 51 minibatches of 64 forward + backward (≈3× forward).
-HIDDEN_MACS = 363 * 256 + 256 * 256 + 256 * 4 + 256 * 1
-FLOP_PER_AGENT_EPOCH = 2 * HIDDEN_MACS * (1100 + 3 * 51 * 64)
+# One agent-epoch: 1 100 forward passes to collect, then 51 minibatches of 64 rows, forward + backward. The
+# backward pass computes every weight gradient (as many multiply-adds as the forward) and every input gradient
+# except the first layer's (the observations need none): this counts the matrix products actually computed.
+FORWARD_MACS = 363 * 256 + 256 * 256 + 256 * 4 + 256 * 1
+BACKWARD_MACS = FORWARD_MACS + (FORWARD_MACS - 363 * 256)
+FLOP_PER_AGENT_EPOCH = 2 * (1100 * FORWARD_MACS + 51 * 64 * (FORWARD_MACS + BACKWARD_MACS))
+NOMINAL_FLOP_PER_AGENT_EPOCH = 2 * FORWARD_MACS * (1100 + 3 * 51 * 64)  # backward counted as 2× forward
 PAPER_EPOCHS = 10 * 5000
 GRID_RUNS = 3 * 11 * 5
 
@@ -91,14 +96,64 @@ def one(members: int, epochs: int, device: str, threads: int) -> dict:
     }
 
 
+# Where the time goes: the profiler's self time of each op, grouped.
+PROFILE_GROUPS = {
+    "matrix products": ("aten::bmm", "aten::baddbmm", "aten::mm", "aten::addmm"),
+    "AdamW": ("aten::_fused_adamw_",),
+    "minibatch gather": ("aten::index",),
+    "memory copies": ("aten::copy_", "aten::clone", "aten::contiguous"),
+}
+
+
+def profile(members: int, epochs: int, device: str, threads: int) -> None:
+    """Print the profiler's breakdown of ``epochs`` population epochs (collection and update)."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile as torch_profile
+
+    from plasticity_lab.envs.population import GridworldPopulation
+    from plasticity_lab.nets import NetworkSpec
+    from plasticity_lab.ppo import Population, collect_episodes
+    from plasticity_lab.shifts import distribution
+
+    torch.set_num_threads(threads)
+    population = Population(NetworkSpec(), list(range(members)), device=device)
+    env = GridworldPopulation(members, 11, device=device)
+    dists = [distribution("permute", seed, 1, pool_size=100) for seed in range(members)]
+    env.set_distributions([d.train_levels for d in dists], [d.mapping for d in dists])
+    generator = torch.Generator(device=device).manual_seed(0)
+    for _ in range(2):
+        population.update(collect_episodes(population, env, generator), generator)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith("cuda") else [])
+    with torch_profile(activities=activities) as prof:
+        for _ in range(epochs):
+            population.update(collect_episodes(population, env, generator), generator)
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    shares = dict.fromkeys(PROFILE_GROUPS, 0.0)
+    for e in events:
+        for group, names in PROFILE_GROUPS.items():
+            if e.key in names:
+                shares[group] += e.self_cpu_time_total
+    shares["everything else"] = total - sum(shares.values())
+    print(f"profile: {members} members, {epochs} epochs, {total / 1e6 / epochs:.3f} s of CPU self time per epoch")
+    for group, t in shares.items():
+        print(f"  {group:<18} {100 * t / total:5.1f}%")
+    print(events.table(sort_by="self_cpu_time_total", row_limit=12))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="1,5,15,45")
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--profile", type=int, default=None, metavar="MEMBERS",
+                        help="instead of the table, profile a population of this size and print where time goes")
     parser.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.profile is not None:
+        profile(args.profile, min(args.epochs, 3), args.device, args.threads)
+        return
     if args.one is not None:
         print(json.dumps(one(args.one, args.epochs, args.device, args.threads)))
         return
@@ -116,7 +171,9 @@ def main() -> None:
     peak_after = matmul_gflops(args.device)
     peak = max(peak, peak_after)
     print(f"device={args.device} threads={args.threads} torch={torch.__version__}")
-    print(f"large matmul (2048², float32): {peak:.1f} GFLOP/s;  one agent-epoch ≈ {FLOP_PER_AGENT_EPOCH / 1e9:.2f} GFLOP")
+    print(f"large matmul (2048², float32): {peak:.1f} GFLOP/s;  one agent-epoch = {FLOP_PER_AGENT_EPOCH / 1e9:.2f} GFLOP "
+          f"of matrix products computed ({NOMINAL_FLOP_PER_AGENT_EPOCH / 1e9:.2f} if the backward is counted as 2× "
+          "the forward)")
     header = (f"{'members':>7} {'s/pop-epoch':>11} {'s/agent-epoch':>13} {'speed-up vs 0.27 s':>18} {'GFLOP/s':>8} "
               f"{'% of matmul':>11} {'collect %':>9} {'peak MB':>8} {'paper run (h)':>13} {'paper grid (h)':>14}")
     print(header)
