@@ -12,6 +12,7 @@ The small public API::
 """
 
 from . import envs  # noqa: F401  (registers the gymnasium id "plasticity_lab/Gather-v0")
+from .claims import check_claims
 from .conditions import CONDITIONS, Condition, parse_condition
 from .config import ENVS, PRESETS, RunConfig, parse_seeds
 from .experiment import DIAGNOSTICS, RUN_KEYS, run
@@ -39,6 +40,7 @@ __all__ = [
     "RunConfig",
     "SHIFTS",
     "Sweep",
+    "check_claims",
     "parse_condition",
     "load_results",
     "parse_seeds",

@@ -1,11 +1,13 @@
-"""The paper's tables for a stored study, as text: normalised reward, t-tests against reset-all, per-diagnostic
-correlations and the GLM (PROTOCOL §6). ``plasticity-lab report data/<study>`` prints :func:`report`."""
+"""The paper's tables for a stored study, as text: normalised reward, t-tests against reset-all, the paper's
+conclusions checked one by one (PROTOCOL §7), per-diagnostic correlations and the GLM (PROTOCOL §6).
+``plasticity-lab report data/<study>`` prints :func:`report`."""
 
 from __future__ import annotations
 
 import pandas as pd
 
 from . import analysis
+from .claims import check_claims
 from .results import Results, load_results
 
 _SPLITS = ("train", "test")
@@ -38,6 +40,13 @@ def _safe(build) -> str:
     return table.to_string(float_format=lambda x: f"{x:.4g}")
 
 
+def _claims_text(runs: pd.DataFrame) -> str:
+    lines = []
+    for row in check_claims(runs).itertuples():
+        lines.append(f"- [{row.verdict}] {row.paper}\n    {row.evidence}")
+    return "\n".join(lines)
+
+
 def report(study: str | Results, at: str = "mean", fit_at: str = "final", baseline: str = "reset_all") -> str:
     """The report of a stored study (a path or loaded :class:`~plasticity_lab.results.Results`).
 
@@ -63,6 +72,9 @@ def report(study: str | Results, at: str = "mean", fit_at: str = "final", baseli
                          _safe(lambda: reward_table(results, at))))
     text.append(_section(f"t-tests against {baseline} (at={at}; negative t = better than {baseline})",
                          _safe(lambda: analysis.condition_ttests(runs, baseline=baseline, at=at))))
+    for env in sorted(runs["env"].unique()):
+        text.append(_section(f"The paper's conclusions (PROTOCOL §7) against this study ({env}, at={at})",
+                             _claims_text(runs[runs["env"] == env])))
     for split in _SPLITS:
         text.append(_section(f"Correlations of normalised {split} reward with each diagnostic (at={fit_at}, "
                              "shift × condition means)",

@@ -153,6 +153,10 @@ def test_report_prints_the_paper_tables(small_study, capsys):
     expected = pl.analysis.condition_ttests(results.runs(), baseline="reset_all")
     t_train = expected.loc[expected["split"] == "train", "t"].iloc[0]
     assert f"{t_train:.4g}" in out
+    # the paper's conclusions, each with its verdict; this study holds only warm-start and reset-all
+    assert "The paper's conclusions (PROTOCOL §7)" in out
+    assert "[not testable] Reset-final can be worse than doing nothing." in out
+    assert out.count("[not testable]") == 6
 
 
 def test_rerun_skips_stored_populations_and_refuses_a_different_sweep(small_study, monkeypatch):

@@ -1,0 +1,113 @@
+"""The paper's conclusions, checked on synthetic run summaries whose verdicts are known by construction."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from plasticity_lab.claims import AGREES, DISAGREES, NOT_TESTABLE, PARTLY, check_claims
+
+SHIFTS = ("permute", "window", "expand")
+TIGHT = np.array([-0.02, -0.01, 0.0, 0.01, 0.02])  # seed offsets: tiny spread, so differences are significant
+WIDE = np.array([-1.0, -0.5, 0.0, 0.5, 1.0])  # a spread that no difference below ~0.5 survives
+
+
+def _runs(spec: dict) -> pd.DataFrame:
+    """spec[condition] = (train mean, test mean, offsets) or a callable shift -> (train, test, offsets)."""
+    rows = []
+    for condition, value in spec.items():
+        for shift in SHIFTS:
+            train, test, offsets = value(shift) if callable(value) else value
+            for seed, offset in enumerate(offsets):
+                rows.append({"env": "gridworld", "shift": shift, "condition": condition, "seed": seed,
+                             "normalised_train_return": train + offset, "normalised_test_return": test + offset})
+    return pd.DataFrame(rows)
+
+
+AGREEING = {
+    "reset_all": (0.0, 0.0, TIGHT),
+    "warm_start": (-0.5, -0.5, TIGHT),
+    "reset_final": (-0.8, -0.8, TIGHT),
+    "injection": (-0.55, -0.55, WIDE),  # below warm-start, but within the seeds' spread
+    "crelu": lambda shift: (-0.2, -0.2, TIGHT) if shift == "permute" else (-0.5, -0.5, TIGHT),
+    "layernorm": lambda shift: (-0.2, -0.5 if shift == "expand" else -0.3, TIGHT),
+    "l2": (-0.1, -0.1, TIGHT),
+    "regen_l2": (-0.1, -0.1, TIGHT),
+    "shrink_perturb": (-0.1, -0.1, TIGHT),
+    "soft_shrink_perturb": (-0.05, -0.05, TIGHT),
+    "soft_shrink_perturb+layernorm": (0.1, 0.1, TIGHT),
+}
+
+
+def _verdicts(runs):
+    table = check_claims(runs)
+    return dict(zip(table["claim"], table["verdict"])), table
+
+
+def test_a_study_built_to_agree_agrees_with_every_claim():
+    verdicts, table = _verdicts(_runs(AGREEING))
+    assert verdicts == {
+        "warm-start loses plasticity": AGREES,
+        "reset-final can hurt": AGREES,
+        "injection can hurt": PARTLY,  # below warm-start everywhere, significantly nowhere
+        "CReLU helps sometimes": AGREES,  # permute only: 2 of 6 pairs
+        "LayerNorm helps training": AGREES,  # train helped in 3 of 3 shifts, test in 2 of 3
+        "regenerative methods help": AGREES,
+        "soft S+P + LayerNorm is best": AGREES,
+    }
+    evidence = dict(zip(table["claim"], table["evidence"]))
+    # warm-start − reset-all = −0.5 in every pair (the offsets cancel in the means)
+    assert evidence["warm-start loses plasticity"].count("-0.500") == 6
+    assert "in train in 3 of 3 shifts, in test in 2 of 3" in evidence["LayerNorm helps training"]
+    assert "rank 1 of 11" in evidence["soft S+P + LayerNorm is best"]
+
+
+def test_a_study_built_to_disagree_disagrees():
+    spec = dict(AGREEING)
+    spec["warm_start"] = (0.0, 0.0, TIGHT)  # no loss against reset-all
+    spec["reset_final"] = (0.2, 0.2, TIGHT)  # better than warm-start everywhere
+    spec["crelu"] = (0.3, 0.3, TIGHT)  # helps everywhere: not "only sometimes"
+    spec["layernorm"] = (-0.3, 0.3, TIGHT)  # hurts train, helps test
+    spec["l2"] = spec["regen_l2"] = spec["shrink_perturb"] = spec["soft_shrink_perturb"] = (-0.4, -0.4, TIGHT)
+    spec["soft_shrink_perturb+layernorm"] = (0.1, 0.1, TIGHT)  # below CReLU's 0.3, significantly
+    verdicts, table = _verdicts(_runs(spec))
+    assert verdicts["warm-start loses plasticity"] == DISAGREES
+    assert verdicts["reset-final can hurt"] == DISAGREES
+    assert verdicts["CReLU helps sometimes"] == DISAGREES
+    assert verdicts["LayerNorm helps training"] == DISAGREES  # train hurt, test helped in every shift
+    assert verdicts["regenerative methods help"] == DISAGREES
+    assert verdicts["soft S+P + LayerNorm is best"] == DISAGREES
+    assert "crelu" in dict(zip(table["claim"], table["evidence"]))["soft S+P + LayerNorm is best"]
+
+
+def test_loss_in_some_shifts_only_is_partial():
+    spec = {"reset_all": (0.0, 0.0, TIGHT),
+            "warm_start": lambda shift: (-0.5, -0.5, TIGHT) if shift == "window" else (0.0, 0.0, TIGHT)}
+    verdicts, table = _verdicts(_runs(spec))
+    assert verdicts["warm-start loses plasticity"] == PARTLY
+    assert "1 of 3 shifts (window)" in table.loc[0, "evidence"]
+
+
+def test_claims_without_their_conditions_are_not_testable():
+    verdicts, table = _verdicts(_runs({"warm_start": AGREEING["warm_start"], "l2": AGREEING["l2"]}))
+    assert verdicts["warm-start loses plasticity"] == NOT_TESTABLE
+    assert "reset_all" in table.loc[0, "evidence"]
+    assert verdicts["soft S+P + LayerNorm is best"] == NOT_TESTABLE
+    # one of the four regenerative methods, agreeing: at most partly confirmed
+    assert verdicts["regenerative methods help"] == PARTLY
+
+
+def test_bad_alpha_and_several_envs_are_refused():
+    runs = _runs(AGREEING)
+    with pytest.raises(ValueError, match="alpha=1.5"):
+        check_claims(runs, alpha=1.5)
+    two = pd.concat([runs, runs.assign(env="coinrun")])
+    with pytest.raises(ValueError, match="one env at a time"):
+        check_claims(two)
+
+
+def test_loss_seen_in_one_shift_of_one_is_not_all_three():
+    spec = {"reset_all": (0.0, 0.0, TIGHT), "warm_start": (-0.5, -0.5, TIGHT)}
+    runs = _runs(spec)
+    verdicts, table = _verdicts(runs[runs["shift"] == "permute"])
+    assert verdicts["warm-start loses plasticity"] == PARTLY
+    assert "Not in the study: expand, window" in table.loc[0, "evidence"]
