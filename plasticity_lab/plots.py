@@ -59,7 +59,7 @@ from plotly.subplots import make_subplots
 from .analysis import DIAGNOSTICS, normalised_reward, round_readout
 from .envs.gridworld import DEFAULT_REWARD, GRID_SIZE, N_CHANNELS, OBS_DIM, level_layout, render_rgb
 from .ppo import clipped_surrogate, gae
-from .shifts import apply_mapping, level_range, permute_mapping
+from .shifts import SHIFTS, apply_mapping, level_range, permute_mapping
 
 __all__ = [
     "CHANNELS",
@@ -82,9 +82,11 @@ __all__ = [
     "diagnostics_figure",
     "normalised_reward_figure",
     "readout_figure",
+    "round_means_figure",
     "round_separation",
     "rounds_curve_figure",
     "separation_figure",
+    "shift_separation",
     "smoothed",
     "study_caption",
     # conditions compared, regularisers, coefficient sweeps
@@ -871,22 +873,119 @@ def round_separation(df: pd.DataFrame, metrics: Sequence[str] | None = None, con
     if rewards:
         nr = _normalised(df, window, offset)
         per_round = per_round.merge(nr[[*keys, "round", *rewards]], on=[*keys, "round"], how="outer")
+    return _cohens_d_by_round(per_round, metrics, condition, baseline)
+
+
+def _cohens_d(x: np.ndarray, y: np.ndarray) -> float:
+    """Cohen's d of two samples with the pooled sample standard deviation; NaN below 2 values a side or without
+    any spread."""
+    if len(x) < 2 or len(y) < 2:
+        return np.nan
+    pooled = ((len(x) - 1) * x.var(ddof=1) + (len(y) - 1) * y.var(ddof=1)) / (len(x) + len(y) - 2)
+    return (x.mean() - y.mean()) / np.sqrt(pooled) if pooled > 0 else np.nan
+
+
+def _cohens_d_by_round(per_round: pd.DataFrame, metrics: Sequence[str], condition: str,
+                       baseline: str) -> pd.DataFrame:
+    """One row per round of ``per_round`` (one row per run × round), one column of Cohen's d per metric."""
     rows = {}
     for round_, g in per_round.groupby("round", sort=True):
         a, b = g[g["condition"] == condition], g[g["condition"] == baseline]
-        row = {}
-        for m in metrics:
-            x, y = a[m].dropna().to_numpy(float), b[m].dropna().to_numpy(float)
-            if len(x) < 2 or len(y) < 2:
-                row[m] = np.nan
-                continue
-            pooled = ((len(x) - 1) * x.var(ddof=1) + (len(y) - 1) * y.var(ddof=1)) / (len(x) + len(y) - 2)
-            row[m] = (x.mean() - y.mean()) / np.sqrt(pooled) if pooled > 0 else np.nan
-        rows[round_] = row
-    out = pd.DataFrame.from_dict(rows, orient="index")[metrics]
+        rows[round_] = {m: _cohens_d(a[m].dropna().to_numpy(float), b[m].dropna().to_numpy(float))
+                        for m in metrics}
+    out = pd.DataFrame.from_dict(rows, orient="index")[list(metrics)]
     out.index.name = "round"
     out.attrs.update(condition=condition, baseline=baseline)
     return out
+
+
+def _check_rounds(rounds: pd.DataFrame, metrics: Sequence[str], what: str) -> None:
+    if not isinstance(rounds, pd.DataFrame):
+        raise ValueError(f"{what} expects a pandas DataFrame (a stored study's rounds table), "
+                         f"got {type(rounds).__name__}")
+    missing = [c for c in ("shift", "condition", "seed", "round", *metrics) if c not in rounds.columns]
+    if missing:
+        raise ValueError(f"{what} needs column(s) {missing} (a stored study's `rounds` table, "
+                         f"plasticity_lab.load_results(...).rounds); the table has {list(rounds.columns)}")
+
+
+def _shifts_in_order(table: pd.DataFrame) -> list[str]:
+    """The shifts of a table, in the order of :data:`plasticity_lab.shifts.SHIFTS`, then any others."""
+    present = list(pd.unique(table["shift"]))
+    return [s for s in SHIFTS if s in present] + [s for s in present if s not in SHIFTS]
+
+
+def shift_separation(rounds: pd.DataFrame, metrics: Sequence[str] | None = None, condition: str = "warm_start",
+                     baseline: str = "reset_all") -> pd.DataFrame:
+    """:func:`round_separation` for every shift of a stored study, from its ``rounds`` table (one row per run ×
+    round, :attr:`plasticity_lab.results.Results.rounds`): Cohen's d of ``condition`` against ``baseline`` per
+    shift and round, on the round means of the diagnostics and on the normalised rewards as stored.
+
+    Returns a table indexed by (shift, round) with one column per metric (default: the five diagnostics and both
+    normalised rewards); NaN where either side has fewer than 2 seeds or there is no spread between seeds.
+    """
+    if metrics is None:
+        metrics = [*DIAGNOSTICS, "normalised_train_return", "normalised_test_return"]
+    metrics = [metrics] if isinstance(metrics, str) else list(metrics)
+    _check_rounds(rounds, metrics, "shift_separation")
+    _pick_conditions(rounds, [condition, baseline])
+    parts = {shift: _cohens_d_by_round(rounds[rounds["shift"] == shift], metrics, condition, baseline)
+             for shift in _shifts_in_order(rounds)}
+    out = pd.concat(parts, names=["shift", "round"])
+    out.attrs.update(condition=condition, baseline=baseline)
+    return out
+
+
+def round_means_figure(rounds: pd.DataFrame, metrics: Sequence[str] | None = None,
+                       conditions: Sequence[str] | None = None, band: str = "std",
+                       title: str | None = None) -> go.Figure:
+    """Per-round values of a stored study, one panel per shift, with a dropdown menu that picks the metric (it
+    works on a static page: every metric is stored in the figure).
+
+    ``rounds`` is a study's ``rounds`` table (:attr:`plasticity_lab.results.Results.rounds`): a diagnostic's value
+    in a round is its mean over the round's epochs, a normalised reward its read-out. ``metrics`` defaults to the
+    five diagnostics and both normalised rewards. Per condition: the mean over seeds and a band for the spread
+    between seeds (``band``: ``std``, ``minmax`` or ``none``).
+    """
+    if metrics is None:
+        metrics = [*DIAGNOSTICS, "normalised_train_return", "normalised_test_return"]
+    metrics = [metrics] if isinstance(metrics, str) else list(metrics)
+    if not metrics:
+        raise ValueError("round_means_figure needs at least one metric")
+    _check_rounds(rounds, metrics, "round_means_figure")
+    if band not in BANDS:
+        raise ValueError(f"unknown band {band!r}; valid: {', '.join(BANDS)}")
+    conditions = _pick_conditions(rounds, conditions)
+    colors = _condition_colors(conditions)
+    shifts = _shifts_in_order(rounds)
+    fig = make_subplots(rows=1, cols=len(shifts), shared_yaxes=True, horizontal_spacing=0.03,
+                        subplot_titles=list(shifts))
+    owner = []
+    for metric in metrics:
+        for j, shift in enumerate(shifts):
+            for cond in conditions:
+                part = rounds[(rounds["shift"] == shift) & (rounds["condition"] == cond)]
+                if part.empty:
+                    continue
+                before = len(fig.data)
+                _band_and_mean(fig, _over_seeds(part.assign(value=part[metric]), "round", band), cond,
+                               colors[cond], metric, band, row=1, col=j + 1, showlegend=j == 0,
+                               hover_x=f"{shift}, round")
+                owner += [metric] * (len(fig.data) - before)
+    for trace, metric in zip(fig.data, owner):
+        trace.visible = metric == metrics[0]
+    buttons = [dict(label=_label(m), method="update",
+                    args=[{"visible": [o == m for o in owner]}, {"yaxis.title.text": _label(m)}])
+               for m in metrics]
+    fig.update_xaxes(dtick=1, title_text="round")
+    top = _top(title, 70, above=30)
+    fig.update_layout(
+        template=TEMPLATE, height=400 + top, yaxis_title=_label(metrics[0]), title=_title(title, above=30),
+        margin=dict(l=70, r=20, t=top, b=90),
+        legend=dict(orientation="h", yanchor="bottom", y=0, yref="container", x=0),
+        updatemenus=[dict(type="dropdown", buttons=buttons, active=0, direction="down", showactive=True,
+                          x=0, xanchor="left", y=1, yanchor="bottom", pad=dict(b=_top(title, 8, above=30)))])
+    return fig
 
 
 def separation_figure(df: pd.DataFrame, metrics: Sequence[str] | None = None, condition: str = "warm_start",

@@ -1,13 +1,13 @@
 """The book's stored-study sections on a study that holds only some of its conditions so far.
 
 The book's study is computed one population per condition over several days, and each finished population is
-committed as it lands, so chapters 6–11 meet every stage of it: nothing yet, only the baselines, some of a
+committed as it lands, so chapters 4–11 meet every stage of it: nothing yet, only the baselines, some of a
 chapter's conditions, all of them.
 
 * :func:`plasticity_lab.demos.study_section` is checked against expectations written out by hand: which subsets
   of a chapter's conditions can be shown, what the note says, how many shift × condition points a fit gets.
 * A small real study (the sweep runner at the smoke preset, 7 conditions × 2 shifts × 2 seeds) is cut into
-  partial copies by copying population folders, and each of chapters 6–11 is executed in smoke mode (papermill,
+  partial copies by copying population folders, and each of chapters 4–11 is executed in smoke mode (papermill,
   ``smoke = True``, as in ``test_book.py``) with its stored-study section repeated once per copy, each copy
   pointed at through ``PLASTICITY_LAB_STUDY_DIR``: one kernel per chapter sees every stage of the study.
 """
@@ -254,8 +254,11 @@ def test_a_stored_partial_study_knows_what_is_still_to_come(studies):
 # ---- the chapters on it --------------------------------------------------------------------------------------------
 
 #: chapter → (the heading of its stored-study section, the conditions it needs one of, next to a baseline;
-#: None: it fits shift × condition points of the paper's nine conditions and needs 3 of them)
+#: None: it fits shift × condition points of the paper's nine conditions and needs 3 of them[, the baselines
+#: one of which it needs: default both])
 CHAPTERS = {
+    "04_plasticity_loss": ("All three shifts: the book's study", ["warm_start"], ["reset_all"]),
+    "05_diagnostics": ("All three shifts: the book's study", ["warm_start"], ["reset_all"]),
     "06_resets_and_injection": ("Results from the stored study", ["reset_final", "shrink_perturb", "injection"]),
     "07_regularisation": ("Results from the stored study", ["l2", "regen_l2", "regen_w2"]),
     "08_soft_shrink_perturb": ("In the main study", ["soft_shrink_perturb", "soft_shrink_perturb+layernorm"]),
@@ -308,7 +311,8 @@ def _outputs(cells) -> tuple[str, list[dict]]:
 
 @pytest.mark.parametrize("chapter", list(CHAPTERS))
 def test_chapter_runs_on_every_stage_of_the_study(chapter, studies, tmp_path, monkeypatch):
-    heading, own = CHAPTERS[chapter]
+    heading, own, *baselines = CHAPTERS[chapter]
+    baselines = baselines[0] if baselines else BASELINES
     # nothing in the kernel reads the repository's data/ even before the first cell that points elsewhere
     monkeypatch.setenv("PLASTICITY_LAB_STUDY_DIR", str(studies["nothing"]))
     source = tmp_path / f"{chapter}.ipynb"
@@ -328,7 +332,7 @@ def test_chapter_runs_on_every_stage_of_the_study(chapter, studies, tmp_path, mo
             points = 2 * len([c for c in held if c in NINE])  # two shifts
             available = points >= 3
         else:
-            available = bool(set(held) & set(own)) and bool(set(held) & set(BASELINES))
+            available = bool(set(held) & set(own)) and bool(set(held) & set(baselines))
         where = f"{chapter} on the study holding {held or 'nothing'}"
         if available:
             assert "Shown here:" in text and "Not yet available" not in text and "Not available" not in text, where

@@ -259,6 +259,75 @@ def test_separation_figure_splits_diagnostics_from_rewards():
     assert {t.yaxis for t in fig.data[:5]} == {"y"} and {t.yaxis for t in fig.data[5:]} == {"y2"}
 
 
+# ------------------------------------------------------------------------------ a stored study's rounds table
+def _rounds(seed: int = 0) -> pd.DataFrame:
+    """A rounds table shaped like a stored study's: 3 shifts (in a scrambled order) × 2 conditions × 3 seeds × 3
+    rounds, random values."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for shift in ("expand", "permute", "window"):
+        for condition in CONDITIONS:
+            for s in SEEDS:
+                for r in range(1, ROUNDS + 1):
+                    row = {"env": "gridworld", "shift": shift, "condition": condition, "seed": s, "round": r}
+                    row.update({m: float(rng.normal()) for m in (*pl.DIAGNOSTICS, "normalised_train_return",
+                                                                 "normalised_test_return")})
+                    rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _cell(rounds, shift, condition, r, column):
+    part = rounds[(rounds["shift"] == shift) & (rounds.condition == condition) & (rounds["round"] == r)]
+    return part.sort_values("seed")[column].to_numpy()
+
+
+def test_shift_separation_is_cohens_d_per_shift_and_round_in_the_shifts_order():
+    rounds = _rounds()
+    table = plots.shift_separation(rounds, ["dead_units", "normalised_test_return"])
+    assert list(table.index.get_level_values("shift").unique()) == ["permute", "window", "expand"]
+    assert list(table.columns) == ["dead_units", "normalised_test_return"]
+    for shift in ("permute", "window", "expand"):
+        for r in range(1, ROUNDS + 1):
+            for m in table.columns:
+                a, b = _cell(rounds, shift, "warm_start", r, m), _cell(rounds, shift, "reset_all", r, m)
+                pooled = np.sqrt((np.var(a, ddof=1) + np.var(b, ddof=1)) / 2)  # equal group sizes
+                assert table.loc[(shift, r), m] == pytest.approx((a.mean() - b.mean()) / pooled, rel=1e-9)
+    # reversing the comparison flips every sign
+    flipped = plots.shift_separation(rounds, ["dead_units"], condition="reset_all", baseline="warm_start")
+    np.testing.assert_allclose(flipped["dead_units"], -table["dead_units"], rtol=1e-12)
+
+
+def test_shift_separation_refuses_a_table_without_rounds_or_an_absent_condition():
+    with pytest.raises(ValueError, match="round"):
+        plots.shift_separation(_rounds().drop(columns="round"))
+    with pytest.raises(ValueError, match="crelu"):
+        plots.shift_separation(_rounds(), condition="crelu")
+
+
+def test_round_means_figure_has_one_panel_per_shift_and_a_menu_over_metrics():
+    rounds = _rounds()
+    metrics = ["weight_magnitude", "normalised_train_return"]
+    fig = plots.round_means_figure(rounds, metrics=metrics, band="std")
+    assert [a.text for a in fig.layout.annotations] == ["permute", "window", "expand"]
+    buttons = fig.layout.updatemenus[0].buttons
+    assert [b.label for b in buttons] == [plots.METRIC_LABELS[m] for m in metrics]
+    assert [bool(t.visible) for t in fig.data] == [t.meta["metric"] == metrics[0] for t in fig.data]
+    for metric, button in zip(metrics, buttons):
+        assert button.args[0]["visible"] == [t.meta["metric"] == metric for t in fig.data]
+    # the window column is the second panel: its traces sit on x2
+    means = [t for t in _traces(fig, condition="reset_all", metric="normalised_train_return", role="mean")
+             if t.xaxis == "x2"]
+    assert len(means) == 1
+    upper = [t for t in _traces(fig, condition="reset_all", metric="normalised_train_return", role="band_hi")
+             if t.xaxis == "x2"][0]
+    for i, r in enumerate(range(1, ROUNDS + 1)):
+        values = _cell(rounds, "window", "reset_all", r, "normalised_train_return")
+        assert means[0].y[i] == pytest.approx(values.mean(), rel=1e-5)
+        assert upper.y[i] == pytest.approx(values.mean() + values.std(ddof=1), rel=1e-5)
+    with pytest.raises(ValueError, match="band"):
+        plots.round_means_figure(rounds, band="iqr")
+
+
 # --------------------------------------------------------------------------------------------------- caption
 def _manifest(condition: str, seeds, preset="book", epochs=300):
     return {"configs": [pl.RunConfig(condition=condition, seed=s, preset=preset, epochs_per_round=epochs)
