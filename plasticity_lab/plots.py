@@ -89,6 +89,7 @@ __all__ = [
     "shift_separation",
     "smoothed",
     "study_caption",
+    "study_curves_figure",
     # conditions compared, regularisers, coefficient sweeps
     "SWEEP_PANELS",
     "coefficient_sweep_figure",
@@ -662,6 +663,57 @@ def rounds_curve_figure(df: pd.DataFrame, metrics: Sequence[str] = ("train_retur
     fig.update_layout(template=TEMPLATE, height=panel_height * len(metrics) + top + 110,
                       margin=dict(l=70, r=20, t=top, b=110), title=_title(title),
                       legend=dict(orientation="h", yanchor="bottom", y=0, yref="container", x=0))
+    return fig
+
+
+def study_curves_figure(curves: pd.DataFrame, metrics: Sequence[str] = ("train_return", "weight_magnitude"),
+                        conditions: Sequence[str] | None = None, band: str = "std",
+                        title: str | None = None) -> go.Figure:
+    """A stored study's curves over all rounds (:attr:`plasticity_lab.results.Results.curves`, which may hold
+    several shifts), drawn as :func:`rounds_curve_figure` draws one shift, with a menu that picks the shift. Every
+    shift is stored in the figure, so the menu works on a static page.
+
+    The curves are drawn as stored, without further smoothing: each point is already the mean of a block of
+    ``epochs_averaged`` epochs (said in the title). ``conditions`` defaults to every condition in the table; one
+    absent from a shift is left out of that shift's panels.
+    """
+    metrics = [metrics] if isinstance(metrics, str) else list(metrics)
+    needed = ["shift", "round", "epoch", "epoch_in_round", *metrics]
+    _check_table(curves.drop(columns="shift", errors="ignore"), [c for c in needed if c != "shift"],
+                 "study_curves_figure")
+    if "shift" not in curves.columns:
+        raise ValueError(f"study_curves_figure needs a 'shift' column (a stored study's curves table); "
+                         f"the table has {list(curves.columns)}")
+    if "env" in curves.columns and curves["env"].nunique() > 1:
+        raise ValueError(f"study_curves_figure draws one env at a time; the table has "
+                         f"{sorted(curves['env'].unique())}: filter it")
+    conditions = _pick_conditions(curves, conditions)
+    shifts = _shifts_in_order(curves)
+    blocks = sorted({int(b) for b in curves["epochs_averaged"].dropna()}) if "epochs_averaged" in curves else []
+    if blocks:
+        what = "each point: the mean of a block of " + "/".join(map(str, blocks)) + " epoch(s)"
+        title = f"{title} — {what}" if title else what
+    fig, owner = None, []
+    for shift in shifts:
+        part = curves[curves["shift"] == shift]
+        present = [c for c in conditions if c in set(part["condition"])]
+        one = rounds_curve_figure(part, metrics=metrics, conditions=present, smooth=1, band=band, title=title)
+        for trace in one.data:
+            trace.meta = {**trace.meta, "shift": shift}
+        if fig is None:
+            fig = one
+        else:
+            fig.add_traces(list(one.data))
+        owner += [shift] * len(one.data)
+    for trace, shift in zip(fig.data, owner):
+        trace.visible = shift == shifts[0]
+    buttons = [dict(label=shift, method="update", args=[{"visible": [o == shift for o in owner]}])
+               for shift in shifts]
+    top = fig.layout.margin.t + 40
+    fig.update_layout(margin=dict(t=top), height=fig.layout.height + 40,
+                      updatemenus=[dict(type="dropdown", buttons=buttons, active=0, direction="down",
+                                        showactive=True, x=0, xanchor="left", y=1, yanchor="bottom",
+                                        pad=dict(b=top - 40))])
     return fig
 
 

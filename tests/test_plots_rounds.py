@@ -328,6 +328,27 @@ def test_round_means_figure_has_one_panel_per_shift_and_a_menu_over_metrics():
         plots.round_means_figure(rounds, band="iqr")
 
 
+def test_study_curves_figure_has_a_menu_over_shifts_and_draws_the_stored_points():
+    permute, window = _table(seed=1), _table(seed=2)
+    curves = pd.concat([window.assign(shift="window"), permute], ignore_index=True).assign(epochs_averaged=2)
+    curves = curves[~((curves["shift"] == "window") & (curves.condition == "reset_all"))]  # absent from one shift
+    fig = plots.study_curves_figure(curves, metrics=("train_return",), title="a study")
+    buttons = fig.layout.updatemenus[0].buttons
+    assert [b.label for b in buttons] == ["permute", "window"]  # the shifts' own order, not the table's
+    for shift, button in zip(("permute", "window"), buttons):
+        assert button.args[0]["visible"] == [t.meta["shift"] == shift for t in fig.data]
+    assert [bool(t.visible) for t in fig.data] == [t.meta["shift"] == "permute" for t in fig.data]
+    assert {t.meta["condition"] for t in fig.data if t.meta["shift"] == "window"} == {"warm_start"}
+    assert "a study" in fig.layout.title.text and "a block of 2 epoch(s)" in fig.layout.title.text
+    mean = _one(fig, shift="window", condition="warm_start", metric="train_return", role="mean")
+    for x, y in zip(mean.x, mean.y):  # drawn as stored: the mean over seeds, no smoothing
+        want = np.mean([float(window[(window.condition == "warm_start") & (window.seed == s)
+                                     & (window.epoch == int(x))].train_return.iloc[0]) for s in SEEDS])
+        assert y == pytest.approx(want, rel=1e-5)
+    with pytest.raises(ValueError, match="shift"):
+        plots.study_curves_figure(permute.drop(columns="shift"))
+
+
 # --------------------------------------------------------------------------------------------------- caption
 def _manifest(condition: str, seeds, preset="book", epochs=300):
     return {"configs": [pl.RunConfig(condition=condition, seed=s, preset=preset, epochs_per_round=epochs)
