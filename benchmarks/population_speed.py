@@ -8,8 +8,13 @@ paper-scale gridworld grid (3 shifts × 11 conditions × 5 seeds).
     python benchmarks/population_speed.py                    # sizes 1, 5, 15, 45 on the CPU
     python benchmarks/population_speed.py --sizes 15 --epochs 10 --device cuda
     python benchmarks/population_speed.py --profile 15       # where the time of one population goes
+    python benchmarks/population_speed.py --processes 2 --threads 1   # as `plasticity-lab sweep --workers 2
+                                                                     # --threads 1` trains a study
 
-Each population size runs in its own process, so its peak memory is its own.
+Each population size runs in its own process, so its peak memory is its own. With ``--processes P``, P
+populations of each size train at the same time in P processes of ``--threads`` threads each (how a sweep's
+workers share the machine): the row is their combined throughput and memory, and the large matmul it is compared
+with runs on P × threads threads.
 """
 
 from __future__ import annotations
@@ -141,12 +146,31 @@ def profile(members: int, epochs: int, device: str, threads: int) -> None:
     print(events.table(sort_by="self_cpu_time_total", row_limit=12))
 
 
+def _combined(rows: list[dict]) -> dict:
+    """Populations trained at the same time, as one: their throughputs and memory add up."""
+    if len(rows) == 1:
+        return rows[0]
+    members = sum(r["members"] for r in rows)
+    agent_epochs_per_s = sum(r["members"] / r["s_per_population_epoch"] for r in rows)
+    return {
+        "members": members,
+        "label": f"{len(rows)}×{rows[0]['members']}",
+        "s_per_population_epoch": max(r["s_per_population_epoch"] for r in rows),
+        "s_per_agent_epoch": 1 / agent_epochs_per_s,
+        "collect_share": sum(r["collect_share"] for r in rows) / len(rows),
+        "gflops": sum(r["gflops"] for r in rows),
+        "peak_memory_mb": sum(r["peak_memory_mb"] for r in rows),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="1,5,15,45")
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2, help="threads per process")
+    parser.add_argument("--processes", type=int, default=1,
+                        help="populations of each size trained at the same time, one per process")
     parser.add_argument("--profile", type=int, default=None, metavar="MEMBERS",
                         help="instead of the table, profile a population of this size and print where time goes")
     parser.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
@@ -160,17 +184,23 @@ def main() -> None:
 
     import torch
 
-    torch.set_num_threads(args.threads)
+    if args.processes < 1 or args.threads < 1:
+        parser.error(f"--processes and --threads must be at least 1; got {args.processes} and {args.threads}")
+    torch.set_num_threads(args.threads * args.processes)
     peak = matmul_gflops(args.device)
     rows = []
     for size in [int(s) for s in args.sizes.split(",")]:
-        out = subprocess.run([sys.executable, __file__, "--one", str(size), "--epochs", str(args.epochs),
-                              "--device", args.device, "--threads", str(args.threads)],
-                             capture_output=True, text=True, check=True)
-        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        command = [sys.executable, __file__, "--one", str(size), "--epochs", str(args.epochs),
+                   "--device", args.device, "--threads", str(args.threads)]
+        workers = [subprocess.Popen(command, stdout=subprocess.PIPE, text=True) for _ in range(args.processes)]
+        outputs = [w.communicate()[0] for w in workers]
+        if any(w.returncode for w in workers):
+            raise SystemExit(f"a benchmark process for {size} members failed")
+        rows.append(_combined([json.loads(o.strip().splitlines()[-1]) for o in outputs]))
     peak_after = matmul_gflops(args.device)
     peak = max(peak, peak_after)
-    print(f"device={args.device} threads={args.threads} torch={torch.__version__}")
+    print(f"device={args.device} processes={args.processes} threads per process={args.threads} "
+          f"torch={torch.__version__}")
     print(f"large matmul (2048², float32): {peak:.1f} GFLOP/s;  one agent-epoch = {FLOP_PER_AGENT_EPOCH / 1e9:.2f} GFLOP "
           f"of matrix products computed ({NOMINAL_FLOP_PER_AGENT_EPOCH / 1e9:.2f} if the backward is counted as 2× "
           "the forward)")
@@ -181,10 +211,12 @@ def main() -> None:
         per_agent = r["s_per_agent_epoch"]
         run_h = per_agent * r["members"] * PAPER_EPOCHS / 3600  # one population of this size, paper scale
         grid_h = per_agent * PAPER_EPOCHS * GRID_RUNS / 3600
-        print(f"{r['members']:>7} {r['s_per_population_epoch']:>11.3f} {per_agent:>13.4f} {0.27 / per_agent:>17.1f}× "
+        print(f"{r.get('label', r['members']):>7} {r['s_per_population_epoch']:>11.3f} {per_agent:>13.4f} "
+              f"{0.27 / per_agent:>17.1f}× "
               f"{r['gflops']:>8.1f} {100 * r['gflops'] / peak:>10.1f}% {100 * r['collect_share']:>8.0f}% "
               f"{r['peak_memory_mb']:>8.0f} {run_h:>13.1f} {grid_h:>14.1f}")
-    print("paper run = one population of that size trained for 10 × 5 000 epochs; "
+    print("paper run = one population of that size (with --processes P: P populations at once) trained for "
+          "10 × 5 000 epochs; "
           f"paper grid = {GRID_RUNS} runs at that population's per-agent speed.")
 
 
