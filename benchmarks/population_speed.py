@@ -58,14 +58,14 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def one(members: int, epochs: int, device: str, threads: int) -> dict:
-    import resource
-
+def _paper_population(members: int, device: str, threads: int):
+    """A population of ``members`` fresh agents at the paper's settings (11 episodes per epoch, a pool of 100
+    permuted levels), its environments and a random generator."""
     import torch
 
     from plasticity_lab.envs.population import GridworldPopulation
     from plasticity_lab.nets import NetworkSpec
-    from plasticity_lab.ppo import Population, collect_episodes
+    from plasticity_lab.ppo import Population
     from plasticity_lab.shifts import distribution
 
     torch.set_num_threads(threads)
@@ -74,6 +74,17 @@ def one(members: int, epochs: int, device: str, threads: int) -> dict:
     dists = [distribution("permute", seed, 1, pool_size=100) for seed in range(members)]
     env.set_distributions([d.train_levels for d in dists], [d.mapping for d in dists])
     generator = torch.Generator(device=device).manual_seed(0)
+    return population, env, generator
+
+
+def one(members: int, epochs: int, device: str, threads: int) -> dict:
+    import resource
+
+    import torch
+
+    from plasticity_lab.ppo import collect_episodes
+
+    population, env, generator = _paper_population(members, device, threads)
     collect_time = update_time = 0.0
     for epoch in range(epochs + 2):  # two warm-up epochs
         _sync(device)
@@ -115,17 +126,9 @@ def profile(members: int, epochs: int, device: str, threads: int) -> None:
     import torch
     from torch.profiler import ProfilerActivity, profile as torch_profile
 
-    from plasticity_lab.envs.population import GridworldPopulation
-    from plasticity_lab.nets import NetworkSpec
-    from plasticity_lab.ppo import Population, collect_episodes
-    from plasticity_lab.shifts import distribution
+    from plasticity_lab.ppo import collect_episodes
 
-    torch.set_num_threads(threads)
-    population = Population(NetworkSpec(), list(range(members)), device=device)
-    env = GridworldPopulation(members, 11, device=device)
-    dists = [distribution("permute", seed, 1, pool_size=100) for seed in range(members)]
-    env.set_distributions([d.train_levels for d in dists], [d.mapping for d in dists])
-    generator = torch.Generator(device=device).manual_seed(0)
+    population, env, generator = _paper_population(members, device, threads)
     for _ in range(2):
         population.update(collect_episodes(population, env, generator), generator)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith("cuda") else [])

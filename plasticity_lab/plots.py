@@ -593,6 +593,21 @@ def _top(title: str | None, base: int, above: int = 0) -> int:
     return base + above + (len(_wrap(title)) * _TITLE_LINE_PX + 14 if title else 0)
 
 
+def _group_menu(fig: go.Figure, owner: Sequence[str], groups: Sequence[str], label=str,
+                axis_title: bool = False, pad: int = 0) -> dict:
+    """A dropdown that shows one group of traces at a time: ``owner[i]`` is the group of ``fig.data[i]``; the first
+    group starts visible. With ``axis_title`` each entry also sets the y-axis title to its label."""
+    for trace, group in zip(fig.data, owner):
+        trace.visible = group == groups[0]
+    def args(group):
+        visible = {"visible": [o == group for o in owner]}
+        return [visible, {"yaxis.title.text": label(group)}] if axis_title else [visible]
+
+    buttons = [dict(label=label(g), method="update", args=args(g)) for g in groups]
+    return dict(type="dropdown", buttons=buttons, active=0, direction="down", showactive=True,
+                x=0, xanchor="left", y=1, yanchor="bottom", pad=dict(b=pad))
+
+
 def study_caption(source, study: str | None = None) -> str:
     """One line saying which runs produced a figure, for its title or caption — e.g. ``"study:
     gridworld-permute-warm-vs-reset — gridworld, permute; warm_start, reset_all; preset book (10 rounds × 300
@@ -705,15 +720,9 @@ def study_curves_figure(curves: pd.DataFrame, metrics: Sequence[str] = ("train_r
         else:
             fig.add_traces(list(one.data))
         owner += [shift] * len(one.data)
-    for trace, shift in zip(fig.data, owner):
-        trace.visible = shift == shifts[0]
-    buttons = [dict(label=shift, method="update", args=[{"visible": [o == shift for o in owner]}])
-               for shift in shifts]
     top = fig.layout.margin.t + 40
     fig.update_layout(margin=dict(t=top), height=fig.layout.height + 40,
-                      updatemenus=[dict(type="dropdown", buttons=buttons, active=0, direction="down",
-                                        showactive=True, x=0, xanchor="left", y=1, yanchor="bottom",
-                                        pad=dict(b=top - 40))])
+                      updatemenus=[_group_menu(fig, owner, shifts, pad=top - 40)])
     return fig
 
 
@@ -849,18 +858,12 @@ def diagnostics_figure(df: pd.DataFrame, metrics: Sequence[str] | None = None,
             _band_and_mean(fig, _over_seeds(values[values["condition"] == cond], "epoch", band), cond,
                            colors[cond], metric, band)
             owner += [metric] * (len(fig.data) - before)
-    for trace, metric in zip(fig.data, owner):
-        trace.visible = metric == metrics[0]
-    buttons = [dict(label=_label(m), method="update",
-                    args=[{"visible": [o == m for o in owner]}, {"yaxis.title.text": _label(m)}])
-               for m in metrics]
     _shift_lines(fig, df)
     fig.update_layout(
         template=TEMPLATE, height=440 + _top(title, 70), xaxis_title="epoch (dotted lines: shifts)",
         yaxis_title=_label(metrics[0]), title=_title(title), margin=dict(l=70, r=20, t=_top(title, 70), b=90),
         legend=dict(orientation="h", yanchor="bottom", y=0, yref="container", x=0),
-        updatemenus=[dict(type="dropdown", buttons=buttons, active=0, direction="down", showactive=True,
-                          x=0, xanchor="left", y=1, yanchor="bottom", pad=dict(b=_top(title, 8)))])
+        updatemenus=[_group_menu(fig, owner, metrics, _label, axis_title=True, pad=_top(title, 8))])
     return fig
 
 
@@ -1024,19 +1027,14 @@ def round_means_figure(rounds: pd.DataFrame, metrics: Sequence[str] | None = Non
                                colors[cond], metric, band, row=1, col=j + 1, showlegend=j == 0,
                                hover_x=f"{shift}, round")
                 owner += [metric] * (len(fig.data) - before)
-    for trace, metric in zip(fig.data, owner):
-        trace.visible = metric == metrics[0]
-    buttons = [dict(label=_label(m), method="update",
-                    args=[{"visible": [o == m for o in owner]}, {"yaxis.title.text": _label(m)}])
-               for m in metrics]
     fig.update_xaxes(dtick=1, title_text="round")
     top = _top(title, 70, above=30)
     fig.update_layout(
         template=TEMPLATE, height=400 + top, yaxis_title=_label(metrics[0]), title=_title(title, above=30),
         margin=dict(l=70, r=20, t=top, b=90),
         legend=dict(orientation="h", yanchor="bottom", y=0, yref="container", x=0),
-        updatemenus=[dict(type="dropdown", buttons=buttons, active=0, direction="down", showactive=True,
-                          x=0, xanchor="left", y=1, yanchor="bottom", pad=dict(b=_top(title, 8, above=30)))])
+        updatemenus=[_group_menu(fig, owner, metrics, _label, axis_title=True,
+                                 pad=_top(title, 8, above=30))])
     return fig
 
 
