@@ -431,9 +431,17 @@ def shift_rounds_figure(seed: int = 0, rounds: int = 10, pool_size: int = 10, le
 # :func:`plasticity_lab.results.read_run`) with several conditions and seeds: one line per condition (the mean over
 # seeds) and a band for the spread between seeds. They assume one environment and one shift per table.
 
-#: One colour per condition; other conditions take the colours of a fixed palette in order of appearance.
-CONDITION_COLORS = {"warm_start": "#e6550d", "reset_all": "#3182bd"}
-_PALETTE = ("#31a354", "#756bb1", "#e7298a", "#66a61e", "#a6761d", "#17becf", "#bcbd22", "#8c564b")
+#: One colour per condition, the same in every figure of the book; its order is the default order of the
+#: conditions in a figure. Other conditions (and coefficient values) take the colours of a fixed palette in order
+#: of appearance, skipping those of the conditions shown beside them.
+CONDITION_COLORS = {
+    "warm_start": "#e6550d", "reset_all": "#3182bd", "reset_final": "#17becf", "shrink_perturb": "#31a354",
+    "injection": "#8c564b", "l2": "#e6ab02", "regen_l2": "#e7298a", "regen_w2": "#bcbd22",
+    "soft_shrink_perturb": "#756bb1", "redo": "#d62728", "layernorm": "#7f7f7f", "crelu": "#66a61e",
+    "soft_shrink_perturb+layernorm": "#000000",
+}
+_PALETTE = ("#31a354", "#756bb1", "#e7298a", "#66a61e", "#a6761d", "#17becf", "#bcbd22", "#8c564b", "#d62728",
+            "#1b9e77", "#e6ab02", "#7f7f7f")
 #: Axis labels of the per-epoch columns (a column not listed is labelled with its own name).
 METRIC_LABELS = {
     "train_return": "train return",
@@ -456,10 +464,10 @@ def _label(column: str) -> str:
 
 
 def _condition_colors(conditions: Sequence[str]) -> dict[str, str]:
-    colors, spare = {}, iter(_PALETTE * (1 + len(conditions) // len(_PALETTE)))
-    for c in conditions:
-        colors[c] = CONDITION_COLORS.get(c) or next(spare)
-    return colors
+    taken = {CONDITION_COLORS[c] for c in conditions if c in CONDITION_COLORS}
+    free = [c for c in _PALETTE if c not in taken] or list(_PALETTE)
+    spare = iter(free * (1 + len(conditions) // len(free)))
+    return {c: CONDITION_COLORS.get(c) or next(spare) for c in conditions}
 
 
 def _rgba(hex_color: str, alpha: float) -> str:
@@ -1154,8 +1162,7 @@ def condition_summary_figure(runs: pd.DataFrame, conditions: Sequence[str] | Non
     if not conditions:
         raise ValueError(f"none of the conditions are in the table; present: {present}")
     shifts = list(pd.unique(runs["shift"]))
-    spare = iter(["#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#9467bd", "#ff7f0e"] * 3)
-    colors = {c: CONDITION_COLORS.get(c) or next(spare) for c in conditions}
+    colors = _condition_colors(conditions)
     at = runs.attrs.get("at", "mean")
     what = "mean over rounds 2..R" if at == "mean" else "last round"
     fig = make_subplots(rows=2, cols=len(shifts), shared_yaxes="rows", horizontal_spacing=0.04,

@@ -371,3 +371,21 @@ def test_study_caption_lists_settings_that_differ_and_takes_run_configs():
         plots.study_caption([])
     with pytest.raises(ValueError, match="configs"):
         plots.study_caption([{"seeds": [0]}])
+
+
+# ------------------------------------------------------------------------------------------- colours
+def test_every_condition_has_its_own_colour_in_every_figure():
+    from plasticity_lab.conditions import CONDITIONS
+
+    # each single condition, and the paper's best combination, has a fixed colour of its own
+    named = [*CONDITIONS, "soft_shrink_perturb+layernorm"]
+    assert set(named) <= set(plots.CONDITION_COLORS)
+    assert len(set(plots.CONDITION_COLORS.values())) == len(plots.CONDITION_COLORS)
+    # the same colour whatever else a figure shows
+    alone = plots._condition_colors(["redo"])
+    beside = plots._condition_colors(["warm_start", "layernorm", "redo"])
+    assert alone["redo"] == beside["redo"] == plots.CONDITION_COLORS["redo"]
+    # a name without a fixed colour never takes the colour of a condition shown beside it
+    for known in named:
+        colors = plots._condition_colors([known, "perturb=1e-05", "perturb=0.0001"])
+        assert len(set(colors.values())) == 3, (known, colors)
