@@ -36,6 +36,7 @@ __all__ = [
     "STATISTICS",
     "UNITS",
     "aggregate_ci",
+    "analysis_points",
     "condition_ttests",
     "diagnostic_correlations",
     "diagnostics_glm",
@@ -452,6 +453,26 @@ def _points(
     return s.reset_index(drop=True), [k for k in keys if k not in ("shift", "condition", "seed")], ycol
 
 
+def analysis_points(
+    df: pd.DataFrame,
+    split: str = "train",
+    at: str = "final",
+    unit: str = "condition",
+    conditions: Sequence[str] | None = None,
+    diagnostics: Sequence[str] = DIAGNOSTICS,
+    window: int | None = None,
+    offset: int | None = None,
+    by: Sequence[str] = DEFAULT_BY,
+) -> pd.DataFrame:
+    """The points that :func:`diagnostic_correlations` and :func:`diagnostics_glm` fit: one row per shift x
+    condition (``unit="condition"``, means over seeds) or per run (``unit="seed"``), with the run-identity
+    columns, ``normalised_<split>_return`` and the diagnostics.  Arguments as in :func:`diagnostics_glm`.
+    """
+    points, _, _ = _points(df, split, at, unit, conditions, diagnostics, window, offset, by, "analysis_points")
+    points.attrs.update(at=at, split=split, unit=unit)
+    return points
+
+
 def diagnostic_correlations(
     df: pd.DataFrame,
     at: str = "final",
@@ -588,6 +609,7 @@ def aggregate_ci(
     value: str | None = None,
     group: str | Sequence[str] = "condition",
     backend: str = "auto",
+    strata: str | None = None,
 ) -> pd.DataFrame:
     """Point estimate and percentile-bootstrap CI of an aggregate statistic, per condition.
 
@@ -602,6 +624,12 @@ def aggregate_ci(
     seeded with ``seed`` (``default_rng`` for scipy; for rliable, whose resampling draws from NumPy's global
     legacy generator, the global state is seeded for the call and restored afterwards), so a condition's CI
     does not depend on which other conditions are passed and the caller's global RNG is left untouched.  Fewer than 2 values give NaN CI.
+
+    ``strata`` (a DataFrame column, e.g. ``"shift"``) pools the runs of several tasks the way rliable does: the
+    statistic is taken over every run of every task at once, and the bootstrap resamples runs *within* each task
+    (a stratified bootstrap: rliable's ``StratifiedBootstrap`` over a runs × tasks matrix, or
+    ``scipy.stats.bootstrap`` with one sample per task, each resampled on its own).  rliable needs the same
+    number of runs in every task.
     Returns columns ``<group>, statistic, estimate, ci_low, ci_high, n``; ``.attrs['backend']`` says which
     library ran.
     """
@@ -612,16 +640,24 @@ def aggregate_ci(
     if int(reps) < 1:
         raise ValueError(f"reps must be >= 1, got {reps}")
     gcols = [group] if isinstance(group, str) else list(group)
+    if strata is not None and not isinstance(values_by_condition, pd.DataFrame):
+        raise ValueError("aggregate_ci with strata= needs a DataFrame with that column")
     if isinstance(values_by_condition, pd.DataFrame):
         if value is None:
             raise ValueError("aggregate_ci with a DataFrame needs value= (the column to aggregate)")
-        _require_columns(values_by_condition, gcols + [value], "aggregate_ci")
+        _require_columns(values_by_condition, gcols + [value] + ([strata] if strata else []), "aggregate_ci")
+
+        def samples(g: pd.DataFrame) -> list[np.ndarray]:
+            if strata is None:
+                return [g[value].to_numpy(float)]
+            return [t[value].to_numpy(float) for _, t in g.groupby(strata, sort=True)]
+
         items = [
-            (k, g[value].to_numpy(float))
+            (k, samples(g))
             for k, g in values_by_condition.groupby(gcols if len(gcols) > 1 else gcols[0], sort=False)
         ]
     elif isinstance(values_by_condition, Mapping):
-        items = [(k, np.asarray(v, dtype=float).ravel()) for k, v in values_by_condition.items()]
+        items = [(k, [np.asarray(v, dtype=float).ravel()]) for k, v in values_by_condition.items()]
     else:
         raise ValueError(
             f"aggregate_ci expects a mapping condition -> values or a DataFrame, got {type(values_by_condition).__name__}"
@@ -632,20 +668,26 @@ def aggregate_ci(
         raise ValueError("backend='rliable' requested but rliable does not import; valid here: ('auto', 'scipy')")
 
     rows = []
-    for key, x in items:
-        x = x[np.isfinite(x)]
+    for key, parts in items:
+        parts = [x[np.isfinite(x)] for x in parts]
+        parts = [x for x in parts if len(x)]
+        x = np.concatenate(parts) if parts else np.array([])
         est, lo, hi = np.nan, np.nan, np.nan
         if len(x):
             est = float(_SCIPY_STATS[statistic](x, axis=0))
-        if len(x) >= 2:
+        if all(len(part) >= 2 for part in parts) and len(x) >= 2:
             if backend == "rliable":
-                est, lo, hi = _rliable_ci(x, statistic, confidence, int(reps), seed)
+                if len({len(part) for part in parts}) > 1:
+                    raise ValueError(f"aggregate_ci: rliable needs the same number of runs in every stratum; "
+                                     f"{key!r} has {[len(part) for part in parts]} (use backend='scipy')")
+                est, lo, hi = _rliable_ci(np.stack(parts, axis=1), statistic, confidence, int(reps), seed)
             else:
-                lo, hi = _scipy_ci(x, statistic, confidence, int(reps), seed)
+                lo, hi = _scipy_ci(parts, statistic, confidence, int(reps), seed)
         ident = dict(zip(gcols, key if isinstance(key, tuple) else (key,)))
         rows.append({**ident, "statistic": statistic, "estimate": est, "ci_low": lo, "ci_high": hi, "n": len(x)})
     out = pd.DataFrame(rows, columns=gcols + ["statistic", "estimate", "ci_low", "ci_high", "n"])
-    out.attrs.update(backend=backend, confidence=confidence, reps=int(reps), seed=seed, method="percentile")
+    out.attrs.update(backend=backend, confidence=confidence, reps=int(reps), seed=seed, method="percentile",
+                     strata=strata)
     return out
 
 
@@ -656,12 +698,17 @@ def _iqm(x, axis=0):
 _SCIPY_STATS = {"iqm": _iqm, "mean": np.mean, "median": np.median}
 
 
-def _scipy_ci(x: np.ndarray, statistic: str, confidence: float, reps: int, seed) -> tuple[float, float]:
+def _scipy_ci(parts: list[np.ndarray], statistic: str, confidence: float, reps: int, seed) -> tuple[float, float]:
+    """``parts``: one sample per stratum, each resampled on its own (``paired=False``); the statistic is taken
+    over all of them together."""
+    def pooled(*samples, axis=-1):
+        return _SCIPY_STATS[statistic](np.concatenate(samples, axis=axis), axis=axis)
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # degenerate samples (all equal) warn; the interval is still returned
         res = stats.bootstrap(
-            (x,),
-            _SCIPY_STATS[statistic],
+            tuple(parts),
+            pooled,
             n_resamples=reps,
             confidence_level=confidence,
             method="percentile",
@@ -673,6 +720,7 @@ def _scipy_ci(x: np.ndarray, statistic: str, confidence: float, reps: int, seed)
 
 
 def _rliable_ci(x: np.ndarray, statistic: str, confidence: float, reps: int, seed) -> tuple[float, float, float]:
+    """``x``: a runs × tasks matrix; runs are resampled within each task."""
     from rliable import library as rly
     from rliable import metrics
 
@@ -687,7 +735,7 @@ def _rliable_ci(x: np.ndarray, statistic: str, confidence: float, reps: int, see
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # arch's FutureWarning about RandomState
             point, interval = rly.get_interval_estimates(
-                {"x": x.reshape(-1, 1)},  # (num_runs, num_tasks=1)
+                {"x": x},  # (num_runs, num_tasks)
                 lambda s: np.array([agg(s)]),
                 method="percentile",
                 reps=reps,

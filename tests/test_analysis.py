@@ -400,6 +400,43 @@ def test_aggregate_ci_mean_median_and_dataframe(backend):
         assert (t["ci_low"] <= t["estimate"]).all() and (t["estimate"] <= t["ci_high"]).all()
 
 
+@pytest.mark.parametrize("backend", ["scipy", "rliable"])
+def test_aggregate_ci_strata_resample_runs_within_each_task(backend):
+    if backend == "rliable" and not A.rliable_available():
+        pytest.skip("rliable not importable")
+    # Two tasks whose runs agree within each task: every stratified resample holds three runs of each, so the
+    # mean is always (0 + 10) / 2 = 5 and the interval collapses onto it; resampling the six runs as one pool
+    # draws unbalanced mixes, and its interval is wide.
+    df = pd.DataFrame({"condition": "x", "shift": ["a"] * 3 + ["b"] * 3, "v": [0.0] * 3 + [10.0] * 3})
+    kwargs = dict(statistic="mean", value="v", reps=1000, seed=0, backend=backend)
+    stratified = A.aggregate_ci(df, strata="shift", **kwargs).iloc[0]
+    pooled = A.aggregate_ci(df, **kwargs).iloc[0]
+    assert stratified["estimate"] == pooled["estimate"] == pytest.approx(5.0)
+    assert stratified["ci_low"] == pytest.approx(5.0) and stratified["ci_high"] == pytest.approx(5.0)
+    assert pooled["ci_high"] - pooled["ci_low"] > 3.0
+    assert stratified["n"] == 6
+    # IQM over all runs of all tasks at once (rliable's aggregate_iqm): the middle half of the pooled values
+    rng = np.random.default_rng(3)
+    tasks = pd.DataFrame({"condition": "y", "shift": np.repeat(["a", "b", "c"], 4),
+                          "v": np.concatenate([rng.normal(m, 1.0, 4) for m in (0.0, 5.0, 20.0)])})
+    iqm = A.aggregate_ci(tasks, strata="shift", value="v", reps=500, backend=backend).iloc[0]
+    assert iqm["estimate"] == pytest.approx(hand_iqm(tasks["v"]))
+    assert iqm["ci_low"] <= iqm["estimate"] <= iqm["ci_high"]
+
+
+def test_aggregate_ci_strata_bad_input():
+    with pytest.raises(ValueError, match="strata= needs a DataFrame"):
+        A.aggregate_ci({"a": [1.0, 2.0]}, strata="shift")
+    df = pd.DataFrame({"condition": "x", "v": [1.0, 2.0, 3.0]})
+    with pytest.raises(ValueError, match="shift"):
+        A.aggregate_ci(df, value="v", strata="shift")
+    if A.rliable_available():
+        uneven = pd.DataFrame({"condition": "x", "shift": ["a", "a", "b", "b", "b"], "v": [1.0, 2, 3, 4, 5]})
+        with pytest.raises(ValueError, match=r"same number of runs.*\[2, 3\]"):
+            A.aggregate_ci(uneven, value="v", strata="shift", backend="rliable")
+        assert A.aggregate_ci(uneven, value="v", strata="shift", backend="scipy", reps=200)["n"].iloc[0] == 5
+
+
 def test_aggregate_ci_leaves_global_rng_alone():
     np.random.seed(123)
     expected = np.random.random_sample(3)
