@@ -62,11 +62,12 @@ def _one_env(table: pd.DataFrame, what: str) -> None:
 def regression_panels(df: pd.DataFrame, split: str = "train", at: str = "final",
                       conditions: Sequence[str] | None = None,
                       diagnostics: Sequence[str] = analysis.DIAGNOSTICS, title: str | None = None,
-                      n_boot: int = 1000, seed: int = 0) -> Figure:
+                      n_boot: int = 1000, seed: int = 0, columns: int = 3) -> Figure:
     """One panel per diagnostic: normalised reward against it over the shift × condition points (means over seeds,
     coloured by shift), with the least-squares line and its 95 % bootstrap band (``seaborn.regplot``, ``n_boot``
     resamples of the points drawn from ``seed``). Each panel's title gives R² and Pearson p of
-    :func:`~plasticity_lab.analysis.diagnostic_correlations`, in bold where p < 0.05 (the paper's bold).
+    :func:`~plasticity_lab.analysis.diagnostic_correlations`, in bold where p < 0.05 (the paper's bold). The
+    panels fill rows of ``columns``; a free cell in the last row holds the legend.
 
     ``df`` is a per-epoch table or a run summary; ``split``, ``at`` and ``conditions`` as in
     :func:`~plasticity_lab.analysis.diagnostic_correlations`.
@@ -78,10 +79,16 @@ def regression_panels(df: pd.DataFrame, split: str = "train", at: str = "final",
     fits = analysis.diagnostic_correlations(df, at=at, conditions=conditions, diagnostics=diagnostics,
                                             split=split).set_index("diagnostic")
     y = f"normalised_{split}_return"
-    shifts = list(pd.unique(points["shift"])) if "shift" in points.columns else []
-    fig = PanelFigure(figsize=(3.0 * len(diagnostics) + 0.6, 3.6), layout="constrained")
+    present = list(pd.unique(points["shift"])) if "shift" in points.columns else []
+    shifts = [s for s in SHIFT_COLORS if s in present] + [s for s in present if s not in SHIFT_COLORS]
+    if isinstance(columns, bool) or not isinstance(columns, int) or columns < 1:
+        raise ValueError(f"columns must be a positive integer; got {columns!r}")
+    columns = min(columns, len(diagnostics))
+    rows = -(-len(diagnostics) // columns)
+    fig = PanelFigure(figsize=(2.6 * columns + 0.4, 2.5 * rows + 0.6), layout="constrained")
     with sns.axes_style(_STYLE):
-        axes = fig.subplots(1, len(diagnostics), sharey=True, squeeze=False)[0]
+        grid = fig.subplots(rows, columns, sharey=True, squeeze=False).ravel()
+    axes, spare = grid[:len(diagnostics)], grid[len(diagnostics):]
     for i, (ax, diagnostic) in enumerate(zip(axes, diagnostics)):
         data = points[[diagnostic, y, *(["shift"] if shifts else [])]].dropna()
         fit = fits.loc[diagnostic]
@@ -97,12 +104,18 @@ def regression_panels(df: pd.DataFrame, split: str = "train", at: str = "final",
                         palette={s: SHIFT_COLORS.get(s, "#333333") for s in shifts} if shifts else None,
                         legend=i == 0 and bool(shifts))
         ax.set_xlabel(_short(diagnostic))
-        ax.set_ylabel(_short(y) if i == 0 else "")
+        ax.set_ylabel(_short(y) if i % columns == 0 else "")
         ax.axhline(0, color="#999999", linewidth=0.8, linestyle=":", zorder=0)
+    for ax in spare:
+        ax.axis("off")
     if shifts:
-        axes[0].legend(title="shift", fontsize=8, title_fontsize=8, loc="best")
+        handles, labels = axes[0].get_legend_handles_labels()
+        axes[0].get_legend().remove()
+        where = spare[0] if len(spare) else axes[0]
+        where.legend(handles, labels, title="shift", fontsize=8, title_fontsize=8,
+                     loc="center" if len(spare) else "best")
     what = "last round" if at == "final" else "mean over rounds 2..R"
-    heading = f"{_short(y)} ({what}) against each diagnostic; one point per shift × condition ({len(points)})"
+    heading = f"{_short(y)} ({what}) against each diagnostic,\none point per shift × condition ({len(points)})"
     fig.suptitle(heading if title is None else f"{title}\n{heading}", fontsize=10)
     return fig
 

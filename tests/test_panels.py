@@ -49,8 +49,9 @@ def _pearson(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 def test_regression_panels_show_each_diagnostics_points_and_fit():
     runs = _runs()
     fig = panels.regression_panels(runs, split="train")
-    axes = fig.axes
-    assert len(axes) == len(DIAGNOSTICS)
+    assert len(fig.axes) == 6  # two rows of three: five diagnostics, and the legend in the free cell
+    axes, spare = fig.axes[:5], fig.axes[5]
+    assert not spare.axison and [t.get_text() for t in spare.get_legend().get_texts()] == list(SHIFTS)
     means = runs.groupby(["shift", "condition"])[["normalised_train_return", *DIAGNOSTICS]].mean()
     y = means["normalised_train_return"].to_numpy()
     for ax, diagnostic in zip(axes, DIAGNOSTICS):
