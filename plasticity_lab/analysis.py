@@ -629,7 +629,7 @@ def aggregate_ci(
     statistic is taken over every run of every task at once, and the bootstrap resamples runs *within* each task
     (a stratified bootstrap: rliable's ``StratifiedBootstrap`` over a runs × tasks matrix, or
     ``scipy.stats.bootstrap`` with one sample per task, each resampled on its own).  rliable needs the same
-    number of runs in every task.
+    number of runs in every task: ``backend="auto"`` uses scipy when they differ.
     Returns columns ``<group>, statistic, estimate, ci_low, ci_high, n``; ``.attrs['backend']`` says which
     library ran.
     """
@@ -662,15 +662,16 @@ def aggregate_ci(
         raise ValueError(
             f"aggregate_ci expects a mapping condition -> values or a DataFrame, got {type(values_by_condition).__name__}"
         )
+    items = [(key, [x for x in (part[np.isfinite(part)] for part in parts) if len(x)]) for key, parts in items]
     if backend == "auto":
-        backend = "rliable" if rliable_available() else "scipy"
+        # rliable takes a runs × tasks matrix: strata of unequal sizes go to scipy
+        even = all(len({len(part) for part in parts}) <= 1 for _, parts in items)
+        backend = "rliable" if rliable_available() and even else "scipy"
     elif backend == "rliable" and not rliable_available():
         raise ValueError("backend='rliable' requested but rliable does not import; valid here: ('auto', 'scipy')")
 
     rows = []
     for key, parts in items:
-        parts = [x[np.isfinite(x)] for x in parts]
-        parts = [x for x in parts if len(x)]
         x = np.concatenate(parts) if parts else np.array([])
         est, lo, hi = np.nan, np.nan, np.nan
         if len(x):

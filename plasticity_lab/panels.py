@@ -178,17 +178,14 @@ def interval_estimates_panel(runs: pd.DataFrame,
             raise ValueError(f"condition(s) {absent} are not in the table; present: {present}")
     colors = _condition_colors(conditions)
     subset = runs[runs["condition"].isin(conditions)]
-    # several shifts are several tasks: pool their runs, resample within each (rliable needs equal counts)
+    # several shifts are several tasks: pool their runs, resample within each
     strata = "shift" if "shift" in subset.columns and subset["shift"].nunique() > 1 else None
-    backend = "auto"
-    if strata and subset.groupby(["condition", strata]).size().groupby(level=0).nunique().max() > 1:
-        backend = "scipy"
     fig = PanelFigure(figsize=(4.2 * len(values) + 1.6, 0.42 * len(conditions) + 1.4), layout="constrained")
     with sns.axes_style(_STYLE):
         axes = fig.subplots(1, len(values), sharey=True, squeeze=False)[0]
     for ax, value in zip(axes, values):
         table = analysis.aggregate_ci(subset, statistic=statistic, confidence=confidence, reps=reps, seed=seed,
-                                      value=value, strata=strata, backend=backend)
+                                      value=value, strata=strata)
         table = table.set_index("condition").reindex(conditions)
         rows = np.arange(len(conditions))
         for row, condition in zip(rows, conditions):

@@ -1,5 +1,6 @@
 """The paper's tables for a stored study, as text: normalised reward, t-tests against reset-all, the paper's
-conclusions checked one by one (PROTOCOL §7), per-diagnostic correlations and the GLM (PROTOCOL §6).
+conclusions checked one by one (PROTOCOL §7), per-diagnostic correlations and the GLM (PROTOCOL §6) — and,
+beyond the paper, interquartile means with stratified bootstrap intervals per condition.
 ``plasticity-lab report data/<study>`` prints :func:`report`."""
 
 from __future__ import annotations
@@ -24,6 +25,28 @@ def reward_table(results: Results, at: str = "mean") -> pd.DataFrame:
         out[f"{split} mean"] = grouped[column].mean()
         out[f"{split} std"] = grouped[column].std(ddof=1)
     return out.reset_index()
+
+
+def interval_table(results: Results, at: str = "mean", reps: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Per env × condition, the interquartile mean of each run's normalised reward (train and test) over all of its
+    runs, with a 95 % bootstrap interval that resamples runs within each shift
+    (:func:`~plasticity_lab.analysis.aggregate_ci` with ``strata="shift"``)."""
+    runs = results.runs(at)
+    tables = []
+    for env, part in runs.groupby("env", sort=True) if "env" in runs.columns else [(None, runs)]:
+        strata = "shift" if "shift" in part.columns and part["shift"].nunique() > 1 else None
+        merged = None
+        for split in _SPLITS:
+            ci = analysis.aggregate_ci(part, value=f"normalised_{split}_return", reps=reps, seed=seed,
+                                       strata=strata)
+            ci = ci.rename(columns={"estimate": f"{split} IQM", "ci_low": f"{split} low",
+                                    "ci_high": f"{split} high"})[["condition", "n", f"{split} IQM",
+                                                                   f"{split} low", f"{split} high"]]
+            merged = ci if merged is None else merged.merge(ci.drop(columns="n"), on="condition")
+        tables.append(merged.assign(env=env) if env is not None else merged)
+    out = pd.concat(tables, ignore_index=True)
+    first = ["env"] if "env" in out.columns else []
+    return out[first + [c for c in out.columns if c not in first]].rename(columns={"n": "runs"})
 
 
 def _section(title: str, body: str) -> str:
@@ -75,6 +98,9 @@ def report(study: str | Results, at: str = "mean", fit_at: str = "final", baseli
     for env in sorted(runs["env"].unique()):
         text.append(_section(f"The paper's conclusions (PROTOCOL §7) against this study ({env}, at={at})",
                              _claims_text(runs[runs["env"] == env])))
+    text.append(_section(f"Beyond the paper: interquartile mean of normalised reward per condition, 95 % bootstrap "
+                         f"interval resampling runs within each shift (at={at})",
+                         _safe(lambda: interval_table(results, at))))
     for split in _SPLITS:
         text.append(_section(f"Correlations of normalised {split} reward with each diagnostic (at={fit_at}, "
                              "shift × condition means)",

@@ -435,6 +435,7 @@ def test_aggregate_ci_strata_bad_input():
         with pytest.raises(ValueError, match=r"same number of runs.*\[2, 3\]"):
             A.aggregate_ci(uneven, value="v", strata="shift", backend="rliable")
         assert A.aggregate_ci(uneven, value="v", strata="shift", backend="scipy", reps=200)["n"].iloc[0] == 5
+        assert A.aggregate_ci(uneven, value="v", strata="shift", reps=200).attrs["backend"] == "scipy"
 
 
 def test_aggregate_ci_leaves_global_rng_alone():

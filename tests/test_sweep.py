@@ -157,6 +157,20 @@ def test_report_prints_the_paper_tables(small_study, capsys):
     assert "The paper's conclusions (PROTOCOL §7)" in out
     assert "[not testable] Reset-final can be worse than doing nothing." in out
     assert out.count("[not testable]") == 6
+    # beyond the paper: the interquartile mean of each condition's runs, inside its interval
+    from scipy import stats
+
+    from plasticity_lab.report import interval_table
+
+    table = interval_table(results, reps=200).set_index("condition")
+    runs = results.runs()
+    for condition in ("warm_start", "reset_all"):
+        values = runs.loc[runs["condition"] == condition, "normalised_test_return"].to_numpy()
+        row = table.loc[condition]
+        assert row["runs"] == len(values) == 3
+        assert row["test IQM"] == pytest.approx(stats.trim_mean(values, 0.25))  # 3 runs: trims none
+        assert row["test low"] <= row["test IQM"] <= row["test high"]
+    assert "Beyond the paper: interquartile mean" in out
 
 
 def test_rerun_skips_stored_populations_and_refuses_a_different_sweep(small_study, monkeypatch):
