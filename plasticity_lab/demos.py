@@ -42,7 +42,8 @@ Stored studies and figures
 * :func:`random_walk_observations` — inputs to evaluate a network on.
 * :func:`study_path` — where the book looks up a stored study (``../data``, or the folder named by the environment
   variable ``PLASTICITY_LAB_STUDY_DIR``).
-* :func:`load_study` — a stored study, or ``None`` while it is still being computed.
+* :func:`load_study` — a stored study, or ``None`` while it is still being computed (on Colab, downloaded
+  from the repository first).
 * :func:`study_section`, :class:`StudySection` — what a chapter's section on a stored study can show of a study
   that may hold only some of its conditions so far, and the note that says so.
 * :func:`compare_conditions`, :func:`tally` — t-tests of conditions against warm-start and reset-all, counted.
@@ -532,14 +533,34 @@ def study_path(name: str, default: str | Path = "../data") -> Path:
     return Path(os.environ.get(STUDY_DIR_VARIABLE) or default) / name
 
 
-def load_study(path: str | Path):
+def load_study(path: str | Path, fetch: bool | None = None):
     """A stored study (:func:`plasticity_lab.load_results`), or ``None`` while it is still being computed: when
-    the folder does not exist yet, or holds no finished population yet. A damaged study still raises."""
-    from .results import load_results
+    the folder does not exist yet, or holds no finished population yet. A damaged study still raises.
+
+    Where the folder does not exist and ``fetch`` is true — by default only on Colab, which opens a chapter
+    without the repository — the study is downloaded once into ``data/<name>`` of the working folder
+    (:func:`plasticity_lab.results.fetch_study`) and loaded from there; a failed download prints why and gives
+    ``None``.
+    """
+    import sys
+
+    from .results import fetch_study, load_results
 
     path = Path(path)
     if not path.is_dir():
-        return None
+        if fetch is None:
+            fetch = "google.colab" in sys.modules
+        if not fetch:
+            return None
+        local = Path("data") / path.name
+        if not local.is_dir():
+            try:
+                fetch_study(path.name, local)
+            except OSError as error:
+                print(f"the stored study {path.name} could not be downloaded ({error}); "
+                      "its results are on the book's web pages")
+                return None
+        path = local
     try:
         return load_results(path)
     except ValueError as error:

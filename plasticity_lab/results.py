@@ -319,6 +319,56 @@ def load_results(path: str | Path) -> Results:
     return Results(path, tables, manifest, [p[1] for p in parts])
 
 
+#: Where the repository's stored studies can be downloaded from (its ``data/`` folder on GitHub); the environment
+#: variable ``PLASTICITY_LAB_DATA_URL`` names another place (any URL ``urllib`` opens, ``file://`` included).
+DATA_URL = "https://raw.githubusercontent.com/plasticity-lab/plasticity-lab/main/data"
+DATA_URL_VARIABLE = "PLASTICITY_LAB_DATA_URL"
+
+
+def fetch_study(name: str, dest: str | Path, base_url: str | None = None, timeout: float = 60) -> Path:
+    """Download the stored study ``name`` — its manifest and the manifest and tables of every population the
+    manifest lists as finished — from ``base_url/name`` (default: :data:`DATA_URL`, or the URL in
+    ``$PLASTICITY_LAB_DATA_URL``) into the folder ``dest``, and return ``dest``.
+
+    For a notebook opened without the repository (on Colab). The files land in a temporary folder beside ``dest``
+    that is renamed into place once every file has arrived, so a failed download leaves nothing behind; it raises
+    the ``OSError`` (e.g. ``urllib.error.URLError``) that stopped it. An existing ``dest`` is refused.
+    """
+    import shutil
+    import tempfile
+    import urllib.request
+
+    if not name or "/" in name or "\\" in name or name in (".", ".."):
+        raise ValueError(f"study name {name!r} must be a single folder name, e.g. 'gridworld-book'")
+    dest = Path(dest)
+    if dest.exists():
+        raise ValueError(f"{dest} exists already; fetch_study writes only new folders")
+    base = (base_url or os.environ.get(DATA_URL_VARIABLE) or DATA_URL).rstrip("/") + f"/{name}"
+
+    def get(relative: str, into: Path) -> bytes:
+        with urllib.request.urlopen(f"{base}/{relative}", timeout=timeout) as response:
+            data = response.read()
+        target = into / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+        return data
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}."))
+    try:
+        manifest = json.loads(get("manifest.json", staging))
+        if "sweep" not in manifest:
+            raise ValueError(f"{base}/manifest.json is not the manifest of a sweep study")
+        for population in manifest.get("populations", {}):
+            for file in ("manifest.json", *(f"{table}.parquet" for table in TABLES)):
+                get(f"populations/{population}/{file}", staging)
+        os.replace(staging, dest)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return dest
+
+
 def _load_population(folder: Path) -> tuple[dict[str, pd.DataFrame], dict]:
     manifest = _read_manifest(folder / "manifest.json")
     return {name: _read_parquet(folder / f"{name}.parquet") for name in TABLES}, manifest

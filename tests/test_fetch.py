@@ -1,0 +1,75 @@
+"""A notebook opened alone (on Colab) downloads a stored study: tested against a file:// copy of data/."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from plasticity_lab import demos
+from plasticity_lab.results import DATA_URL_VARIABLE, fetch_study, load_results
+
+DATA = Path(__file__).resolve().parent.parent / "data"
+STUDY = "gridworld-soft-sp-coefficients"  # a small sweep study stored in the repository
+
+
+def test_fetch_study_downloads_exactly_the_stored_study(tmp_path):
+    dest = fetch_study(STUDY, tmp_path / "data" / STUDY, base_url=DATA.as_uri())
+    fetched, stored = load_results(dest), load_results(DATA / STUDY)
+    pd.testing.assert_frame_equal(fetched.curves, stored.curves)
+    pd.testing.assert_frame_equal(fetched.rounds, stored.rounds)
+    for at in ("mean", "final"):
+        pd.testing.assert_frame_equal(fetched.runs(at), stored.runs(at))
+    assert fetched.manifest == stored.manifest and fetched.populations == stored.populations
+    # every file of the stored study, byte for byte
+    files = sorted(p.relative_to(DATA / STUDY) for p in (DATA / STUDY).rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(dest) for p in dest.rglob("*") if p.is_file())
+    assert all((dest / f).read_bytes() == (DATA / STUDY / f).read_bytes() for f in files)
+    assert sorted(p.name for p in tmp_path.joinpath("data").iterdir()) == [STUDY]  # no staging folder left
+
+
+def test_a_failed_download_leaves_nothing_behind(tmp_path):
+    broken = tmp_path / "mirror"
+    shutil.copytree(DATA / STUDY, broken / STUDY)
+    next((broken / STUDY / "populations").glob("*/runs_final.parquet")).unlink()
+    with pytest.raises(OSError):
+        fetch_study(STUDY, tmp_path / "out" / STUDY, base_url=broken.as_uri())
+    assert list((tmp_path / "out").iterdir()) == []
+    with pytest.raises(ValueError, match="single folder name"):
+        fetch_study("../etc", tmp_path / "x", base_url=broken.as_uri())
+    (tmp_path / "there").mkdir()
+    with pytest.raises(ValueError, match="exists already"):
+        fetch_study(STUDY, tmp_path / "there", base_url=broken.as_uri())
+
+
+def test_load_study_downloads_only_where_asked(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(DATA_URL_VARIABLE, DATA.as_uri())
+    missing = tmp_path / "elsewhere" / STUDY  # as ../data/<study> is missing in a notebook opened alone
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("load_study must not download outside Colab")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(urllib.request, "urlopen", no_network)
+        assert demos.load_study(missing) is None  # not on Colab: nothing fetched
+    monkeypatch.setitem(sys.modules, "google.colab", object())  # on Colab
+    results = demos.load_study(missing)
+    assert results is not None and results.path == Path("data") / STUDY
+    pd.testing.assert_frame_equal(results.rounds, load_results(DATA / STUDY).rounds)
+    # a second call loads the copy already there
+    with monkeypatch.context() as patch:
+        patch.setattr(urllib.request, "urlopen", no_network)
+        assert demos.load_study(missing) is not None
+
+
+def test_load_study_reports_a_failed_download_and_shows_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(DATA_URL_VARIABLE, (tmp_path / "no-such-mirror").as_uri())
+    assert demos.load_study(tmp_path / "missing" / STUDY, fetch=True) is None
+    assert "could not be downloaded" in capsys.readouterr().out
+    assert not (tmp_path / "data" / STUDY).exists()
