@@ -5,6 +5,7 @@
     plasticity-lab run --env gridworld --shift permute --condition warm_start,reset_all --seeds 0-4 --preset smoke
     plasticity-lab sweep sweeps/gridworld-book.toml --workers 2     # a grid, stored as data/<study>/, resumable
     plasticity-lab report data/gridworld-book                        # the paper's tables for a stored study
+    plasticity-lab fetch gridworld-book                              # a stored study from the repository
     plasticity-lab conditions
 
 ``run`` trains one population per condition (all seeds × shifts of a condition train together), shows a
@@ -71,6 +72,12 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--at", default="mean", help="run summary for rewards and t-tests: mean (rounds 2..R) or final")
     report.add_argument("--fit-at", default="final", help="run summary for correlations and the GLM: final or mean")
     report.add_argument("--baseline", default="reset_all", help="the condition the t-tests compare against")
+
+    fetch = sub.add_parser("fetch", help="download a stored study from the repository's data/ (without a checkout)")
+    fetch.add_argument("study", help="the study's name, e.g. gridworld-book")
+    fetch.add_argument("--root", default="data", help="folder to put it in (default: data)")
+    fetch.add_argument("--url", default=None, help="where the studies are (default: the repository's data/ on "
+                                                   "GitHub, or $PLASTICITY_LAB_DATA_URL)")
 
     sub.add_parser("conditions", help="list the conditions and their coefficients")
     return parser
@@ -162,6 +169,18 @@ def _report(args) -> int:
     return 0
 
 
+def _fetch(args) -> int:
+    from .results import fetch_study, load_results
+
+    try:
+        folder = fetch_study(args.study, Path(args.root) / args.study, base_url=args.url)
+    except OSError as error:
+        print(f"plasticity-lab: could not download {args.study}: {error}", file=sys.stderr)
+        return 1
+    print(f"{load_results(folder)!r}\nstored in {folder}/ (plasticity-lab report {folder})")
+    return 0
+
+
 def _conditions() -> int:
     for name, cls in CONDITIONS.items():
         params = cls().parameters()
@@ -174,7 +193,7 @@ def _conditions() -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        commands = {"run": _run, "sweep": _sweep, "report": _report}
+        commands = {"run": _run, "sweep": _sweep, "report": _report, "fetch": _fetch}
         if args.command in commands:
             return commands[args.command](args)
         return _conditions()

@@ -73,3 +73,18 @@ def test_load_study_reports_a_failed_download_and_shows_nothing(tmp_path, monkey
     assert demos.load_study(tmp_path / "missing" / STUDY, fetch=True) is None
     assert "could not be downloaded" in capsys.readouterr().out
     assert not (tmp_path / "data" / STUDY).exists()
+
+
+def test_fetch_command_stores_a_study_and_refuses_to_overwrite_it(tmp_path, capsys):
+    from plasticity_lab.cli import main
+
+    args = ["fetch", STUDY, "--root", str(tmp_path), "--url", DATA.as_uri()]
+    assert main(args) == 0
+    assert f"stored in {tmp_path / STUDY}/" in capsys.readouterr().out
+    pd.testing.assert_frame_equal(load_results(tmp_path / STUDY).rounds, load_results(DATA / STUDY).rounds)
+    before = sorted(p.stat().st_mtime_ns for p in (tmp_path / STUDY).rglob("*"))
+    assert main(args) == 2  # one clear error, nothing rewritten
+    assert "exists already" in capsys.readouterr().err
+    assert sorted(p.stat().st_mtime_ns for p in (tmp_path / STUDY).rglob("*")) == before
+    assert main(["fetch", "no-such-study", "--root", str(tmp_path), "--url", DATA.as_uri()]) == 1
+    assert "could not download no-such-study" in capsys.readouterr().err
