@@ -75,8 +75,10 @@ def regression_panels(df: pd.DataFrame, split: str = "train", at: str = "final",
     _one_env(df, "regression_panels")
     if not diagnostics:
         raise ValueError("regression_panels needs at least one diagnostic")
-    points = analysis.analysis_points(df, split=split, at=at, conditions=conditions, diagnostics=diagnostics)
-    fits = analysis.diagnostic_correlations(df, at=at, conditions=conditions, diagnostics=diagnostics,
+    # a per-epoch table is summarised once, for the points and the fits alike
+    summary = analysis._summary(df, at, None, None, analysis.DEFAULT_BY, "regression_panels")
+    points = analysis.analysis_points(summary, split=split, at=at, conditions=conditions, diagnostics=diagnostics)
+    fits = analysis.diagnostic_correlations(summary, at=at, conditions=conditions, diagnostics=diagnostics,
                                             split=split).set_index("diagnostic")
     y = f"normalised_{split}_return"
     present = list(pd.unique(points["shift"])) if "shift" in points.columns else []
