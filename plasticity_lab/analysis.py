@@ -40,6 +40,7 @@ __all__ = [
     "condition_ttests",
     "diagnostic_correlations",
     "diagnostics_glm",
+    "interaction_test",
     "normalised_reward",
     "readout_defaults",
     "round_readout",
@@ -410,6 +411,72 @@ def condition_ttests(
     cols = gkeys + ["condition", "split", "t", "p", "dof", "mean", "baseline_mean", "n", "n_baseline"]
     out = pd.DataFrame(rows, columns=cols)
     out.attrs.update(baseline=baseline, at=at, sign="t < 0 means the condition beats the baseline")
+    return out
+
+
+def interaction_test(
+    df_or_summary: pd.DataFrame,
+    first: str = "soft_shrink_perturb",
+    second: str = "layernorm",
+    neither: str = "warm_start",
+    at: str = "mean",
+    window: int | None = None,
+    offset: int | None = None,
+    by: Sequence[str] = DEFAULT_BY,
+) -> pd.DataFrame:
+    """A 2 × 2 ablation of two conditions that combine with ``+``: does ``first+second`` do better (or worse) than
+    the two gains of ``first`` and ``second`` over ``neither`` added up?
+
+    Per (env, shift) — and any extra identity column — and per split, the per-seed normalised rewards of the four
+    cells (``neither``, ``first``, ``second``, ``first+second``) are fitted by ordinary least squares
+    (``statsmodels.api.OLS``) on a constant, an indicator of ``first``, one of ``second`` and their product. The
+    product's coefficient is the interaction contrast ``both − first − second + neither`` of the cell means, and
+    its t-test (pooled within-cell variance, ``dof = n − 4``) is the two-way ANOVA's test of interaction.
+    Positive: the combination does better than the sum of the separate gains; 0: the gains simply add up.
+
+    Columns: identity (minus seed), ``split``, the four cell means (named by their conditions), ``interaction,
+    std_err, t, p, dof, n``. A group missing a cell, or with no residual degrees of freedom, gets NaN
+    ``std_err``, ``t`` and ``p``.
+    """
+    import statsmodels.api as sm
+
+    both = f"{first}+{second}"
+    cells = (neither, first, second, both)
+    s = _summary(df_or_summary, at, window, offset, by, "interaction_test")
+    _require_columns(s, ["condition", "seed", "normalised_train_return", "normalised_test_return"],
+                     "interaction_test")
+    present = set(s["condition"])
+    missing = [c for c in cells if c not in present]
+    if missing:
+        raise ValueError(
+            f"interaction_test needs the conditions {list(cells)}; missing: {missing}; "
+            f"conditions present: {tuple(pd.unique(s['condition']))!r}"
+        )
+    s = s[s["condition"].isin(cells)]
+    gkeys = [c for c in _keys(s, by) if c not in ("condition", "seed")]
+    rows = []
+    groups = s.groupby(gkeys, dropna=False, sort=True) if gkeys else [((), s)]
+    for gval, g in groups:
+        gval = gval if isinstance(gval, tuple) else (gval,)
+        for split in SPLITS:
+            col = f"normalised_{split}_return"
+            d = g[["condition", col]].dropna()
+            means = {c: float(d.loc[d["condition"] == c, col].mean()) for c in cells}
+            row = {**dict(zip(gkeys, gval)), "split": split, **means,
+                   "interaction": means[both] - means[first] - means[second] + means[neither],
+                   "std_err": np.nan, "t": np.nan, "p": np.nan, "dof": len(d) - 4, "n": len(d)}
+            has_first = d["condition"].isin((first, both)).to_numpy(float)
+            has_second = d["condition"].isin((second, both)).to_numpy(float)
+            if len(d) > 4 and all((d["condition"] == c).any() for c in cells):
+                X = np.column_stack([np.ones(len(d)), has_first, has_second, has_first * has_second])
+                fit = sm.OLS(d[col].to_numpy(float), X).fit()
+                row.update(interaction=float(fit.params[3]), std_err=float(fit.bse[3]),
+                           t=float(fit.tvalues[3]), p=float(fit.pvalues[3]))
+            rows.append(row)
+    cols = gkeys + ["split", *cells, "interaction", "std_err", "t", "p", "dof", "n"]
+    out = pd.DataFrame(rows, columns=cols)
+    out.attrs.update(at=at, first=first, second=second, neither=neither,
+                     sign="interaction > 0 means the combination beats the sum of the separate gains")
     return out
 
 

@@ -1005,28 +1005,21 @@ def apply_after_steps(population: Population, condition: str | Condition, steps:
 def two_by_two(runs: pd.DataFrame, first: str = "soft_shrink_perturb", second: str = "layernorm",
                neither: str = "warm_start") -> pd.DataFrame:
     """A 2 × 2 ablation of two conditions that combine: the mean normalised reward (over seeds) of ``neither``,
-    ``first`` alone, ``second`` alone and ``first+second``, per shift and split, and ``interaction`` =
+    ``first`` alone, ``second`` alone and ``first+second``, per shift and split; ``interaction`` =
     both − first − second + neither (0 when the two effects simply add up; positive when together they do better
-    than the sum of their separate gains over ``neither``).
+    than the sum of their separate gains over ``neither``), with the ``t`` and ``p`` of its test
+    (:func:`plasticity_lab.analysis.interaction_test`, the two-way ANOVA's test of interaction on the per-seed
+    values).
 
     ``runs`` is a run summary (a stored study's ``runs(at)`` or :func:`plasticity_lab.analysis.run_summary`);
     every one of the four conditions must be in it.
     """
-    both = f"{first}+{second}"
-    cells = {"neither": neither, "first": first, "second": second, "both": both}
-    missing = [c for c in cells.values() if c not in set(runs["condition"])]
-    if missing:
-        raise ValueError(f"two_by_two needs the conditions {list(cells.values())}; missing: {missing}")
-    rows = []
-    for shift in pd.unique(runs["shift"]):
-        part = runs[runs["shift"] == shift]
-        for split in ("train", "test"):
-            column = f"normalised_{split}_return"
-            means = {key: float(part.loc[part["condition"] == name, column].mean()) for key, name in cells.items()}
-            rows.append({"shift": shift, "split": split, neither: means["neither"], first: means["first"],
-                         second: means["second"], both: means["both"],
-                         "interaction": means["both"] - means["first"] - means["second"] + means["neither"]})
-    return pd.DataFrame(rows).set_index(["shift", "split"])
+    from .analysis import interaction_test
+
+    tests = interaction_test(runs, first, second, neither)
+    index = [k for k in ("env", "shift") if k in tests.columns and (k != "env" or tests["env"].nunique() > 1)]
+    columns = [neither, first, second, f"{first}+{second}", "interaction", "t", "p"]
+    return tests.set_index(index + ["split"])[columns]
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -101,6 +101,9 @@ def report(study: str | Results, at: str = "mean", fit_at: str = "final", baseli
     text.append(_section(f"Beyond the paper: interquartile mean of normalised reward per condition, 95 % bootstrap "
                          f"interval resampling runs within each shift (at={at})",
                          _safe(lambda: interval_table(results, at))))
+    text.append(_section(f"Beyond the paper: soft shrink+perturb and LayerNorm apart and together, mean normalised "
+                         f"reward and the interaction's test (positive = better than the two gains added; at={at})",
+                         _safe(lambda: analysis.interaction_test(runs, at=at))))
     for split in _SPLITS:
         text.append(_section(f"Correlations of normalised {split} reward with each diagnostic (at={fit_at}, "
                              "shift × condition means)",

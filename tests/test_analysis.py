@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 from plasticity_lab import analysis as A
 
@@ -501,3 +503,73 @@ def test_module_imports_no_torch_or_plotting():
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+# --------------------------------------------------------------------------------------------- interaction_test
+def _two_by_two_runs(values):
+    rows = []
+    for shift, cells in values.items():
+        for condition, seeds in cells.items():
+            for seed, v in enumerate(seeds):
+                rows.append({"env": "gridworld", "shift": shift, "condition": condition, "seed": seed,
+                             "normalised_train_return": v, "normalised_test_return": 2 * v})
+    return pd.DataFrame(rows)
+
+
+def test_interaction_test_by_hand():
+    # cells (two seeds each): neither {0, 0.2}, first {1, 1}, second {0.5, 0.7}, both {3, 3}
+    runs = _two_by_two_runs({"permute": {
+        "warm_start": (0.0, 0.2), "soft_shrink_perturb": (1.0, 1.0), "layernorm": (0.5, 0.7),
+        "soft_shrink_perturb+layernorm": (3.0, 3.0)}})
+    table = A.interaction_test(runs).set_index("split")
+    # contrast of the cell means: 3 − 1 − 0.6 + 0.1
+    assert table.loc["train", "interaction"] == pytest.approx(1.5)
+    # pooled within-cell variance: (0.02 + 0 + 0.02 + 0) / (8 − 4) = 0.01; SE = sqrt(0.01 · (1/2 · 4)) = sqrt(0.02)
+    se = math.sqrt(0.02)
+    assert table.loc["train", "std_err"] == pytest.approx(se)
+    assert table.loc["train", "t"] == pytest.approx(1.5 / se)
+    assert table.loc["train", "dof"] == 4
+    assert table.loc["train", "p"] == pytest.approx(2 * stats.t.sf(1.5 / se, 4))
+    # the test split doubles every value: same t, twice the contrast
+    assert table.loc["test", "interaction"] == pytest.approx(3.0)
+    assert table.loc["test", "t"] == pytest.approx(1.5 / se)
+
+
+def test_interaction_test_additive_effects_give_zero():
+    # each cell = neither + gain(first) + gain(second) exactly, seed noise identical across cells
+    noise = (-0.1, 0.05, 0.05)
+    cells = {"warm_start": 0.0, "soft_shrink_perturb": 0.4, "layernorm": -0.3,
+             "soft_shrink_perturb+layernorm": 0.1}
+    runs = _two_by_two_runs({"window": {c: tuple(m + e for e in noise) for c, m in cells.items()}})
+    table = A.interaction_test(runs)
+    assert table["interaction"].abs().max() < 1e-12
+    assert (table["p"] > 0.999).all()
+
+
+def test_interaction_test_unbalanced_matches_anova():
+    # unequal cells: the interaction's t² equals the F of the 1-df interaction term in a two-way ANOVA on the
+    # same data (computed independently from residual sums of squares of the full and the additive model)
+    rng = np.random.default_rng(0)
+    sizes = {"warm_start": 5, "soft_shrink_perturb": 4, "layernorm": 5, "soft_shrink_perturb+layernorm": 3}
+    runs = _two_by_two_runs({"expand": {c: tuple(rng.normal(i * 0.3, 1.0, n)) for i, (c, n) in
+                                        enumerate(sizes.items())}})
+    table = A.interaction_test(runs).set_index("split")
+    d = runs.copy()
+    y = d["normalised_train_return"].to_numpy()
+    a = d["condition"].isin(["soft_shrink_perturb", "soft_shrink_perturb+layernorm"]).to_numpy(float)
+    b = d["condition"].isin(["layernorm", "soft_shrink_perturb+layernorm"]).to_numpy(float)
+    full_rss = sum(((y[d["condition"] == c] - y[d["condition"] == c].mean()) ** 2).sum() for c in sizes)
+    X = np.column_stack([np.ones_like(y), a, b])
+    additive_rss = float(np.sum((y - X @ np.linalg.lstsq(X, y, rcond=None)[0]) ** 2))
+    dof = len(y) - 4
+    f = (additive_rss - full_rss) / (full_rss / dof)
+    assert table.loc["train", "t"] ** 2 == pytest.approx(f)
+    assert table.loc["train", "p"] == pytest.approx(stats.f.sf(f, 1, dof))
+    assert table.loc["train", "dof"] == dof
+
+
+def test_interaction_test_names_a_missing_cell():
+    runs = _two_by_two_runs({"permute": {"warm_start": (0, 1), "soft_shrink_perturb": (0, 1),
+                                         "layernorm": (0, 1)}})
+    with pytest.raises(ValueError, match=r"missing: \['soft_shrink_perturb\+layernorm'\]"):
+        A.interaction_test(runs)

@@ -200,6 +200,8 @@ def test_two_by_two_by_hand():
     # both − first − second + neither = 3 − 1 − 0.6 + 0.1
     assert train["interaction"] == pytest.approx(1.5)
     assert table.loc[("permute", "test"), "interaction"] == pytest.approx(-1.5)
+    # its test: pooled within-cell variance (0.02 + 0.02) / 4, SE = sqrt(0.01 · 4/2)
+    assert train["t"] == pytest.approx(1.5 / 0.02 ** 0.5)
     with pytest.raises(ValueError, match="missing"):
         demos.two_by_two(pd.DataFrame(rows[:6]))
 

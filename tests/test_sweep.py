@@ -171,6 +171,9 @@ def test_report_prints_the_paper_tables(small_study, capsys):
         assert row["test IQM"] == pytest.approx(stats.trim_mean(values, 0.25))  # 3 runs: trims none
         assert row["test low"] <= row["test IQM"] <= row["test high"]
     assert "Beyond the paper: interquartile mean" in out
+    # the 2 × 2 ablation needs four conditions this study lacks: the section says which
+    assert "soft shrink+perturb and LayerNorm apart and together" in out
+    assert "(not computed: interaction_test needs the conditions" in out and "missing: ['soft_shrink_perturb'" in out
 
 
 def test_rerun_skips_stored_populations_and_refuses_a_different_sweep(small_study, monkeypatch):
