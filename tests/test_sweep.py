@@ -272,3 +272,28 @@ def test_bad_backend_options_are_rejected(tmp_path):
     with pytest.raises(ValueError, match="workers must be a positive integer; got 0"):
         run_sweep(sweep, root=tmp_path, workers=0)
     assert not (tmp_path / "small").exists()
+
+
+REPO_SWEEPS = Path(__file__).resolve().parents[1] / "sweeps"
+
+
+@pytest.mark.parametrize("path", sorted(REPO_SWEEPS.glob("*.toml")), ids=lambda p: p.stem)
+def test_the_repository_sweep_files_load(path):
+    sweep = Sweep.from_file(path)
+    tasks = sweep.populations()
+    assert tasks and all(task.configs for task in tasks)
+    # every run of the grid is in exactly one population
+    runs = [(c.shift, c.condition, tuple(sorted(c.condition_params.items())), c.seed) for t in tasks for c in t.configs]
+    assert len(runs) == len(set(runs)) == len(sweep.configs())
+
+
+def test_the_book_and_preset_search_sweeps_hold_what_their_files_say():
+    book = Sweep.from_file(REPO_SWEEPS / "gridworld-book.toml").populations()
+    # 12 conditions, one population each of 3 shifts × 5 seeds, at the book preset's 10 × 300 epochs
+    assert len(book) == 12 and {len(t.configs) for t in book} == {15}
+    assert {c.resolved().epochs_per_round for t in book for c in t.configs} == {300}
+    search = Sweep.from_file(REPO_SWEEPS / "gridworld-preset-search-1000.toml").populations()
+    assert sorted(t.configs[0].condition for t in search) == ["reset_all", "warm_start"]
+    assert {(c.shift, c.resolved().epochs_per_round, c.resolved().rounds) for t in search for c in t.configs} == {
+        ("permute", 1000, 10)}
+    assert sorted(c.seed for t in search for c in t.configs) == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
