@@ -115,6 +115,16 @@ def _check_unique(df: pd.DataFrame, keys: list[str]) -> None:
         )
 
 
+def _by_group(df: pd.DataFrame, keys: list[str]):
+    """``(identity dict, rows)`` for each group of ``df`` by ``keys`` (the whole table once when there are none)."""
+    if not keys:
+        yield {}, df
+        return
+    for values, rows in df.groupby(keys, dropna=False, sort=True):
+        values = values if isinstance(values, tuple) else (values,)
+        yield dict(zip(keys, values)), rows
+
+
 def _is_summary(df: pd.DataFrame) -> bool:
     return _SUMMARY_MARKER in df.columns and "epoch_in_round" not in df.columns
 
@@ -376,10 +386,7 @@ def condition_ttests(
         raise ValueError(f"baseline={baseline!r} is not in the table; conditions present: {tuple(conditions)!r}")
     gkeys = [c for c in _keys(s, by) if c not in ("condition", "seed")]
     rows = []
-    groups = s.groupby(gkeys, dropna=False, sort=True) if gkeys else [((), s)]
-    for gval, g in groups:
-        gval = gval if isinstance(gval, tuple) else (gval,)
-        ident = dict(zip(gkeys, gval))
+    for ident, g in _by_group(s, gkeys):
         for split in SPLITS:
             col = f"normalised_{split}_return"
             b = g.loc[g["condition"] == baseline, col].dropna().to_numpy(float)
@@ -455,14 +462,12 @@ def interaction_test(
     s = s[s["condition"].isin(cells)]
     gkeys = [c for c in _keys(s, by) if c not in ("condition", "seed")]
     rows = []
-    groups = s.groupby(gkeys, dropna=False, sort=True) if gkeys else [((), s)]
-    for gval, g in groups:
-        gval = gval if isinstance(gval, tuple) else (gval,)
+    for ident, g in _by_group(s, gkeys):
         for split in SPLITS:
             col = f"normalised_{split}_return"
             d = g[["condition", col]].dropna()
             means = {c: float(d.loc[d["condition"] == c, col].mean()) for c in cells}
-            row = {**dict(zip(gkeys, gval)), "split": split, **means,
+            row = {**ident, "split": split, **means,
                    "interaction": means[both] - means[first] - means[second] + means[neither],
                    "std_err": np.nan, "t": np.nan, "p": np.nan, "dof": len(d) - 4, "n": len(d)}
             has_first = d["condition"].isin((first, both)).to_numpy(float)
@@ -470,8 +475,8 @@ def interaction_test(
             if len(d) > 4 and all((d["condition"] == c).any() for c in cells):
                 X = np.column_stack([np.ones(len(d)), has_first, has_second, has_first * has_second])
                 fit = sm.OLS(d[col].to_numpy(float), X).fit()
-                row.update(interaction=float(fit.params[3]), std_err=float(fit.bse[3]),
-                           t=float(fit.tvalues[3]), p=float(fit.pvalues[3]))
+                # the product's coefficient is the contrast of the cell means already in the row
+                row.update(std_err=float(fit.bse[3]), t=float(fit.tvalues[3]), p=float(fit.pvalues[3]))
             rows.append(row)
     cols = gkeys + ["split", *cells, "interaction", "std_err", "t", "p", "dof", "n"]
     out = pd.DataFrame(rows, columns=cols)
@@ -565,10 +570,7 @@ def diagnostic_correlations(
         df, split, at, "condition", conditions, diagnostics, window, offset, by, "diagnostic_correlations"
     )
     rows = []
-    groups = pts.groupby(gkeys, dropna=False, sort=True) if gkeys else [((), pts)]
-    for gval, g in groups:
-        gval = gval if isinstance(gval, tuple) else (gval,)
-        ident = dict(zip(gkeys, gval))
+    for ident, g in _by_group(pts, gkeys):
         for diag in diagnostics:
             xy = g[[diag, ycol]].dropna()
             x, y = xy[diag].to_numpy(float), xy[ycol].to_numpy(float)
