@@ -1,25 +1,46 @@
 """The search for the `book` preset (data/gridworld-preset-search/README.md): warm-start vs reset-all under
 permute, 5 seeds, 10 rounds, at each epochs-per-round E measured so far. Prints, per E, the paper's t-tests on
 normalised reward (mean over rounds 2..10), the same test on the raw round-mean returns, and per-round means.
+Then, per E and split, the observed effect size (Cohen's d) of the normalised-reward gap, the power of a 5-seed
+t-test to detect an effect that large at the 5 % level, and the seeds per condition that 80 % power would need
+(planning figures: an effect size estimated from 5 seeds is itself noisy and tends to be overstated).
 
     python scripts/preset_search_report.py
 """
+import math
+
 from scipy import stats
+from statsmodels.stats.power import TTestIndPower
 import plasticity_lab as pl
 from plasticity_lab import analysis
 STUDIES = {300: "data/gridworld-permute-warm-vs-reset", 500: "data/gridworld-preset-search/epochs-500"}
-for E, path in STUDIES.items():
+# The book's study holds the same comparison at E = 300 (same preset and seeds, trained in other populations),
+# a replicate of the first row with another shared random stream: the spread between the two shows the noise.
+REPLICATE = ("300, book study", "data/gridworld-book")
+power_rows = []
+for E, path in [*STUDIES.items(), REPLICATE]:
     r = pl.load_results(path)
     runs = r.runs("mean")
+    runs = runs[(runs["shift"] == "permute") & runs["condition"].isin(["warm_start", "reset_all"])]
     t = analysis.condition_ttests(runs, baseline="reset_all")
     print(f"== E={E}: {r.describe()}")
     print(t[["condition","split","t","p","mean","baseline_mean"]].round(4).to_string())
-    rounds = r.rounds[r.rounds["round"] >= 2]
+    rounds_all = r.rounds[(r.rounds["shift"] == "permute") & r.rounds["condition"].isin(["warm_start", "reset_all"])]
+    rounds = rounds_all[rounds_all["round"] >= 2]
     raw = rounds.groupby(["condition", "seed"])[["train_mean", "test_mean", "weight_magnitude", "dead_units"]].mean()
     for col in ["train_mean", "test_mean"]:
         w, b = raw.loc["warm_start", col], raw.loc["reset_all", col]
         tt = stats.ttest_ind(b, w)
         print(f"  raw {col} rounds 2-10: warm {w.mean():.3f}±{w.std():.3f} reset {b.mean():.3f}±{b.std():.3f} t={tt.statistic:.2f} p={tt.pvalue:.4f}")
-    per_round = r.rounds.groupby(["condition","round"])[["normalised_train_return","normalised_test_return","weight_magnitude","dead_units"]].mean().round(3)
+    per_round = rounds_all.groupby(["condition","round"])[["normalised_train_return","normalised_test_return","weight_magnitude","dead_units"]].mean().round(3)
     print(per_round.unstack(0).to_string())
-    print("wall time h:", [round(p.get("wall_time_s",0)/3600,2) for p in r.populations])
+    print("wall time h:", [round(p.get("wall_time_s", 0) / 3600, 2) for p in r.populations
+                           if {c["condition"] for c in p["configs"]} <= {"warm_start", "reset_all"}])
+    for _, row in t.iterrows():
+        d = row["t"] * math.sqrt(1 / row["n"] + 1 / row["n_baseline"])
+        power = TTestIndPower().power(effect_size=d, nobs1=5, alpha=0.05, ratio=1.0)
+        needed = TTestIndPower().solve_power(effect_size=d, power=0.8, alpha=0.05, ratio=1.0) if d > 0 else math.inf
+        power_rows.append((E, row["split"], d, power, needed))
+print("== effect sizes of the normalised-reward gap (warm-start below reset-all > 0)")
+for E, split, d, power, needed in power_rows:
+    print(f"  E={E!s:>16} {split:5}: d = {d:5.2f}, power at 5 seeds = {power:.2f}, seeds for 80 % power = {math.ceil(needed)}")
