@@ -46,6 +46,7 @@ __all__ = [
     "round_readout",
     "rliable_available",
     "run_summary",
+    "ttest_power",
 ]
 
 #: Default run-identity columns (only those present in a table are used).
@@ -418,6 +419,53 @@ def condition_ttests(
     cols = gkeys + ["condition", "split", "t", "p", "dof", "mean", "baseline_mean", "n", "n_baseline"]
     out = pd.DataFrame(rows, columns=cols)
     out.attrs.update(baseline=baseline, at=at, sign="t < 0 means the condition beats the baseline")
+    return out
+
+
+def ttest_power(tests: pd.DataFrame, alpha: float = 0.05, power: float = 0.8) -> pd.DataFrame:
+    """How much the seeds of :func:`condition_ttests` can show: effect sizes, power and seeds needed.
+
+    For each row of a :func:`condition_ttests` table, adds
+
+    * ``effect_size`` — Cohen's d of the gap, recovered from the equal-variance t statistic as
+      ``t · sqrt(1/n + 1/n_baseline)``; the same sign convention as ``t`` (positive: the condition is below the
+      baseline);
+    * ``power`` — the probability that a two-sided test at level ``alpha`` with the row's group sizes rejects
+      when the true effect is ``effect_size`` (``statsmodels``' noncentral-t power);
+    * ``seeds_needed`` — seeds per condition (both groups equal) for a test at level ``alpha`` to reach
+      ``power`` against that effect; NaN where the effect is zero or undefined.
+
+    These are planning figures: an effect size estimated from a handful of seeds is itself noisy, and the power
+    computed from it ("observed power") says nothing the p-value does not. What they do show is how many seeds a
+    study needs to detect an effect of a given size.
+    """
+    from statsmodels.stats.power import TTestIndPower
+
+    for name, value in (("alpha", alpha), ("power", power)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+            raise ValueError(f"invalid {name} {value!r}; it must be a number strictly between 0 and 1")
+    _require_columns(tests, ["t", "n", "n_baseline"], "ttest_power")
+    solver = TTestIndPower()
+    out = tests.copy()
+    d = out["t"].to_numpy(float) * np.sqrt(1 / out["n"].to_numpy(float) + 1 / out["n_baseline"].to_numpy(float))
+    powers, needed = [], []
+    for effect, n, nb in zip(d, out["n"], out["n_baseline"]):
+        if not np.isfinite(effect):
+            powers.append(np.nan)
+            needed.append(np.nan)
+            continue
+        powers.append(float(solver.power(effect_size=abs(effect), nobs1=n, alpha=alpha, ratio=nb / n)))
+        if abs(effect) < 1e-12:
+            needed.append(np.nan)
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            n_needed = solver.solve_power(effect_size=abs(effect), power=power, alpha=alpha, ratio=1.0)
+        needed.append(float(np.ceil(np.asarray(n_needed, float).item())))
+    out["effect_size"] = d
+    out["power"] = powers
+    out["seeds_needed"] = needed
+    out.attrs.update(tests.attrs, alpha=alpha, target_power=power)
     return out
 
 

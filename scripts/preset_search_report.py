@@ -7,10 +7,7 @@ t-test to detect an effect that large at the 5 % level, and the seeds per condit
 
     python scripts/preset_search_report.py
 """
-import math
-
 from scipy import stats
-from statsmodels.stats.power import TTestIndPower
 import plasticity_lab as pl
 from plasticity_lab import analysis
 STUDIES = {300: "data/gridworld-permute-warm-vs-reset", 500: "data/gridworld-preset-search/epochs-500"}
@@ -36,11 +33,8 @@ for E, path in [*STUDIES.items(), REPLICATE]:
     print(per_round.unstack(0).to_string())
     print("wall time h:", [round(p.get("wall_time_s", 0) / 3600, 2) for p in r.populations
                            if {c["condition"] for c in p["configs"]} <= {"warm_start", "reset_all"}])
-    for _, row in t.iterrows():
-        d = row["t"] * math.sqrt(1 / row["n"] + 1 / row["n_baseline"])
-        power = TTestIndPower().power(effect_size=d, nobs1=5, alpha=0.05, ratio=1.0)
-        needed = TTestIndPower().solve_power(effect_size=d, power=0.8, alpha=0.05, ratio=1.0) if d > 0 else math.inf
-        power_rows.append((E, row["split"], d, power, needed))
+    for row in analysis.ttest_power(t).itertuples():
+        power_rows.append((E, row.split, row.effect_size, row.power, row.seeds_needed))
 print("== effect sizes of the normalised-reward gap (warm-start below reset-all > 0)")
 for E, split, d, power, needed in power_rows:
-    print(f"  E={E!s:>16} {split:5}: d = {d:5.2f}, power at 5 seeds = {power:.2f}, seeds for 80 % power = {math.ceil(needed)}")
+    print(f"  E={E!s:>16} {split:5}: d = {d:5.2f}, power at 5 seeds = {power:.2f}, seeds for 80 % power = {needed:.0f}")

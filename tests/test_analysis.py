@@ -213,6 +213,52 @@ def test_ttest_matches_pooled_formula_and_sign():
     assert "reset_all" not in set(out["condition"])
 
 
+# --------------------------------------------------------------------------------------------- ttest_power
+
+
+def test_ttest_power_effect_size_is_cohens_d_with_the_t_sign():
+    base = [0.0, 0.1, -0.1, 0.05, -0.02]
+    worse = [-0.6, -0.4, -0.8, -0.5, -0.3, -0.45]
+    tests = A.ttest_power(A.condition_ttests(summary_table({"reset_all": base, "warm_start": worse})))
+    row = tests[tests["split"] == "train"].iloc[0]
+    b, x = np.asarray(base), np.asarray(worse)
+    pooled_sd = math.sqrt((4 * b.var(ddof=1) + 5 * x.var(ddof=1)) / 9)
+    assert row["effect_size"] == pytest.approx((b.mean() - x.mean()) / pooled_sd)
+    assert row["effect_size"] > 0  # below the baseline, as t
+
+
+@pytest.mark.parametrize("d, seeds", [(0.5, 64), (0.8, 26), (1.0, 17)])
+def test_ttest_power_seeds_needed_match_cohens_table(d, seeds):
+    # Cohen (1988), two-sided alpha = 0.05, power 0.8: n per group for a medium, large and d = 1 effect.
+    n = 5
+    tests = pd.DataFrame({"t": [-d / math.sqrt(2 / n)], "n": [n], "n_baseline": [n]})
+    assert A.ttest_power(tests)["seeds_needed"].iloc[0] == seeds
+
+
+@pytest.mark.parametrize("d, n, nb", [(1.45, 5, 5), (1.0, 4, 6)])
+def test_ttest_power_matches_simulated_rejection_rate(d, n, nb):
+    rng = np.random.default_rng(0)
+    sims = 40_000
+    base = rng.normal(0.0, 1.0, (sims, nb))
+    cond = rng.normal(-d, 1.0, (sims, n))
+    rejected = stats.ttest_ind(base, cond, axis=1).pvalue < 0.05
+    tests = pd.DataFrame({"t": [d / math.sqrt(1 / n + 1 / nb)], "n": [n], "n_baseline": [nb]})
+    assert A.ttest_power(tests)["power"].iloc[0] == pytest.approx(rejected.mean(), abs=0.012)
+
+
+def test_ttest_power_undefined_and_bad_input():
+    tests = pd.DataFrame({"t": [np.nan, 0.0], "n": [5, 5], "n_baseline": [5, 5]})
+    out = A.ttest_power(tests)
+    assert np.isnan(out["power"].iloc[0]) and np.isnan(out["seeds_needed"].iloc[0])
+    assert out["power"].iloc[1] == pytest.approx(0.05) and np.isnan(out["seeds_needed"].iloc[1])
+    with pytest.raises(ValueError, match="invalid alpha 1.5"):
+        A.ttest_power(tests, alpha=1.5)
+    with pytest.raises(ValueError, match="invalid power 0"):
+        A.ttest_power(tests, power=0)
+    with pytest.raises(ValueError, match="n_baseline"):
+        A.ttest_power(tests.drop(columns="n_baseline"))
+
+
 def test_ttest_test_split_uses_test_values_and_groups_by_shift():
     s1 = summary_table({"reset_all": [0, 1, 2], "l2": [1, 2, 3]},
                        test_values={"reset_all": [5, 6, 8], "l2": [0, 1, 1]}, shift="permute")
