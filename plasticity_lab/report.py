@@ -1,6 +1,7 @@
 """The paper's tables for a stored study, as text: normalised reward, t-tests against reset-all, the paper's
 conclusions checked one by one (PROTOCOL §7), per-diagnostic correlations and the GLM (PROTOCOL §6) — and,
-beyond the paper, interquartile means with stratified bootstrap intervals per condition.
+beyond the paper, the power of each t-test, interquartile means with stratified bootstrap intervals per condition
+and the test of soft shrink+perturb's and LayerNorm's interaction.
 ``plasticity-lab report data/<study>`` prints :func:`report`."""
 
 from __future__ import annotations
@@ -93,8 +94,11 @@ def report(study: str | Results, at: str = "mean", fit_at: str = "final", baseli
         text.append(f"training wall time: {wall / 3600:.2f} h")
     text.append(_section(f"Normalised reward (at={at}; negative = plasticity lost)",
                          _safe(lambda: reward_table(results, at))))
-    text.append(_section(f"t-tests against {baseline} (at={at}; negative t = better than {baseline})",
-                         _safe(lambda: analysis.condition_ttests(runs, baseline=baseline, at=at))))
+    text.append(_section(f"t-tests against {baseline} (at={at}; negative t = better than {baseline}); beyond the "
+                         "paper, each gap's effect size d, the test's power against an effect that large and the "
+                         "seeds per condition for 80 % power",
+                         _safe(lambda: analysis.ttest_power(
+                             analysis.condition_ttests(runs, baseline=baseline, at=at)).drop(columns="dof"))))
     for env in sorted(runs["env"].unique()):
         text.append(_section(f"The paper's conclusions (PROTOCOL §7) against this study ({env}, at={at})",
                              _claims_text(runs[runs["env"] == env])))
