@@ -10,7 +10,9 @@ t-test to detect an effect that large at the 5 % level, and the seeds per condit
 from scipy import stats
 import plasticity_lab as pl
 from plasticity_lab import analysis
-STUDIES = {300: "data/gridworld-permute-warm-vs-reset", 500: "data/gridworld-preset-search/epochs-500"}
+STUDIES = {150: "data/gridworld-preset-search/epochs-150",
+           300: "data/gridworld-permute-warm-vs-reset", 500: "data/gridworld-preset-search/epochs-500",
+           1000: "data/gridworld-preset-search/epochs-1000"}
 # The book's study holds the same comparison at E = 300 (same preset and seeds, trained in other populations),
 # a replicate of the first row with another shared random stream: the spread between the two shows the noise.
 REPLICATE = ("300, book study", "data/gridworld-book")
