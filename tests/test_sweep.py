@@ -287,13 +287,22 @@ def test_the_repository_sweep_files_load(path):
     assert len(runs) == len(set(runs)) == len(sweep.configs())
 
 
-def test_the_book_and_preset_search_sweeps_hold_what_their_files_say():
+def test_the_book_sweep_holds_what_its_file_says():
     book = Sweep.from_file(REPO_SWEEPS / "gridworld-book.toml").populations()
     # 12 conditions, one population each of 3 shifts × 5 seeds, at the book preset's 10 × 300 epochs
     assert len(book) == 12 and {len(t.configs) for t in book} == {15}
     assert {c.resolved().epochs_per_round for t in book for c in t.configs} == {300}
-    search = Sweep.from_file(REPO_SWEEPS / "gridworld-preset-search-1000.toml").populations()
+
+
+@pytest.mark.parametrize("name, epochs, seeds", [
+    ("gridworld-preset-search-150", 150, range(5)),
+    ("gridworld-preset-search-200", 200, range(5)),
+    ("gridworld-preset-search-1000", 1000, range(5)),
+    ("gridworld-preset-search-300-seeds-5-9", 300, range(5, 10)),
+])
+def test_the_preset_search_sweeps_hold_what_their_names_say(name, epochs, seeds):
+    search = Sweep.from_file(REPO_SWEEPS / f"{name}.toml").populations()
     assert sorted(t.configs[0].condition for t in search) == ["reset_all", "warm_start"]
     assert {(c.shift, c.resolved().epochs_per_round, c.resolved().rounds) for t in search for c in t.configs} == {
-        ("permute", 1000, 10)}
-    assert sorted(c.seed for t in search for c in t.configs) == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+        ("permute", epochs, 10)}
+    assert sorted(c.seed for t in search for c in t.configs) == sorted([*seeds, *seeds])
