@@ -10,7 +10,7 @@ t-test to detect an effect that large at the 5 % level, and the seeds per condit
 from scipy import stats
 import plasticity_lab as pl
 from plasticity_lab import analysis
-STUDIES = {150: "data/gridworld-preset-search/epochs-150",
+STUDIES = {150: "data/gridworld-preset-search/epochs-150", 200: "data/gridworld-preset-search/epochs-200",
            300: "data/gridworld-permute-warm-vs-reset", 500: "data/gridworld-preset-search/epochs-500",
            1000: "data/gridworld-preset-search/epochs-1000"}
 # The book's study holds the same comparison at E = 300 (same preset and seeds, trained in other populations),
