@@ -40,3 +40,13 @@ for E, path in [*STUDIES.items(), REPLICATE]:
 print("== effect sizes of the normalised-reward gap (warm-start below reset-all > 0)")
 for E, split, d, power, needed in power_rows:
     print(f"  E={E!s:>16} {split:5}: d = {d:5.2f}, power at 5 seeds = {power:.2f}, seeds for 80 % power = {needed:.0f}")
+
+# Ten seeds at E = 300: seeds 0-4 from the first study, seeds 5-9 from their own sweep.
+import pandas as pd  # noqa: E402
+
+ten = pd.concat([pl.load_results(STUDIES[300]).runs("mean"),
+                 pl.load_results("data/gridworld-preset-search/epochs-300-seeds-5-9").runs("mean")])
+print(f"== E=300 with seeds {sorted(int(s) for s in ten['seed'].unique())}")
+ten_tests = analysis.ttest_power(analysis.condition_ttests(ten, baseline="reset_all"))
+print(ten_tests[["condition", "split", "t", "p", "mean", "baseline_mean", "n", "n_baseline", "effect_size",
+                 "power"]].round(4).to_string())
