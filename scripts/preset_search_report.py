@@ -7,24 +7,34 @@ t-test to detect an effect that large at the 5 % level, and the seeds per condit
 
     python scripts/preset_search_report.py
 """
+import pandas as pd
 from scipy import stats
+
 import plasticity_lab as pl
 from plasticity_lab import analysis
+
 STUDIES = {150: "data/gridworld-preset-search/epochs-150", 200: "data/gridworld-preset-search/epochs-200",
            300: "data/gridworld-permute-warm-vs-reset", 500: "data/gridworld-preset-search/epochs-500",
            1000: "data/gridworld-preset-search/epochs-1000"}
 # The book's study holds the same comparison at E = 300 (same preset and seeds, trained in other populations),
 # a replicate of the first row with another shared random stream: the spread between the two shows the noise.
 REPLICATE = ("300, book study", "data/gridworld-book")
+
+
+def comparison(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows of warm-start and reset-all under permute (a study may hold other shifts and conditions)."""
+    return table[(table["shift"] == "permute") & table["condition"].isin(["warm_start", "reset_all"])]
+
+
 power_rows = []
+search_runs = {}
 for E, path in [*STUDIES.items(), REPLICATE]:
     r = pl.load_results(path)
-    runs = r.runs("mean")
-    runs = runs[(runs["shift"] == "permute") & runs["condition"].isin(["warm_start", "reset_all"])]
+    runs = search_runs[E] = comparison(r.runs("mean"))
     t = analysis.condition_ttests(runs, baseline="reset_all")
     print(f"== E={E}: {r.describe()}")
     print(t[["condition","split","t","p","mean","baseline_mean"]].round(4).to_string())
-    rounds_all = r.rounds[(r.rounds["shift"] == "permute") & r.rounds["condition"].isin(["warm_start", "reset_all"])]
+    rounds_all = comparison(r.rounds)
     rounds = rounds_all[rounds_all["round"] >= 2]
     raw = rounds.groupby(["condition", "seed"])[["train_mean", "test_mean", "weight_magnitude", "dead_units"]].mean()
     for col in ["train_mean", "test_mean"]:
@@ -42,10 +52,8 @@ for E, split, d, power, needed in power_rows:
     print(f"  E={E!s:>16} {split:5}: d = {d:5.2f}, power at 5 seeds = {power:.2f}, seeds for 80 % power = {needed:.0f}")
 
 # Ten seeds at E = 300: seeds 0-4 from the first study, seeds 5-9 from their own sweep.
-import pandas as pd  # noqa: E402
-
-ten = pd.concat([pl.load_results(STUDIES[300]).runs("mean"),
-                 pl.load_results("data/gridworld-preset-search/epochs-300-seeds-5-9").runs("mean")])
+ten = pd.concat([search_runs[300],
+                 comparison(pl.load_results("data/gridworld-preset-search/epochs-300-seeds-5-9").runs("mean"))])
 print(f"== E=300 with seeds {sorted(int(s) for s in ten['seed'].unique())}")
 ten_tests = analysis.ttest_power(analysis.condition_ttests(ten, baseline="reset_all"))
 print(ten_tests[["condition", "split", "t", "p", "mean", "baseline_mean", "n", "n_baseline", "effect_size",
