@@ -98,7 +98,7 @@ def report(study: str | Results, at: str = "mean", fit_at: str = "final", baseli
                          "paper, each gap's effect size d, the test's power against an effect that large and the "
                          "seeds per condition for 80 % power",
                          _safe(lambda: analysis.ttest_power(
-                             analysis.condition_ttests(runs, baseline=baseline, at=at)).drop(columns="dof"))))
+                             analysis.condition_ttests(runs, baseline=baseline, at=at)))))
     for env in sorted(runs["env"].unique()):
         text.append(_section(f"The paper's conclusions (PROTOCOL §7) against this study ({env}, at={at})",
                              _claims_text(runs[runs["env"] == env])))
