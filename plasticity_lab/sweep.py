@@ -267,6 +267,28 @@ def check_study(study: Path, sweep: Sweep) -> None:
         changed = sorted(k for k in set(stored) | set(sweep.to_dict()) if stored.get(k) != sweep.to_dict().get(k))
         raise ValueError(f"{study} was made by a different sweep (differs in {', '.join(changed)}); "
                          f"give this sweep another study name")
+    _check_stored_runs(study, sweep)
+
+
+def _check_stored_runs(study: Path, sweep: Sweep) -> None:
+    """Refuse a study whose stored runs the same sweep file no longer produces: a preset's scale or a condition's
+    defaults changed since it was made, and new runs would be mixed with the old ones."""
+    expected = {task.name for task in sweep.populations()}
+    stored = sorted(p for p in (study / "populations").glob("*/manifest.json") if p.parent.name not in expected)
+    if not stored:
+        return
+    then = _read_manifest(stored[0])["configs"][0]
+    key = (then["env"], then["shift"], then["condition"], then["seed"])
+    now = next((c.resolved().to_dict() for c in sweep.configs() if (c.env, c.shift, c.condition, c.seed) == key),
+               None)
+    if now is None:
+        detail = f"its run {'/'.join(map(str, key))} is not in this sweep"
+    else:
+        changed = sorted(k for k in set(then) | set(now) if then.get(k) != now.get(k))
+        detail = ", ".join(f"{k}: stored {then.get(k)!r}, now {now.get(k)!r}" for k in changed)
+    raise ValueError(f"{study} holds {len(stored)} population(s) that this sweep no longer produces ({detail}); "
+                     f"a preset or a condition's defaults changed since it was made. Give this sweep another study "
+                     f"name or --out")
 
 
 def run_sweep(sweep: Sweep, root: str | Path = "data", out: str | Path | None = None, backend: str = "local",

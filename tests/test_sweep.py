@@ -189,6 +189,19 @@ def test_rerun_skips_stored_populations_and_refuses_a_different_sweep(small_stud
     assert _digest(folder / "populations") == before
 
 
+def test_a_study_made_before_its_preset_changed_is_refused_not_mixed(small_study, monkeypatch):
+    """The same sweep file after a preset moved would form new populations beside the stored ones."""
+    from plasticity_lab import config
+
+    folder, _ = small_study
+    before = _digest(folder / "populations")
+    monkeypatch.setitem(config.PRESETS["smoke"], "pool_size", 5)
+    with pytest.raises(ValueError, match="holds 2 population\\(s\\) that this sweep no longer produces "
+                                         "\\(pool_size: stored 10, now 5\\)"):
+        run_sweep(Sweep.from_dict(SMALL), root=folder.parent, progress=False)
+    assert _digest(folder / "populations") == before
+
+
 def test_corrupt_or_newer_files_give_one_clear_error(small_study, tmp_path):
     import shutil
 
@@ -287,11 +300,40 @@ def test_the_repository_sweep_files_load(path):
     assert len(runs) == len(set(runs)) == len(sweep.configs())
 
 
-def test_the_book_sweep_holds_what_its_file_says():
-    book = Sweep.from_file(REPO_SWEEPS / "gridworld-book.toml").populations()
-    # 12 conditions, one population each of 3 shifts × 5 seeds, at the book preset's 10 × 300 epochs
+@pytest.mark.parametrize("name, epochs", [("gridworld-book", 300), ("gridworld-book-e200", 200)])
+def test_the_book_sweeps_hold_what_their_files_say(name, epochs):
+    book = Sweep.from_file(REPO_SWEEPS / f"{name}.toml").populations()
+    # 12 conditions, one population each of 3 shifts × 5 seeds, 10 rounds of E epochs
     assert len(book) == 12 and {len(t.configs) for t in book} == {15}
-    assert {c.resolved().epochs_per_round for t in book for c in t.configs} == {300}
+    assert {(c.resolved().rounds, c.resolved().epochs_per_round) for t in book for c in t.configs} == {(10, epochs)}
+    assert sorted({c.shift for t in book for c in t.configs}) == ["expand", "permute", "window"]
+
+
+#: Each stored sweep study and the sweep file that made it (the preset search's studies sit under one folder).
+STORED_SWEEPS = {
+    "gridworld-book": "gridworld-book",
+    "gridworld-book-e200": "gridworld-book-e200",
+    "gridworld-soft-sp-coefficients": "gridworld-soft-sp-coefficients",
+    **{f"gridworld-preset-search-{e}": f"gridworld-preset-search/epochs-{e}"
+       for e in ("150", "200", "1000", "300-seeds-5-9")},
+}
+
+
+@pytest.mark.parametrize("name", sorted(STORED_SWEEPS))
+def test_each_stored_study_is_what_its_sweep_file_produces_today(name):
+    """A preset or a condition's defaults moved under a stored study would make its sweep file refuse to extend it
+    and make the study's provenance a lie; the stored runs must be the runs the file names."""
+    from plasticity_lab.sweep import check_study
+
+    study = REPO_SWEEPS.parent / "data" / STORED_SWEEPS[name]
+    if not (study / "manifest.json").exists():
+        pytest.skip(f"{study} is not stored in this checkout")
+    sweep = Sweep.from_file(REPO_SWEEPS / f"{name}.toml")
+    check_study(study, sweep)  # raises if the stored runs differ from what the file produces
+    stored = {p.parent.name for p in (study / "populations").glob("*/manifest.json")}
+    assert stored <= {t.name for t in sweep.populations()}
+    # the study's manifest lists exactly the populations stored (an unfinished study lists fewer than its sweep has)
+    assert set(json.loads((study / "manifest.json").read_text())["populations"]) == stored
 
 
 @pytest.mark.parametrize("name, epochs, seeds", [
