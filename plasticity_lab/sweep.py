@@ -21,6 +21,10 @@ members; a population is the unit of work, of checkpointing and of storage. Re-r
 populations already stored and continues an interrupted one from its checkpoint, so the study ends identical to an
 uninterrupted one. Populations run in local processes (:func:`run_sweep` with ``workers``) or on a Ray cluster
 (``backend="ray"``).
+
+A study accepts only the sweep that made it. Its name, preset and overrides may be restated (the folder renamed, a
+preset's old scale spelled out as overrides after the preset moved) as long as the sweep still produces exactly
+the runs stored; anything else, a moved preset included, is refused before any work rather than mixed in.
 """
 
 from __future__ import annotations
@@ -46,6 +50,8 @@ from .storage import atomic_write_text
 SWEEP_KEYS = ("study", "envs", "shifts", "conditions", "seeds", "preset", "overrides", "params", "max_members",
               "curve_stride")
 BACKENDS = ("local", "ray")
+#: Sweep keys that may differ from a stored study's when the sweep still produces the runs stored.
+RESTATABLE_KEYS = {"study", "preset", "overrides"}
 
 
 def _as_list(name: str, value, kind=str) -> list:
@@ -263,8 +269,12 @@ def check_study(study: Path, sweep: Sweep) -> None:
     stored = manifest.get("sweep")
     if stored is None:
         raise ValueError(f"{study} holds results of another kind (not a sweep); choose another study name or --out")
-    if stored != sweep.to_dict():
-        changed = sorted(k for k in set(stored) | set(sweep.to_dict()) if stored.get(k) != sweep.to_dict().get(k))
+    changed = sorted(k for k in set(stored) | set(sweep.to_dict()) if stored.get(k) != sweep.to_dict().get(k))
+    # A renamed study, or its scale spelled out instead of named by a preset, is the same sweep when it produces
+    # exactly the runs stored (population names are digests of the resolved configs).
+    same_runs = bool(manifest.get("populations")) and set(manifest["populations"]) <= {
+        task.name for task in sweep.populations()}
+    if changed and not (set(changed) <= RESTATABLE_KEYS and same_runs):
         raise ValueError(f"{study} was made by a different sweep (differs in {', '.join(changed)}); "
                          f"give this sweep another study name")
     _check_stored_runs(study, sweep)

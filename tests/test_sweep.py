@@ -202,6 +202,30 @@ def test_a_study_made_before_its_preset_changed_is_refused_not_mixed(small_study
     assert _digest(folder / "populations") == before
 
 
+def test_a_study_renamed_or_restated_with_its_scale_spelled_out_is_the_same_sweep(small_study, monkeypatch,
+                                                                                   tmp_path):
+    """After a preset moves, a stored study stays extendable by a file that spells out its old scale."""
+    import shutil
+
+    from plasticity_lab import config
+    import plasticity_lab.experiment as experiment
+
+    folder = tmp_path / "renamed"
+    shutil.copytree(small_study[0], folder)
+    before = _digest(folder / "populations")
+    monkeypatch.setattr(experiment.Experiment, "train_epoch", lambda self: pytest.fail("trained again"))
+    monkeypatch.setitem(config.PRESETS["smoke"], "pool_size", 5)
+    restated = {**SMALL, "study": "renamed", "overrides": {**SMALL["overrides"], "pool_size": 10}}
+    run_sweep(Sweep.from_dict(restated), out=folder, progress=False)
+    assert _digest(folder / "populations") == before
+    assert json.loads((folder / "manifest.json").read_text())["sweep"]["study"] == "renamed"  # the file now in use
+    # restating is no loophole: a different scale is still a different sweep
+    rescaled = {**restated, "overrides": {**restated["overrides"], "epochs_per_round": 5}}
+    with pytest.raises(ValueError, match="made by a different sweep \\(differs in overrides\\)"):
+        run_sweep(Sweep.from_dict(rescaled), out=folder, progress=False)
+    assert _digest(folder / "populations") == before
+
+
 def test_corrupt_or_newer_files_give_one_clear_error(small_study, tmp_path):
     import shutil
 
