@@ -89,6 +89,7 @@ __all__ = [
     "at_shift_table",
     "compare_conditions",
     "copy_population",
+    "describe_gaps",
     "expected_fresh_rms",
     "injection_head_updates",
     "layer_of",
@@ -826,6 +827,34 @@ def tally(comparisons: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
                      "significantly_above": int((above & significant).sum()),
                      "significantly_below": int((below & significant).sum())})
     return pd.DataFrame(rows).set_index(["condition", "baseline"])
+
+
+def describe_gaps(tests: pd.DataFrame, baseline: str = "reset_all", alpha: float = 0.05) -> str:
+    """The rows of :func:`~plasticity_lab.analysis.condition_ttests` in words, a Markdown bullet per shift:
+    on each split, whether the condition's mean normalised reward is below or above that of ``baseline`` (the
+    tests' baseline, named in the words), and whether the difference is significant (``p < alpha``), with both
+    means and ``p``.
+
+    The book prints this instead of describing a stored study's gaps in fixed prose, so that the words stay true
+    of whatever study the chapter reads.
+    """
+    missing = sorted({"condition", "split", "mean", "baseline_mean", "p"} - set(tests.columns))
+    if missing:
+        raise ValueError(f"describe_gaps needs condition_ttests' columns; missing: {missing}")
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must lie in (0, 1); got {alpha!r}")
+    shifts = tests["shift"] if "shift" in tests.columns else pd.Series("all shifts", index=tests.index)
+    lines = []
+    for shift in dict.fromkeys(shifts):
+        parts = []
+        for row in tests[shifts == shift].itertuples():
+            side = "below" if row.mean < row.baseline_mean else "above" if row.mean > row.baseline_mean else "level with"
+            weight = "significantly " if row.p < alpha and side != "level with" else ""
+            p_text = "p < 0.001" if row.p < 0.001 else f"p = {row.p:.3f}"
+            parts.append(f"{row.split}: {row.condition} {weight}{side} {baseline} "
+                         f"({row.mean:+.3f} against {row.baseline_mean:+.3f}, {p_text})")
+        lines.append(f"* *{shift}* — " + "; ".join(parts) + ".")
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -282,6 +282,30 @@ def _runs(values: dict[str, list[float]], shift="permute") -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def test_describe_gaps_words_each_shift_and_split_as_the_numbers_say():
+    tests = pd.DataFrame([
+        {"shift": "permute", "condition": "warm_start", "split": "train", "mean": -0.2, "baseline_mean": 0.1,
+         "p": 0.01},
+        {"shift": "permute", "condition": "warm_start", "split": "test", "mean": 0.3, "baseline_mean": 0.1,
+         "p": 0.2},
+        {"shift": "expand", "condition": "warm_start", "split": "train", "mean": 0.5, "baseline_mean": -1.0,
+         "p": 0.0004},
+    ])
+    text = demos.describe_gaps(tests)
+    assert text.splitlines() == [
+        "* *permute* — train: warm_start significantly below reset_all (-0.200 against +0.100, p = 0.010); "
+        "test: warm_start above reset_all (+0.300 against +0.100, p = 0.200).",
+        "* *expand* — train: warm_start significantly above reset_all (+0.500 against -1.000, p < 0.001).",
+    ]
+    # the level of significance is the caller's: at 0.005 the permute train gap is no longer significant
+    assert "train: warm_start below reset_all" in demos.describe_gaps(tests, alpha=0.005)
+    assert "warm_start above shrink" in demos.describe_gaps(tests, baseline="shrink")
+    with pytest.raises(ValueError, match="missing: \\['p'\\]"):
+        demos.describe_gaps(tests.drop(columns="p"))
+    with pytest.raises(ValueError, match="alpha must lie in \\(0, 1\\); got 1.5"):
+        demos.describe_gaps(tests, alpha=1.5)
+
+
 def test_compare_conditions_and_tally_count_by_hand():
     runs = _runs({"warm_start": [0.0, 0.1, -0.1], "reset_all": [1.0, 1.1, 0.9], "x": [0.5, 0.6, 0.4]})
     table = demos.compare_conditions(runs, ["x", "warm_start"])
