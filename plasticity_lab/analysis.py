@@ -37,11 +37,13 @@ __all__ = [
     "UNITS",
     "aggregate_ci",
     "analysis_points",
+    "condition_ranking",
     "condition_ttests",
     "diagnostic_correlations",
     "diagnostics_glm",
     "interaction_test",
     "normalised_reward",
+    "ranking_agreement",
     "readout_defaults",
     "round_readout",
     "rliable_available",
@@ -531,6 +533,43 @@ def interaction_test(
     out.attrs.update(at=at, first=first, second=second, neither=neither,
                      sign="interaction > 0 means the combination beats the sum of the separate gains")
     return out
+
+
+def condition_ranking(summary: pd.DataFrame) -> pd.DataFrame:
+    """Conditions ordered by their mean normalised reward over every run, shift and split (train and test
+    pooled with equal weight per run), as the paper's "best overall" reads a study.
+
+    ``summary`` is a run summary (:func:`run_summary`, or a stored study's ``runs("mean")``). Columns:
+    ``condition``, ``mean``, ``rank`` (1 = the highest mean; ties share the lower rank), ``runs``.
+    """
+    _require_columns(summary, ["condition", "normalised_train_return", "normalised_test_return"],
+                     "condition_ranking")
+    if summary.empty:
+        raise ValueError("condition_ranking needs at least one run; the table is empty")
+    values = summary[["condition", "normalised_train_return", "normalised_test_return"]]
+    pooled = values.melt(id_vars=["condition"], value_name="value")
+    table = (pooled.groupby("condition", sort=False)["value"].mean().rename("mean").to_frame()
+             .join(values.groupby("condition", sort=False).size().rename("runs")))
+    table = table.sort_values("mean", ascending=False, kind="stable").reset_index()
+    table.insert(2, "rank", table["mean"].rank(ascending=False, method="min").astype(int))
+    return table
+
+
+def ranking_agreement(first: pd.DataFrame, second: pd.DataFrame) -> dict:
+    """How far two studies order their conditions alike: Kendall's τ-b (``scipy.stats.kendalltau``) between
+    the :func:`condition_ranking` means of the conditions both contain, with its p-value.
+
+    τ = 1: the same order; −1: the reverse; around 0: unrelated. Returns ``{"tau", "p", "conditions",
+    "only_first", "only_second"}``; at least three shared conditions are needed.
+    """
+    a = condition_ranking(first).set_index("condition")["mean"]
+    b = condition_ranking(second).set_index("condition")["mean"]
+    shared = [c for c in a.index if c in b.index]
+    if len(shared) < 3:
+        raise ValueError(f"ranking_agreement needs at least 3 conditions in both studies; shared: {shared}")
+    tau, p = stats.kendalltau(a[shared].to_numpy(), b[shared].to_numpy())
+    return {"tau": float(tau), "p": float(p), "conditions": len(shared),
+            "only_first": sorted(set(a.index) - set(shared)), "only_second": sorted(set(b.index) - set(shared))}
 
 
 # --------------------------------------------------------------------------------------------- correlations / GLM

@@ -26,12 +26,12 @@ seed's mean over rounds 2..R, PROTOCOL §6), per shift and split, and says wheth
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import pandas as pd
 
-from .analysis import condition_ttests
+from .analysis import condition_ranking, condition_ttests
 
 AGREES, PARTLY, DISAGREES, NOT_TESTABLE = "agrees", "partly", "disagrees", "not testable"
 REGENERATIVE = ("l2", "regen_l2", "shrink_perturb", "soft_shrink_perturb")
@@ -150,8 +150,7 @@ def _helps_consistently(runs, alpha):
 
 def _best_overall(condition: str):
     def test(runs, alpha):
-        means = (runs.melt(id_vars=["condition"], value_vars=["normalised_train_return", "normalised_test_return"])
-                 .groupby("condition")["value"].mean().sort_values(ascending=False))
+        means = condition_ranking(runs).set_index("condition")["mean"]
         rank = list(means.index).index(condition) + 1
         beaten_by = []
         for other in means.index:
@@ -208,3 +207,14 @@ def check_claims(runs: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
         rows.append({"claim": claim.name, "paper": claim.paper, "verdict": result.verdict,
                      "evidence": result.evidence})
     return pd.DataFrame(rows)
+
+
+def compare_claims(studies: Mapping[str, pd.DataFrame], alpha: float = 0.05) -> pd.DataFrame:
+    """:func:`check_claims` for several studies side by side, e.g. the same grid at two round lengths: one row per
+    claim, one column of verdicts per study (named by the mapping's keys), in the mapping's order."""
+    if not studies:
+        raise ValueError("compare_claims needs at least one study: a mapping of names to run summaries")
+    columns = {name: check_claims(runs, alpha).set_index("claim")["verdict"] for name, runs in studies.items()}
+    table = pd.DataFrame(columns)
+    table.index.name = "claim"
+    return table

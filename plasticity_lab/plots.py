@@ -37,6 +37,7 @@ Rounds and conditions (tables of several conditions × seeds, e.g. a stored stud
 * :func:`after_shift_figure` — the first epochs after a shift against those of round 1.
 * :func:`round_separation`, :func:`separation_figure` — per round, how many seed standard deviations apart two
   conditions are in each diagnostic and in normalised reward.
+* :func:`ranking_comparison_figure` — two studies' rankings of their conditions against each other.
 
 Units
 
@@ -1337,4 +1338,40 @@ def diagnostic_scatter_figure(points: pd.DataFrame, split: str = "train", diagno
     fig.update_layout(updatemenus=[{"buttons": buttons, "x": 0, "y": 1.02, "xanchor": "left", "yanchor": "bottom"}],
                       template=TEMPLATE, height=480, margin={"t": _top(title, 60, 40)}, title=_title(title, above=40),
                       xaxis_title=diagnostics[0], yaxis_title=f"normalised {split} reward")
+    return fig
+
+
+def ranking_comparison_figure(first: pd.DataFrame, second: pd.DataFrame, labels: Sequence[str] = ("first", "second"),
+                              title: str | None = None) -> go.Figure:
+    """Two studies' :func:`plasticity_lab.analysis.condition_ranking` tables against each other: one dot per
+    condition both contain, at its mean normalised reward (train and test pooled) in the first study (x) and in
+    the second (y). On the dashed diagonal a condition did equally well in both; the two orders agree where the
+    dots rise from left to right (:func:`plasticity_lab.analysis.ranking_agreement` puts a number on it)."""
+    for name, table in (("first", first), ("second", second)):
+        missing = [c for c in ("condition", "mean", "rank") if not isinstance(table, pd.DataFrame)
+                   or c not in table.columns]
+        if missing:
+            raise ValueError(f"ranking_comparison_figure needs condition_ranking tables; the {name} lacks {missing}")
+    if len(labels) != 2:
+        raise ValueError(f"labels must name the two studies; got {list(labels)}")
+    both = first.merge(second, on="condition", suffixes=("_first", "_second"))
+    if both.empty:
+        raise ValueError("the two rankings share no condition")
+    colors = _condition_colors(list(both["condition"]))
+    fig = go.Figure()
+    for row in both.itertuples():
+        fig.add_trace(go.Scatter(
+            x=[row.mean_first], y=[row.mean_second], mode="markers+text", text=[row.condition],
+            textposition="top center", textfont={"size": 10}, marker={"size": 10, "color": colors[row.condition]},
+            name=row.condition, showlegend=False,
+            hovertemplate=(f"{row.condition}<br>{labels[0]}: %{{x:+.3f}} (rank {row.rank_first})<br>"
+                           f"{labels[1]}: %{{y:+.3f}} (rank {row.rank_second})<extra></extra>")))
+    low = float(min(both["mean_first"].min(), both["mean_second"].min()))
+    high = float(max(both["mean_first"].max(), both["mean_second"].max()))
+    pad = 0.05 * (high - low or 1.0)
+    fig.add_trace(go.Scatter(x=[low - pad, high + pad], y=[low - pad, high + pad], mode="lines", showlegend=False,
+                             line={"color": _BASELINE_COLOR, "dash": "dash", "width": 1}, hoverinfo="skip"))
+    fig.update_layout(template=TEMPLATE, height=560, margin={"t": _top(title, 40)}, title=_title(title),
+                      xaxis_title=f"mean normalised reward: {labels[0]}",
+                      yaxis_title=f"mean normalised reward: {labels[1]}")
     return fig

@@ -619,3 +619,37 @@ def test_interaction_test_names_a_missing_cell():
                                          "layernorm": (0, 1)}})
     with pytest.raises(ValueError, match=r"missing: \['soft_shrink_perturb\+layernorm'\]"):
         A.interaction_test(runs)
+
+
+# ---- rankings of conditions, and how far two studies agree on them ------------------------------------------------
+def _ranked_runs(means: dict[str, tuple[float, float]]) -> pd.DataFrame:
+    """Two seeds per condition at each (train, test) mean: offsets ±0.1 cancel in the condition's mean."""
+    return pd.DataFrame([{"shift": "permute", "condition": c, "seed": s, "normalised_train_return": tr + o,
+                          "normalised_test_return": te + o}
+                         for c, (tr, te) in means.items() for s, o in enumerate((-0.1, 0.1))])
+
+
+def test_condition_ranking_pools_train_and_test_and_ranks_by_hand():
+    ranking = A.condition_ranking(_ranked_runs({"a": (0.0, 0.4), "b": (0.5, 0.5), "c": (-1.0, 0.0),
+                                                       "d": (0.3, -0.1)}))
+    # pooled means: a 0.2, b 0.5, c -0.5, d 0.1
+    assert list(ranking["condition"]) == ["b", "a", "d", "c"]
+    assert ranking["mean"].tolist() == pytest.approx([0.5, 0.2, 0.1, -0.5])
+    assert ranking["rank"].tolist() == [1, 2, 3, 4] and ranking["runs"].tolist() == [2, 2, 2, 2]
+    with pytest.raises(ValueError, match="normalised_test_return"):
+        A.condition_ranking(pd.DataFrame({"condition": ["a"], "normalised_train_return": [0.0]}))
+
+
+def test_ranking_agreement_is_kendalls_tau_over_the_shared_conditions():
+    first = _ranked_runs({"a": (4, 4), "b": (3, 3), "c": (2, 2), "d": (1, 1), "only_first": (0, 0)})
+    same = _ranked_runs({"a": (40, 40), "b": (30, 30), "c": (20, 20), "d": (10, 10)})
+    reverse = _ranked_runs({"a": (1, 1), "b": (2, 2), "c": (3, 3), "d": (4, 4), "only_second": (9, 9)})
+    one_swap = _ranked_runs({"a": (4, 4), "b": (2, 2), "c": (3, 3), "d": (1, 1)})
+    assert A.ranking_agreement(first, same)["tau"] == pytest.approx(1.0)
+    result = A.ranking_agreement(first, reverse)
+    assert result["tau"] == pytest.approx(-1.0) and result["conditions"] == 4
+    assert result["only_first"] == ["only_first"] and result["only_second"] == ["only_second"]
+    # one discordant pair of 6: τ = (5 − 1) / 6
+    assert A.ranking_agreement(first, one_swap)["tau"] == pytest.approx(4 / 6)
+    with pytest.raises(ValueError, match="at least 3 conditions in both studies; shared: \\['a', 'b'\\]"):
+        A.ranking_agreement(first, _ranked_runs({"a": (1, 1), "b": (0, 0)}))

@@ -111,3 +111,15 @@ def test_loss_seen_in_one_shift_of_one_is_not_all_three():
     verdicts, table = _verdicts(runs[runs["shift"] == "permute"])
     assert verdicts["warm-start loses plasticity"] == PARTLY
     assert "Not in the study: expand, window" in table.loc[0, "evidence"]
+
+
+def test_compare_claims_puts_each_studys_verdicts_side_by_side():
+    from plasticity_lab.claims import compare_claims
+
+    disagreeing = dict(AGREEING, warm_start=(0.0, 0.0, TIGHT))  # no loss against reset-all
+    table = compare_claims({"long rounds": _runs(AGREEING), "short rounds": _runs(disagreeing)})
+    assert list(table.columns) == ["long rounds", "short rounds"]
+    assert table.loc["warm-start loses plasticity"].to_dict() == {"long rounds": AGREES, "short rounds": DISAGREES}
+    assert table.loc["soft S+P + LayerNorm is best"].to_dict() == {"long rounds": AGREES, "short rounds": AGREES}
+    with pytest.raises(ValueError, match="at least one study"):
+        compare_claims({})

@@ -2,6 +2,7 @@
 are the per-round means over seeds of the stored study."""
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from plasticity_lab import plots
@@ -73,3 +74,20 @@ def test_regression_tables_report_the_fits_or_why_not(grid):
     assert "4 shift × condition points" in html
     assert "GLM: diagnostics_glm needs more than 6 complete points, got 4" in html
     assert "weight_magnitude" in html and "<table" in html
+
+
+def test_ranking_comparison_figure_places_each_shared_condition_at_its_two_means():
+    from plasticity_lab.plots import ranking_comparison_figure
+
+    first = pd.DataFrame({"condition": ["a", "b", "only_first"], "mean": [0.5, -0.2, 0.0], "rank": [1, 3, 2]})
+    second = pd.DataFrame({"condition": ["b", "a"], "mean": [0.3, 0.1], "rank": [1, 2]})
+    fig = ranking_comparison_figure(first, second, labels=("long", "short"))
+    dots = {t.name: (t.x[0], t.y[0]) for t in fig.data if t.mode == "markers+text"}
+    assert dots == {"a": (0.5, 0.1), "b": (-0.2, 0.3)}  # only the shared conditions, at (first, second)
+    diagonal = [t for t in fig.data if t.mode == "lines"][0]
+    assert list(diagonal.x) == list(diagonal.y) and diagonal.x[0] < -0.2 and diagonal.x[1] > 0.5
+    assert fig.layout.xaxis.title.text.endswith("long") and fig.layout.yaxis.title.text.endswith("short")
+    with pytest.raises(ValueError, match="the second lacks \\['rank'\\]"):
+        ranking_comparison_figure(first, second.drop(columns="rank"))
+    with pytest.raises(ValueError, match="share no condition"):
+        ranking_comparison_figure(first, second.assign(condition=["x", "y"]))
