@@ -58,6 +58,7 @@ import torch
 from plotly.subplots import make_subplots
 
 from .analysis import DIAGNOSTICS, normalised_reward, round_readout
+from .config import PRESETS
 from .envs.gridworld import DEFAULT_REWARD, GRID_SIZE, N_CHANNELS, OBS_DIM, level_layout, render_rgb
 from .ppo import clipped_surrogate, gae
 from .shifts import SHIFTS, apply_mapping, level_range, permute_mapping
@@ -625,7 +626,9 @@ def study_caption(source, study: str | None = None) -> str:
     ``source`` is a manifest (the dict :func:`plasticity_lab.results.read_run` returns), several manifests (a list,
     or a mapping name → manifest), or one or more :class:`plasticity_lab.RunConfig` (for a live run). Everything is
     read from the runs' resolved configurations; a setting that differs between runs lists its values joined by
-    "/". ``study`` (e.g. the study folder's name) is put in front.
+    "/". A preset whose scale (rounds, epochs per round, pool) the runs do not have as
+    :data:`plasticity_lab.config.PRESETS` defines it now is said to be overridden, as in
+    :meth:`plasticity_lab.results.Results.describe`. ``study`` (e.g. the study folder's name) is put in front.
     """
     if isinstance(source, Mapping) and "configs" in source:
         manifests = [source]
@@ -656,9 +659,13 @@ def study_caption(source, study: str | None = None) -> str:
     contiguous = len(seeds) > 2 and seeds == list(range(seeds[0], seeds[-1] + 1))
     seed_text = f"{seeds[0]}–{seeds[-1]}" if contiguous else ", ".join(map(str, seeds))
     n = len(seeds)
+    scale = f"{joined('rounds')} rounds × {joined('epochs_per_round')} epochs, pool {joined('pool_size')}"
+    # Checked against the presets of today: a stored study outlives a preset that moves.
+    as_preset = all(PRESETS.get(c["preset"]) == {k: c[k] for k in ("rounds", "epochs_per_round", "pool_size")}
+                    for c in configs)
+    scale = f"preset {joined('preset')}{'' if as_preset else ' with its scale overridden'} ({scale})"
     text = (f"{joined('env')}, {joined('shift')}; {', '.join(map(str, values('condition')))}; "
-            f"preset {joined('preset')} ({joined('rounds')} rounds × {joined('epochs_per_round')} epochs, "
-            f"pool {joined('pool_size')}), {n} seed{'s' if n != 1 else ''} ({seed_text})")
+            f"{scale}, {n} seed{'s' if n != 1 else ''} ({seed_text})")
     return f"study: {study} — {text}" if study else text
 
 

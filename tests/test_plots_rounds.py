@@ -356,17 +356,32 @@ def _manifest(condition: str, seeds, preset="book", epochs=300):
 
 
 def test_study_caption_reads_everything_from_the_manifests():
-    text = plots.study_caption({"warm_start": _manifest("warm_start", range(5)),
-                                "reset_all": _manifest("reset_all", range(5))}, study="my-study")
+    epochs = pl.PRESETS["book"]["epochs_per_round"]
+    text = plots.study_caption({"warm_start": _manifest("warm_start", range(5), epochs=epochs),
+                                "reset_all": _manifest("reset_all", range(5), epochs=epochs)}, study="my-study")
     assert text == ("study: my-study — gridworld, permute; warm_start, reset_all; preset book "
-                    "(10 rounds × 300 epochs, pool 10), 5 seeds (0–4)")
+                    f"(10 rounds × {epochs} epochs, pool 10), 5 seeds (0–4)")
+
+
+def test_study_caption_says_when_the_runs_do_not_have_their_presets_scale(monkeypatch):
+    from plasticity_lab import config
+
+    manifest = _manifest("warm_start", range(5), epochs=config.PRESETS["book"]["epochs_per_round"])
+    assert "; preset book (10 rounds × " in plots.study_caption(manifest)
+    # the same stored runs after the preset moved
+    monkeypatch.setitem(config.PRESETS["book"], "epochs_per_round", 123)
+    assert "; preset book with its scale overridden (10 rounds × " in plots.study_caption(manifest)
+    # one field overridden is enough
+    assert "preset smoke with its scale overridden (2 rounds × 6 epochs" in plots.study_caption(
+        [pl.RunConfig(preset="smoke", rounds=2)])
 
 
 def test_study_caption_lists_settings_that_differ_and_takes_run_configs():
     text = plots.study_caption([_manifest("warm_start", [0], epochs=300), _manifest("warm_start", [3], epochs=500)])
     assert "10 rounds × 300/500 epochs" in text and "2 seeds (0, 3)" in text and not text.startswith("study")
     configs = [pl.RunConfig(preset="smoke", seed=s, rounds=2, epochs_per_round=7) for s in (0, 1)]
-    assert plots.study_caption(configs).endswith("preset smoke (2 rounds × 7 epochs, pool 10), 2 seeds (0, 1)")
+    assert plots.study_caption(configs).endswith(
+        "preset smoke with its scale overridden (2 rounds × 7 epochs, pool 10), 2 seeds (0, 1)")
     with pytest.raises(ValueError, match="no runs"):
         plots.study_caption([])
     with pytest.raises(ValueError, match="configs"):
