@@ -5,6 +5,7 @@
     plasticity-lab run --env gridworld --shift permute --condition warm_start,reset_all --seeds 0-4 --preset smoke
     plasticity-lab sweep sweeps/gridworld-book.toml --workers 2     # a grid, stored as data/<study>/, resumable
     plasticity-lab report data/gridworld-book                        # the paper's tables for a stored study
+    plasticity-lab report data/gridworld-book --against data/<other-study>       # two studies side by side
     plasticity-lab fetch gridworld-book                              # a stored study from the repository
     plasticity-lab conditions
 
@@ -72,6 +73,8 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--at", default="mean", help="run summary for rewards and t-tests: mean (rounds 2..R) or final")
     report.add_argument("--fit-at", default="final", help="run summary for correlations and the GLM: final or mean")
     report.add_argument("--baseline", default="reset_all", help="the condition the t-tests compare against")
+    report.add_argument("--against", default=None, help="another study folder to compare with (the conditions "
+                                                        "both hold: ranking and the paper's verdicts in each)")
 
     fetch = sub.add_parser("fetch", help="download a stored study from the repository's data/ (without a checkout)")
     fetch.add_argument("study", help="the study's name, e.g. gridworld-book")
@@ -165,7 +168,7 @@ def _sweep(args) -> int:
 def _report(args) -> int:
     from .report import report
 
-    print(report(args.study, at=args.at, fit_at=args.fit_at, baseline=args.baseline))
+    print(report(args.study, at=args.at, fit_at=args.fit_at, baseline=args.baseline, against=args.against))
     return 0
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pandas as pd
 
 from . import analysis
-from .claims import check_claims
+from .claims import check_claims, compare_claims
 from .results import Results, load_results
 
 _SPLITS = ("train", "test")
@@ -71,8 +71,46 @@ def _claims_text(runs: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def report(study: str | Results, at: str = "mean", fit_at: str = "final", baseline: str = "reset_all") -> str:
+def comparison_table(results: Results, other: Results, at: str = "mean") -> tuple[pd.DataFrame, dict]:
+    """Two studies over the conditions both hold: per condition, its mean normalised reward (train and test pooled)
+    and rank in each study, and each of the paper's claims' verdict in each (:func:`~plasticity_lab.claims.
+    compare_claims`); with :func:`~plasticity_lab.analysis.ranking_agreement` of the two orders.
+
+    Returns ``(ranks, agreement)``: ``ranks`` has one row per shared condition (its mean and rank in each study,
+    the columns suffixed by the studies' folder names); ``agreement`` is ``ranking_agreement``'s dict plus
+    ``"claims"``, the verdicts table."""
+    first, second = results.runs(at), other.runs(at)
+    shared = sorted(set(first["condition"]) & set(second["condition"]))
+    if len(shared) < 3:
+        raise ValueError(f"a comparison needs at least 3 conditions in both studies; shared: {shared}")
+    first, second = first[first["condition"].isin(shared)], second[second["condition"].isin(shared)]
+    names = (results.path.name, other.path.name) if results.path.name != other.path.name else ("first", "second")
+    ranks = analysis.condition_ranking(first).merge(analysis.condition_ranking(second), on="condition",
+                                                    suffixes=(f" {names[0]}", f" {names[1]}"))
+    ranks = ranks.drop(columns=[c for c in ranks.columns if c.startswith("runs")])
+    return ranks, {**analysis.ranking_agreement(first, second),
+                   "claims": compare_claims(dict(zip(names, (first, second))))}
+
+
+def _comparison_text(results: Results, other: Results, at: str) -> str:
+    try:
+        ranks, agreement = comparison_table(results, other, at)
+    except ValueError as error:
+        return f"(not computed: {error})"
+    p = agreement["p"]
+    return "\n\n".join([
+        ranks.to_string(index=False, float_format=lambda x: f"{x:+.3f}"),
+        f"Kendall's tau between the two orders of {agreement['conditions']} conditions: {agreement['tau']:+.2f} "
+        f"(p {'< 0.001' if p < 0.001 else f'= {p:.3f}'}; 1 = the same order)",
+        "The paper's conclusions over these conditions:\n" + agreement["claims"].to_string()])
+
+
+def report(study: str | Results, at: str = "mean", fit_at: str = "final", baseline: str = "reset_all",
+           against: str | Results | None = None) -> str:
     """The report of a stored study (a path or loaded :class:`~plasticity_lab.results.Results`).
+
+    ``against`` (another stored study, e.g. the same grid at another round length) adds a section comparing the
+    two over the conditions both hold (:func:`comparison_table`).
 
     The fits use the paper's nine analysis conditions where the study has them, and every condition otherwise.
     ``at`` summarises each run for the reward table and the t-tests (``"mean"`` over rounds 2..R, as PROTOCOL
@@ -108,6 +146,11 @@ def report(study: str | Results, at: str = "mean", fit_at: str = "final", baseli
     text.append(_section(f"Beyond the paper: soft shrink+perturb and LayerNorm apart and together, mean normalised "
                          f"reward and the interaction's test (positive = better than the two gains added; at={at})",
                          _safe(lambda: analysis.interaction_test(runs, at=at))))
+    if against is not None:
+        other = against if isinstance(against, Results) else load_results(against)
+        text.append(_section(f"Against {other.describe()}: mean normalised reward over shifts and splits, its rank, "
+                             f"and the verdicts (at={at}; the conditions both studies hold)",
+                             _comparison_text(results, other, at)))
     for split in _SPLITS:
         text.append(_section(f"Correlations of normalised {split} reward with each diagnostic (at={fit_at}, "
                              "shift × condition means)",

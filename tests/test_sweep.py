@@ -372,3 +372,35 @@ def test_the_preset_search_sweeps_hold_what_their_names_say(name, epochs, seeds)
     assert {(c.shift, c.resolved().epochs_per_round, c.resolved().rounds) for t in search for c in t.configs} == {
         ("permute", epochs, 10)}
     assert sorted(c.seed for t in search for c in t.configs) == sorted([*seeds, *seeds])
+
+
+def test_report_against_another_study_compares_the_conditions_both_hold(small_study, capsys):
+    from types import SimpleNamespace
+
+    from plasticity_lab.cli import main
+    from plasticity_lab.report import comparison_table
+
+    folder, _ = small_study
+    assert main(["report", str(folder), "--against", str(folder)]) == 0
+    out = capsys.readouterr().out
+    # the small study holds two conditions: too few to rank, said and not hidden
+    assert "## Against study small" in out
+    assert "(not computed: a comparison needs at least 3 conditions in both studies; shared: ['reset_all', " \
+           "'warm_start'])" in out
+
+    def study(name, means):  # a stand-in with what comparison_table reads: runs(at) and path
+        rows = [{"env": "gridworld", "shift": shift, "condition": c, "seed": s, "normalised_train_return": m + o,
+                 "normalised_test_return": m - o}
+                for c, m in means.items() for shift in ("permute", "window", "expand")
+                for s, o in enumerate((-0.01, 0.01))]
+        return SimpleNamespace(runs=lambda at="mean": pd.DataFrame(rows), path=Path(name))
+
+    long = study("long", {"warm_start": -0.5, "reset_all": 0.0, "layernorm": 0.3, "only_long": 1.0})
+    short = study("short", {"warm_start": 0.0, "reset_all": -0.5, "layernorm": 0.3})
+    ranks, agreement = comparison_table(long, short)
+    assert list(ranks["condition"]) == ["layernorm", "reset_all", "warm_start"]  # in the first study's order
+    assert ranks["rank short"].tolist() == [1, 3, 2] and ranks["mean long"].tolist() == pytest.approx([0.3, 0, -0.5])
+    # orders (1, 2, 3) and (1, 3, 2): one discordant pair of three, τ = 1/3
+    assert agreement["tau"] == pytest.approx(1 / 3) and agreement["conditions"] == 3
+    assert list(agreement["claims"].columns) == ["long", "short"]
+    assert agreement["claims"].loc["warm-start loses plasticity"].tolist() == ["agrees", "disagrees"]
