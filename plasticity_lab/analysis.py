@@ -41,6 +41,7 @@ __all__ = [
     "condition_ttests",
     "diagnostic_correlations",
     "diagnostics_glm",
+    "gap_by_scale",
     "interaction_test",
     "normalised_reward",
     "ranking_agreement",
@@ -469,6 +470,59 @@ def ttest_power(tests: pd.DataFrame, alpha: float = 0.05, power: float = 0.8) ->
     out["seeds_needed"] = needed
     out.attrs.update(tests.attrs, alpha=alpha, target_power=power)
     return out
+
+
+def gap_by_scale(
+    runs_by_scale: Mapping[Any, pd.DataFrame],
+    condition: str = "warm_start",
+    baseline: str = "reset_all",
+    confidence: float = 0.95,
+) -> pd.DataFrame:
+    """One comparison read at several scales, e.g. warm-start against reset-all in studies whose rounds differ in
+    length: per scale (the mapping's keys, e.g. epochs per round), shift and split, the gap in mean normalised
+    reward ``condition − baseline`` with its confidence interval, the paper's t-test and its power.
+
+    ``runs_by_scale`` maps each scale to a run summary (:func:`run_summary` or a stored study's ``runs("mean")``;
+    other conditions in it are ignored). The interval is that of the difference of means under the equal-variance
+    t-test (``scipy.stats.ttest_ind(...).confidence_interval``); ``t``, ``p`` and ``effect_size`` follow
+    :func:`condition_ttests` and :func:`ttest_power` (positive: the condition is below the baseline).
+    Columns: ``scale``, ``shift``, ``split``, ``mean``, ``baseline_mean``, ``gap``, ``ci_low``, ``ci_high``,
+    ``t``, ``p``, ``dof``, ``n``, ``n_baseline``, ``effect_size``, ``power``.
+    """
+    if not runs_by_scale:
+        raise ValueError("gap_by_scale needs at least one scale: a mapping of scales to run summaries")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must lie in (0, 1); got {confidence!r}")
+    rows = []
+    for scale, runs in runs_by_scale.items():
+        _require_columns(runs, ["shift", "condition", "normalised_train_return", "normalised_test_return"],
+                         "gap_by_scale")
+        present = set(runs["condition"])
+        missing = [c for c in (condition, baseline) if c not in present]
+        if missing:
+            raise ValueError(f"gap_by_scale: the runs of scale {scale!r} lack {missing}; "
+                             f"conditions present: {sorted(present)}")
+        for shift, part in runs.groupby("shift", sort=False):
+            for split in SPLITS:
+                column = f"normalised_{split}_return"
+                x = part.loc[part["condition"] == condition, column].dropna().to_numpy(float)
+                b = part.loc[part["condition"] == baseline, column].dropna().to_numpy(float)
+                row = {"scale": scale, "shift": shift, "split": split, "mean": float(np.mean(x)),
+                       "baseline_mean": float(np.mean(b)), "gap": float(np.mean(x) - np.mean(b)),
+                       "ci_low": np.nan, "ci_high": np.nan, "t": np.nan, "p": np.nan,
+                       "dof": len(x) + len(b) - 2, "n": len(x), "n_baseline": len(b)}
+                if len(x) >= 2 and len(b) >= 2:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore", RuntimeWarning)
+                        result = stats.ttest_ind(x, b, equal_var=True)
+                        interval = result.confidence_interval(confidence)
+                    row.update(ci_low=float(interval.low), ci_high=float(interval.high),
+                               t=-float(result.statistic), p=float(result.pvalue))
+                rows.append(row)
+    table = ttest_power(pd.DataFrame(rows))
+    table = table.drop(columns="seeds_needed")
+    table.attrs.update(condition=condition, baseline=baseline, confidence=confidence)
+    return table
 
 
 def interaction_test(

@@ -848,7 +848,8 @@ def describe_gaps(tests: pd.DataFrame, baseline: str = "reset_all", alpha: float
     for shift in dict.fromkeys(shifts):
         parts = []
         for row in tests[shifts == shift].itertuples():
-            side = "below" if row.mean < row.baseline_mean else "above" if row.mean > row.baseline_mean else "level with"
+            side = ("below" if row.mean < row.baseline_mean
+                    else "above" if row.mean > row.baseline_mean else "level with")
             weight = "significantly " if row.p < alpha and side != "level with" else ""
             p_text = "p < 0.001" if row.p < 0.001 else f"p = {row.p:.3f}"
             parts.append(f"{row.split}: {row.condition} {weight}{side} {baseline} "

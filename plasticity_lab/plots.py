@@ -38,6 +38,7 @@ Rounds and conditions (tables of several conditions × seeds, e.g. a stored stud
 * :func:`round_separation`, :func:`separation_figure` — per round, how many seed standard deviations apart two
   conditions are in each diagnostic and in normalised reward.
 * :func:`ranking_comparison_figure` — two studies' rankings of their conditions against each other.
+* :func:`gap_by_scale_figure` — one comparison's gap, with its interval, at several scales (round lengths).
 
 Units
 
@@ -1381,4 +1382,41 @@ def ranking_comparison_figure(first: pd.DataFrame, second: pd.DataFrame, labels:
     fig.update_layout(template=TEMPLATE, height=560, margin={"t": _top(title, 40)}, title=_title(title),
                       xaxis_title=f"mean normalised reward: {labels[0]}",
                       yaxis_title=f"mean normalised reward: {labels[1]}")
+    return fig
+
+
+def gap_by_scale_figure(table: pd.DataFrame, scale_label: str = "epochs per round", title: str | None = None
+                        ) -> go.Figure:
+    """:func:`plasticity_lab.analysis.gap_by_scale` drawn: per split (left: train, right: test), the gap in mean
+    normalised reward between the condition and its baseline at each scale, with its confidence interval; one
+    colour per shift. A filled marker is a gap significant at the 5 % level; below the dotted line the condition
+    did worse than its baseline."""
+    needed = ["scale", "shift", "split", "gap", "ci_low", "ci_high", "p", "effect_size"]
+    missing = [c for c in needed if c not in table.columns]
+    if missing:
+        raise ValueError(f"gap_by_scale_figure needs gap_by_scale's table; missing column(s) {missing}")
+    condition, baseline = table.attrs.get("condition", "condition"), table.attrs.get("baseline", "baseline")
+    fig = make_subplots(rows=1, cols=2, shared_yaxes=True, horizontal_spacing=0.05,
+                        subplot_titles=["train", "test on unseen levels"])
+    shifts = list(pd.unique(table["shift"]))
+    for k, shift in enumerate(shifts):
+        color = _PALETTE[k % len(_PALETTE)]
+        for col, split in enumerate(("train", "test"), start=1):
+            part = table[(table["shift"] == shift) & (table["split"] == split)]
+            significant = (part["p"] < 0.05).to_numpy()
+            fig.add_trace(go.Scatter(
+                x=part["scale"].astype(str), y=part["gap"],
+                error_y=dict(type="data", symmetric=False, array=part["ci_high"] - part["gap"],
+                             arrayminus=part["gap"] - part["ci_low"], color=color),
+                mode="markers", name=shift, legendgroup=shift, showlegend=col == 1 and len(shifts) > 1,
+                marker=dict(size=11, color=[color if s else "white" for s in significant],
+                            line=dict(color=color, width=2)),
+                customdata=np.column_stack([part["p"], part["effect_size"], part["ci_low"], part["ci_high"]]),
+                hovertemplate=(f"{shift}, {split}, {scale_label} %{{x}}<br>{condition} − {baseline}: %{{y:+.3f}} "
+                               "[%{customdata[2]:+.3f}, %{customdata[3]:+.3f}]<br>p = %{customdata[0]:.3f}, "
+                               "d = %{customdata[1]:.2f}<extra></extra>")), row=1, col=col)
+            fig.add_hline(y=0, line=dict(color=_BASELINE_COLOR, width=1, dash="dot"), row=1, col=col)
+            fig.update_xaxes(title_text=scale_label, type="category", row=1, col=col)
+    fig.update_yaxes(title_text=f"{condition} − {baseline}<br>mean normalised reward", row=1, col=1)
+    fig.update_layout(template=TEMPLATE, height=440, margin={"t": _top(title, 50, 20)}, title=_title(title, above=20))
     return fig

@@ -653,3 +653,31 @@ def test_ranking_agreement_is_kendalls_tau_over_the_shared_conditions():
     assert A.ranking_agreement(first, one_swap)["tau"] == pytest.approx(4 / 6)
     with pytest.raises(ValueError, match="at least 3 conditions in both studies; shared: \\['a', 'b'\\]"):
         A.ranking_agreement(first, _ranked_runs({"a": (1, 1), "b": (0, 0)}))
+
+
+def test_gap_by_scale_reads_one_comparison_at_each_scale_with_a_hand_computed_interval():
+    def runs(warm, reset):
+        return pd.DataFrame([{"shift": "permute", "condition": c, "seed": s, "normalised_train_return": v,
+                              "normalised_test_return": -v}
+                             for c, values in (("warm_start", warm), ("reset_all", reset))
+                             for s, v in enumerate(values)])
+
+    table = A.gap_by_scale({200: runs([0.0, 1.0, 2.0], [2.0, 3.0, 4.0]), 300: runs([1.0, 2.0, 3.0], [1.0, 2.0, 3.0])})
+    assert list(table["scale"]) == [200, 200, 300, 300] and list(table["split"]) == ["train", "test"] * 2
+    row = table.iloc[0]
+    # by hand: gap −2, pooled sd 1, se = sqrt(1/3 + 1/3), t(4) two-sided 97.5 % point 2.7764
+    se = np.sqrt(2 / 3)
+    assert row["gap"] == pytest.approx(-2.0) and row["t"] == pytest.approx(2 / se)  # positive: warm-start below
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx((-2 - 2.7764451 * se, -2 + 2.7764451 * se))
+    assert row["effect_size"] == pytest.approx(2.0)  # Cohen's d: the gap over the pooled sd
+    # the test split mirrors the train split; equal groups: no gap, an interval around zero
+    assert table.iloc[1]["gap"] == pytest.approx(2.0) and table.iloc[1]["t"] == pytest.approx(-2 / se)
+    same = table.iloc[2]
+    assert same["gap"] == 0 and same["ci_low"] == pytest.approx(-same["ci_high"]) and same["p"] == pytest.approx(1)
+    # the same t and p as the paper's test of each study
+    paper = A.condition_ttests(runs([0.0, 1.0, 2.0], [2.0, 3.0, 4.0]))
+    assert paper.iloc[0]["p"] == pytest.approx(row["p"]) and paper.iloc[0]["t"] == pytest.approx(row["t"])
+    with pytest.raises(ValueError, match="the runs of scale 300 lack \\['reset_all'\\]"):
+        A.gap_by_scale({300: runs([1.0, 2.0], [0.0, 1.0]).replace("reset_all", "l2")})
+    with pytest.raises(ValueError, match="at least one scale"):
+        A.gap_by_scale({})

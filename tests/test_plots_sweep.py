@@ -91,3 +91,23 @@ def test_ranking_comparison_figure_places_each_shared_condition_at_its_two_means
         ranking_comparison_figure(first, second.drop(columns="rank"))
     with pytest.raises(ValueError, match="share no condition"):
         ranking_comparison_figure(first, second.assign(condition=["x", "y"]))
+
+
+def test_gap_by_scale_figure_draws_each_gap_with_its_interval_and_fills_the_significant_ones():
+    from plasticity_lab.plots import gap_by_scale_figure
+
+    table = pd.DataFrame({"scale": [200, 300, 200, 300], "shift": "permute",
+                          "split": ["train", "train", "test", "test"],
+                          "gap": [-0.2, -0.1, -0.3, 0.05], "ci_low": [-0.3, -0.4, -0.35, -0.1],
+                          "ci_high": [-0.1, 0.2, -0.25, 0.2], "p": [0.01, 0.6, 0.001, 0.7],
+                          "effect_size": [1.5, 0.2, 2.0, -0.1]})
+    fig = gap_by_scale_figure(table)
+    train, test = fig.data
+    assert list(train.x) == ["200", "300"] and list(train.y) == [-0.2, -0.1]
+    assert list(train.error_y.array) == pytest.approx([0.1, 0.3]) and list(train.error_y.arrayminus) == pytest.approx(
+        [0.1, 0.3])
+    assert list(test.y) == [-0.3, 0.05]
+    filled = [c != "white" for c in train.marker.color] + [c != "white" for c in test.marker.color]
+    assert filled == [True, False, True, False]  # p < 0.05 only
+    with pytest.raises(ValueError, match="missing column\\(s\\) \\['ci_low', 'ci_high'\\]"):
+        gap_by_scale_figure(table.drop(columns=["ci_low", "ci_high"]))
