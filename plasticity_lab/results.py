@@ -13,6 +13,7 @@ half-written file under the final name.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -27,8 +28,14 @@ from .storage import atomic_write
 MANIFEST_FORMAT = 1
 
 
+@functools.cache
 def git_commit() -> str | None:
-    """The package checkout's commit (with ``-dirty`` if it has uncommitted changes), or None outside git."""
+    """The package checkout's commit (with ``-dirty`` if it has uncommitted changes), or None outside git.
+
+    Read once per process, the first time it is asked for, and kept: a process runs the code it imported, so a
+    checkout that moves on during a long sweep must not change what the process's later results record. (A sweep's
+    worker asks as its first population starts, right after importing the package.)
+    """
     root = Path(__file__).resolve().parent.parent
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,

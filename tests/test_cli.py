@@ -70,3 +70,26 @@ def test_manifest_records_the_environment_from_before_training(tmp_path, monkeyp
                  "--out", str(out), "--no-progress"]) == 0
     assert events == ["environment", "train"]
     assert json.loads((out / "manifest.json").read_text())["git_commit"] == "commit-at-call-1"
+
+
+def test_the_commit_is_read_once_per_process_so_a_moving_checkout_does_not_relabel_later_results(monkeypatch):
+    import subprocess
+
+    import plasticity_lab.results as results
+
+    heads = iter(["first-commit", "second-commit"])
+    calls = []
+
+    def fake_run(args, **kwargs):
+        calls.append(args[1])
+        out = next(heads) if args[1] == "rev-parse" else ""  # `git status`: a clean checkout
+        return subprocess.CompletedProcess(args, 0, stdout=out + "\n", stderr="")
+
+    results.git_commit.cache_clear()
+    monkeypatch.setattr(results.subprocess, "run", fake_run)
+    try:
+        assert results.git_commit() == "first-commit"
+        assert results.git_commit() == "first-commit"  # the checkout has moved on; the process's code has not
+        assert calls == ["rev-parse", "status"]
+    finally:
+        results.git_commit.cache_clear()
