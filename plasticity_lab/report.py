@@ -77,18 +77,20 @@ def comparison_table(results: Results, other: Results, at: str = "mean") -> tupl
     compare_claims`); with :func:`~plasticity_lab.analysis.ranking_agreement` of the two orders.
 
     Returns ``(ranks, agreement)``: ``ranks`` has one row per shared condition (its mean and rank in each study,
-    the columns suffixed by the studies' folder names); ``agreement`` is ``ranking_agreement``'s dict plus
-    ``"claims"``, the verdicts table."""
+    the columns suffixed by the studies' names: their folder names, or "first" and "second" where those are the
+    same); ``agreement`` is ``ranking_agreement``'s dict plus ``"names"``, ``"claims"`` (the verdicts table) and
+    ``"rankings"`` (each study's :func:`~plasticity_lab.analysis.condition_ranking` over the shared conditions, as
+    :func:`~plasticity_lab.plots.ranking_comparison_figure` takes them)."""
     first, second = results.runs(at), other.runs(at)
     shared = sorted(set(first["condition"]) & set(second["condition"]))
     if len(shared) < 3:
         raise ValueError(f"a comparison needs at least 3 conditions in both studies; shared: {shared}")
     first, second = first[first["condition"].isin(shared)], second[second["condition"].isin(shared)]
     names = (results.path.name, other.path.name) if results.path.name != other.path.name else ("first", "second")
-    ranks = analysis.condition_ranking(first).merge(analysis.condition_ranking(second), on="condition",
-                                                    suffixes=(f" {names[0]}", f" {names[1]}"))
+    rankings = (analysis.condition_ranking(first), analysis.condition_ranking(second))
+    ranks = rankings[0].merge(rankings[1], on="condition", suffixes=(f" {names[0]}", f" {names[1]}"))
     ranks = ranks.drop(columns=[c for c in ranks.columns if c.startswith("runs")])
-    return ranks, {**analysis.ranking_agreement(first, second),
+    return ranks, {**analysis.ranking_agreement(first, second), "names": names, "rankings": rankings,
                    "claims": compare_claims(dict(zip(names, (first, second))))}
 
 

@@ -269,22 +269,23 @@ def check_study(study: Path, sweep: Sweep) -> None:
     stored = manifest.get("sweep")
     if stored is None:
         raise ValueError(f"{study} holds results of another kind (not a sweep); choose another study name or --out")
-    changed = sorted(k for k in set(stored) | set(sweep.to_dict()) if stored.get(k) != sweep.to_dict().get(k))
+    current = sweep.to_dict()
+    changed = sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))
     # A renamed study, or its scale spelled out instead of named by a preset, is the same sweep when it produces
     # exactly the runs stored (population names are digests of the resolved configs).
-    same_runs = bool(manifest.get("populations")) and set(manifest["populations"]) <= {
-        task.name for task in sweep.populations()}
+    produced = {task.name for task in sweep.populations()}
+    same_runs = bool(manifest.get("populations")) and set(manifest["populations"]) <= produced
     if changed and not (set(changed) <= RESTATABLE_KEYS and same_runs):
         raise ValueError(f"{study} was made by a different sweep (differs in {', '.join(changed)}); "
                          f"give this sweep another study name")
-    _check_stored_runs(study, sweep)
+    _check_stored_runs(study, sweep, produced)
 
 
-def _check_stored_runs(study: Path, sweep: Sweep) -> None:
-    """Refuse a study whose stored runs the same sweep file no longer produces: a preset's scale or a condition's
-    defaults changed since it was made, and new runs would be mixed with the old ones."""
-    expected = {task.name for task in sweep.populations()}
-    stored = sorted(p for p in (study / "populations").glob("*/manifest.json") if p.parent.name not in expected)
+def _check_stored_runs(study: Path, sweep: Sweep, produced: set[str]) -> None:
+    """Refuse a study whose stored runs the same sweep file no longer produces (``produced``: the names of the
+    sweep's populations): a preset's scale or a condition's defaults changed since it was made, and new runs would
+    be mixed with the old ones."""
+    stored = sorted(p for p in (study / "populations").glob("*/manifest.json") if p.parent.name not in produced)
     if not stored:
         return
     then = _read_manifest(stored[0])["configs"][0]

@@ -404,3 +404,7 @@ def test_report_against_another_study_compares_the_conditions_both_hold(small_st
     assert agreement["tau"] == pytest.approx(1 / 3) and agreement["conditions"] == 3
     assert list(agreement["claims"].columns) == ["long", "short"]
     assert agreement["claims"].loc["warm-start loses plasticity"].tolist() == ["agrees", "disagrees"]
+    # the two orders, as the figure takes them: only the shared conditions, each study's own ranks
+    assert agreement["names"] == ("long", "short")
+    assert [list(r["condition"]) for r in agreement["rankings"]] == [["layernorm", "reset_all", "warm_start"],
+                                                                     ["layernorm", "warm_start", "reset_all"]]
