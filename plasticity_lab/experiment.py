@@ -29,7 +29,7 @@ from .conditions import injected_heads, parse_condition, restore_network
 from .envs.gridworld import N_ACTIONS, OBS_DIM
 from .envs.population import GridworldPopulation
 from .nets import NetworkSpec
-from .ppo import Population, collect_episodes
+from .ppo import Population, collect_episodes, play_episodes
 from .shifts import distribution
 from .storage import atomic_write
 
@@ -74,7 +74,7 @@ def population_params(configs: list[RunConfig]) -> dict:
 @torch.no_grad()
 def evaluate(population: Population, env: GridworldPopulation, generator: torch.Generator) -> torch.Tensor:
     """Mean undiscounted return per member over one episode in each of ``env``'s copies → ``[M]``."""
-    return collect_episodes(population, env, generator, advantages=False).episode_returns().mean(1)
+    return play_episodes(population, env, generator).mean(1)
 
 
 #: Version of the checkpoint layout written by :meth:`Experiment.state_dict`.

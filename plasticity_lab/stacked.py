@@ -44,6 +44,14 @@ FEATURE_MAJOR, BATCH_MAJOR = 1, 2  # the axis of the activations that holds the 
 FEATURE_MAJOR_FROM = 32  # rows per member from which the feature-major layout is the faster one (measured)
 
 
+def layout(rows: int) -> int:
+    """The layout :func:`forward` uses for ``rows`` rows per member: feature-major for a training minibatch
+    (gradients enabled and at least :data:`FEATURE_MAJOR_FROM` rows), batch-major otherwise. Without the backward
+    pass the feature-major layout gains nothing, and at the 55 rows of an evaluation it is slower (measured: 7.8 ms
+    against 6.1 ms per forward of 15 gridworld members on one thread)."""
+    return FEATURE_MAJOR if torch.is_grad_enabled() and rows >= FEATURE_MAJOR_FROM else BATCH_MAJOR
+
+
 def _per_feature(t: torch.Tensor, features_axis: int) -> torch.Tensor:
     """A ``[M, F]`` parameter shaped to broadcast against activations of the given layout."""
     return t.unsqueeze(-1) if features_axis == FEATURE_MAJOR else t.unsqueeze(1)
@@ -99,10 +107,10 @@ def forward(template: ActorCritic, params: dict[str, torch.Tensor], obs: torch.T
     """``template.forward`` for every member: ``obs [M, B, obs_dim] -> (logits [M, B, A], value [M, B],
     features [M, B, H][, hidden])``, each member with its own slice of ``params`` (``[M, *shape]`` each).
 
-    With ``B`` ≥ :data:`FEATURE_MAJOR_FROM` the activations are feature-major, and ``features`` and ``hidden``
-    are transposed views of them.
+    In the feature-major layout (see :func:`layout`) ``features`` and ``hidden`` are transposed views of the
+    activations.
     """
-    axis = FEATURE_MAJOR if obs.shape[1] >= FEATURE_MAJOR_FROM else BATCH_MAJOR
+    axis = layout(obs.shape[1])
 
     def batch_major(t: torch.Tensor) -> torch.Tensor:
         return t.transpose(1, 2) if axis == FEATURE_MAJOR else t

@@ -147,3 +147,22 @@ def test_new_optimizer_forgets_adam_state():
     assert len(pop.optimizer.state) > 0
     pop.new_optimizer()
     assert len(pop.optimizer.state) == 0
+
+
+def test_play_episodes_plays_the_collected_episodes_without_their_buffers():
+    from plasticity_lab.envs.population import GridworldPopulation
+    from plasticity_lab.ppo import collect_episodes, play_episodes
+    from plasticity_lab.shifts import distribution
+
+    population = Population(NetworkSpec(), [0, 1, 2])
+    env = GridworldPopulation(3, 4)
+    dists = [distribution("permute", seed, 2, pool_size=10) for seed in range(3)]
+    env.set_distributions([d.train_levels for d in dists], [d.mapping for d in dists])
+    collected_generator, played_generator = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    rollout = collect_episodes(population, env, collected_generator, advantages=False)
+    played = play_episodes(population, env, played_generator)
+    assert played.shape == (3, 4) and bool((played != 0).any())  # the random policies do collect rewards
+    # the gridworld pays multiples of 0.25 (±0.75 a reward), so both sums are exact and must agree exactly
+    assert torch.equal(played, rollout.rewards.sum(0))
+    # the same random numbers were drawn: both generators are left in the same state
+    assert torch.equal(collected_generator.get_state(), played_generator.get_state())

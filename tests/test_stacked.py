@@ -101,3 +101,18 @@ def test_ppo_loss_over_a_member_axis_equals_each_members_loss():
         torch.testing.assert_close(losses[m], loss)
         for key, value in own.items():
             torch.testing.assert_close(stats[key][m], value, msg=key)
+
+
+def test_layout_is_feature_major_only_for_a_training_minibatch_and_both_give_the_same_network():
+    assert stacked.layout(64) == stacked.FEATURE_MAJOR and stacked.layout(5) == stacked.BATCH_MAJOR
+    with torch.no_grad():
+        assert stacked.layout(64) == stacked.BATCH_MAJOR
+    module = TEMPLATES["layernorm+crelu"]()
+    params = _params(module)
+    obs = (torch.rand(MEMBERS, 40, 20, generator=torch.Generator().manual_seed(2)) < 0.3).float()
+    with_grad = stacked.forward(module, params, obs)
+    with torch.no_grad():
+        without = stacked.forward(module, params, obs)
+    for got, want in zip(without, with_grad, strict=True):
+        assert got.is_contiguous()  # batch-major: no transposed views
+        torch.testing.assert_close(got, want.detach(), rtol=1e-5, atol=1e-6)
