@@ -239,11 +239,20 @@ def train_population(task: PopulationTask, study: str | Path, checkpoint_dir: st
     return {"name": task.name, "wall_time_s": wall, "skipped": False}
 
 
-def _study_manifest(study: Path, sweep: Sweep, environment: dict, started: float, done: dict) -> None:
+def _study_manifest(study: Path, sweep: Sweep, environment: dict, started: float, done: dict,
+                    trains: bool = True) -> None:
+    """Write the study's manifest: the sweep as given now, the populations finished so far, and the environment of
+    this session. A session that ``trains`` nothing (every population already stored) only restates the sweep:
+    the environment and start time stay those of the last session that trained."""
     manifest_path = study / "manifest.json"
     previous = _read_manifest(manifest_path) if manifest_path.exists() else {}
     populations = dict(previous.get("populations", {}))
     populations.update(done)
+    if not trains and previous:
+        environment = {key: previous.get(key) for key in environment}
+        started_text = previous.get("last_session_started")
+    else:
+        started_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started))
     manifest = {
         "format": STUDY_FORMAT,
         "study": sweep.study,
@@ -252,7 +261,7 @@ def _study_manifest(study: Path, sweep: Sweep, environment: dict, started: float
         "seeds": list(sweep.seeds),
         "populations": populations,
         "wall_time_s": round(sum(p.get("wall_time_s", 0.0) for p in populations.values()), 3),
-        "last_session_started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
+        "last_session_started": started_text,
         **environment,
     }
     atomic_write_text(manifest_path, json.dumps(manifest, indent=2))
@@ -330,8 +339,8 @@ def run_sweep(sweep: Sweep, root: str | Path = "data", out: str | Path | None = 
     checkpoints.mkdir(parents=True, exist_ok=True)
     environment = environment_info()
     started = time.time()
-    _study_manifest(study, sweep, environment, started, {})
     todo = [t for t in tasks if not population_complete(study / "populations" / t.name, t.configs)]
+    _study_manifest(study, sweep, environment, started, {}, trains=bool(todo))
     total = sum(t.agent_epochs for t in tasks)
     bar = _bar(total, progress, sweep.study)
     bar.update(total - sum(t.agent_epochs for t in todo))

@@ -213,12 +213,19 @@ def test_a_study_renamed_or_restated_with_its_scale_spelled_out_is_the_same_swee
     folder = tmp_path / "renamed"
     shutil.copytree(small_study[0], folder)
     before = _digest(folder / "populations")
+    # the record of the session that trained the study, as another machine would have left it
+    manifest = json.loads((folder / "manifest.json").read_text())
+    trained_by = {"git_commit": "0123abc", "platform": "another-machine", "last_session_started": "2026-01-02T03:04:05"}
+    (folder / "manifest.json").write_text(json.dumps({**manifest, **trained_by}))
     monkeypatch.setattr(experiment.Experiment, "train_epoch", lambda self: pytest.fail("trained again"))
     monkeypatch.setitem(config.PRESETS["smoke"], "pool_size", 5)
     restated = {**SMALL, "study": "renamed", "overrides": {**SMALL["overrides"], "pool_size": 10}}
     run_sweep(Sweep.from_dict(restated), out=folder, progress=False)
     assert _digest(folder / "populations") == before
-    assert json.loads((folder / "manifest.json").read_text())["sweep"]["study"] == "renamed"  # the file now in use
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["sweep"]["study"] == manifest["study"] == "renamed"  # the file now in use
+    # nothing was trained: the manifest still says which code and machine trained the study, and when
+    assert {key: manifest[key] for key in trained_by} == trained_by
     # restating is no loophole: a different scale is still a different sweep
     rescaled = {**restated, "overrides": {**restated["overrides"], "epochs_per_round": 5}}
     with pytest.raises(ValueError, match="made by a different sweep \\(differs in overrides\\)"):
