@@ -47,3 +47,15 @@ def test_package_imports_without_plotting_or_widgets():
             "bad = [m for m in ('plotly', 'seaborn', 'matplotlib', 'ipywidgets') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_data_readme_lists_every_stored_study_and_no_page_has_an_unfilled_placeholder():
+    data = ROOT / "data"
+    readme = (data / "README.md").read_text()
+    listed = set(re.findall(r"^\| `([\w.-]+)/` \|", readme, flags=re.MULTILINE))
+    # git does not keep empty folders: a study is a folder with files in it
+    stored = {p.name for p in data.iterdir() if p.is_dir() and any(f.is_file() for f in p.rglob("*"))}
+    assert listed == stored, f"data/README.md lists {sorted(listed)}; data/ holds {sorted(stored)}"
+    pages = [ROOT / "README.md", *data.rglob("README.md"), *(ROOT / "book").glob("*.md")]
+    unfilled = [str(p.relative_to(ROOT)) for p in pages if re.search(r"\{\{\s*\w+\s*\}\}", p.read_text())]
+    assert not unfilled, f"placeholders left in {unfilled}"
