@@ -181,6 +181,19 @@ def sample_actions(logits: torch.Tensor, generator: torch.Generator) -> torch.Te
     return torch.multinomial(probs, 1, generator=generator).reshape(logits.shape[:-1])
 
 
+def _episode_steps(population: "Population", env: PopulationEnv, generator: torch.Generator):
+    """One whole episode in every copy of ``env`` with the population's sampling policies, a step at a time:
+    yields ``(obs, logits, values, actions, rewards)``. The one place that draws an episode's random numbers, so
+    that collecting and evaluating draw them alike."""
+    obs = env.reset(generator)
+    for _ in range(env.episode_length):
+        logits, values, _ = population.forward(obs)
+        actions = sample_actions(logits, generator)
+        next_obs, rewards = env.step(actions)
+        yield obs, logits, values, actions, rewards
+        obs = next_obs
+
+
 @torch.no_grad()
 def collect_episodes(
     population: "Population", env: PopulationEnv, generator: torch.Generator, advantages: bool = True
@@ -189,16 +202,11 @@ def collect_episodes(
 
     With ``advantages=True`` the rollout also gets GAE advantages and value targets, ready for an update.
     """
-    obs = env.reset(generator)
     buffers: dict[str, list[torch.Tensor]] = {k: [] for k in ("obs", "actions", "log_probs", "values", "rewards")}
-    for _ in range(env.episode_length):
-        logits, values, _ = population.forward(obs)
-        actions = sample_actions(logits, generator)
+    for obs, logits, values, actions, rewards in _episode_steps(population, env, generator):
         log_probs, _ = log_prob_and_entropy(logits, actions)
-        next_obs, rewards = env.step(actions)
         for key, value in zip(buffers, (obs, actions, log_probs, values, rewards)):
             buffers[key].append(value)
-        obs = next_obs
     rollout = Rollout(**{k: torch.stack(v) for k, v in buffers.items()})
     if not advantages:
         return rollout
@@ -212,16 +220,13 @@ def collect_episodes(
 def play_episodes(population: "Population", env: PopulationEnv, generator: torch.Generator) -> torch.Tensor:
     """Undiscounted return ``[M, E]`` of one episode in every copy of ``env``, for evaluation.
 
-    The same episodes as :func:`collect_episodes` with the same generator (it draws the same random numbers in
-    the same order), without keeping the buffers a PPO update needs: at 55 test episodes those are ~120 MB of
-    observations per evaluation.
+    The same episodes as :func:`collect_episodes` with the same generator (both step through
+    ``_episode_steps``), without keeping the buffers a PPO update needs: at 55 test episodes those are ~120 MB
+    of observations per evaluation.
     """
-    obs = env.reset(generator)
-    returns = torch.zeros(env.members, env.copies, device=obs.device)
-    for _ in range(env.episode_length):
-        logits, _, _ = population.forward(obs)
-        obs, rewards = env.step(sample_actions(logits, generator))
-        returns += rewards
+    returns = None
+    for *_, rewards in _episode_steps(population, env, generator):
+        returns = rewards.clone() if returns is None else returns.add_(rewards)
     return returns
 
 
