@@ -331,15 +331,21 @@ class Population:
         n = batch["actions"].shape[1]
         size = self.ppo.minibatch_size
         before = [p.detach().clone() for p in self.params.values()]
-        rows = torch.arange(self.members, device=self.device).unsqueeze(1)
+        # Minibatch rows are picked from the members' buffers laid end to end: one ``index_select`` per buffer is
+        # several times faster than indexing ``[member, row]`` (measured: 52 µs against 294 µs for the
+        # observations of 15 gridworld members).
+        keys = ("obs", "actions", "log_probs", "advantages", "returns")
+        end_to_end = {k: batch[k].reshape(self.members * n, *batch[k].shape[2:]) for k in keys}
+        member_start = (torch.arange(self.members, device=self.device) * n).unsqueeze(1)
         totals: dict[str, torch.Tensor] = {}
         steps = 0
         for _ in range(self.ppo.epochs):
             # An independent shuffle per member; a trailing partial minibatch is dropped.
             order = torch.rand(self.members, n, generator=generator, device=generator.device).argsort(dim=1)
             for start in range(0, n - size + 1, size):
-                index = order[:, start:start + size]
-                minibatch = [batch[k][rows, index] for k in ("obs", "actions", "log_probs", "advantages", "returns")]
+                index = (order[:, start:start + size] + member_start).reshape(-1)
+                minibatch = [end_to_end[k].index_select(0, index).view(self.members, size, *batch[k].shape[2:])
+                             for k in keys]
                 losses, stats = self._losses(*minibatch)
                 total = losses.sum()
                 if self.condition is not None:
