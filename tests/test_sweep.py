@@ -345,6 +345,7 @@ STORED_SWEEPS = {
     "gridworld-book": "gridworld-book",
     "gridworld-book-e200": "gridworld-book-e200",
     "gridworld-soft-sp-coefficients": "gridworld-soft-sp-coefficients",
+    "gridworld-long-rounds": "gridworld-long-rounds",
     **{f"gridworld-preset-search-{e}": f"gridworld-preset-search/epochs-{e}"
        for e in ("150", "200", "1000", "300-seeds-5-9")},
 }
@@ -365,6 +366,25 @@ def test_each_stored_study_is_what_its_sweep_file_produces_today(name):
     assert stored <= {t.name for t in sweep.populations()}
     # the study's manifest lists exactly the populations stored (an unfinished study lists fewer than its sweep has)
     assert set(json.loads((study / "manifest.json").read_text())["populations"]) == stored
+
+
+def test_twenty_rounds_begin_with_the_ten_rounds_of_the_same_seeds():
+    """A population's random stream is decided by its members' seeds alone, so the long-rounds study (20 rounds of
+    200 epochs) must repeat, in its first ten rounds, the preset search's study at E = 200 (10 rounds, the same
+    seeds), which another process trained at another time from another commit."""
+    data = REPO_SWEEPS.parent / "data"
+    long_study, short_study = data / "gridworld-long-rounds", data / "gridworld-preset-search" / "epochs-200"
+    if not (long_study / "manifest.json").exists():
+        pytest.skip(f"{long_study} is not stored in this checkout")
+    keys = ["condition", "seed", "round"]
+    # Training alone: the test returns come from episodes on other levels, played with other code since then.
+    columns = ["train_mean", "train_readout", "normalised_train_return", "weight_magnitude", "dead_units",
+               "grad_norm", "entropy"]
+    long_rounds = load_results(long_study).rounds.set_index(keys).sort_index()
+    short_rounds = load_results(short_study).rounds.set_index(keys).sort_index()
+    assert sorted(long_rounds.index.get_level_values("round").unique()) == list(range(1, 21))
+    first_ten = long_rounds[long_rounds.index.get_level_values("round") <= 10]
+    pd.testing.assert_frame_equal(first_ten[columns], short_rounds[columns])
 
 
 @pytest.mark.parametrize("name, epochs, seeds", [
