@@ -336,15 +336,16 @@ class Population:
         # observations of 15 gridworld members).
         keys = ("obs", "actions", "log_probs", "advantages", "returns")
         end_to_end = {k: batch[k].reshape(self.members * n, *batch[k].shape[2:]) for k in keys}
-        member_start = (torch.arange(self.members, device=self.device) * n).unsqueeze(1)
+        member_start = (torch.arange(self.members, device=generator.device) * n).unsqueeze(1)
         totals: dict[str, torch.Tensor] = {}
         steps = 0
         for _ in range(self.ppo.epochs):
             # An independent shuffle per member; a trailing partial minibatch is dropped.
             order = torch.rand(self.members, n, generator=generator, device=generator.device).argsort(dim=1)
             for start in range(0, n - size + 1, size):
-                index = (order[:, start:start + size] + member_start).reshape(-1)
-                minibatch = [end_to_end[k].index_select(0, index).view(self.members, size, *batch[k].shape[2:])
+                # The shuffle lives on the generator's device; the buffers on the population's.
+                index = (order[:, start:start + size] + member_start).reshape(-1).to(self.device)
+                minibatch = [end_to_end[k].index_select(0, index).view(self.members, size, *end_to_end[k].shape[1:])
                              for k in keys]
                 losses, stats = self._losses(*minibatch)
                 total = losses.sum()
