@@ -48,6 +48,7 @@ __all__ = [
     "readout_defaults",
     "round_readout",
     "rliable_available",
+    "rounds_summary",
     "run_summary",
     "ttest_power",
 ]
@@ -333,6 +334,53 @@ def run_summary(
             out[c] = np.nan
     out = out[keys + ["n_rounds"] + cols + diags].sort_values(keys, kind="stable").reset_index(drop=True)
     out.attrs.update(at=at, window=window, offset=offset)
+    return out
+
+
+def rounds_summary(
+    rounds: pd.DataFrame,
+    first: int = 2,
+    last: int | None = None,
+    by: Sequence[str] = DEFAULT_BY,
+    diagnostics: Sequence[str] = DIAGNOSTICS,
+) -> pd.DataFrame:
+    """One row per run, its rounds ``first..last`` averaged: :func:`run_summary`'s ``at="mean"`` over a window of
+    rounds, read from a stored study's per-round table (:attr:`plasticity_lab.results.Results.rounds`).
+
+    Each normalised reward is the mean of its per-round read-outs over the window; each diagnostic the mean of
+    its per-round means (every round has the same number of epochs, so this is its mean over the window's epochs).
+    With ``first=2`` and ``last`` the run's last round this is the stored ``runs("mean")`` table; a window such
+    as rounds 11..20 of a 20-round study asks whether a gap seen in the first ten rounds persists.
+    ``last=None`` means each run's last round. Runs that end before ``last`` are an error, not a shorter window.
+    Columns as :func:`run_summary`: identity, ``n_rounds`` (the window's last round), both normalised rewards,
+    then the diagnostics present.
+    """
+    if not isinstance(rounds, pd.DataFrame):
+        raise ValueError(f"rounds_summary expects a pandas DataFrame, got {type(rounds).__name__}")
+    _require_columns(rounds, ["round", "normalised_train_return", "normalised_test_return"], "rounds_summary")
+    keys = _keys(rounds, by)
+    if isinstance(first, bool) or not isinstance(first, (int, np.integer)) or first < 1:
+        raise ValueError(f"first must be a round number >= 1; got {first!r}")
+    ends = rounds.groupby(keys, dropna=False, sort=True)["round"].max() if keys else rounds["round"].max()
+    if last is not None:
+        if isinstance(last, bool) or not isinstance(last, (int, np.integer)) or last < first:
+            raise ValueError(f"last must be a round number >= first ({first}); got {last!r}")
+        short = int(np.min(ends)) if keys else int(ends)
+        if short < last:
+            raise ValueError(f"last={last} but some runs end at round {short}; valid: {first}..{short}")
+    cols = ["normalised_train_return", "normalised_test_return"] + [c for c in diagnostics if c in rounds.columns]
+    window_end = (rounds.merge(ends.rename("_end").reset_index(), on=keys, how="left")["_end"].to_numpy()
+                  if keys else np.full(len(rounds), ends))
+    upper = window_end if last is None else np.full(len(rounds), last)
+    inside = (rounds["round"].to_numpy() >= first) & (rounds["round"].to_numpy() <= upper)
+    part = rounds.loc[inside].copy()
+    part["n_rounds"] = upper[inside]
+    if part.empty:
+        raise ValueError(f"no run has rounds {first}..{last if last is not None else 'its last'}")
+    out = (part.groupby(keys + ["n_rounds"], dropna=False, sort=True)[cols].mean().reset_index()
+           if keys else part[["n_rounds"] + cols].mean().to_frame().T)
+    out = out.sort_values(keys, kind="stable").reset_index(drop=True) if keys else out
+    out.attrs.update(at="mean", first=first, last=last)
     return out
 
 

@@ -681,3 +681,59 @@ def test_gap_by_scale_reads_one_comparison_at_each_scale_with_a_hand_computed_in
         A.gap_by_scale({300: runs([1.0, 2.0], [0.0, 1.0]).replace("reset_all", "l2")})
     with pytest.raises(ValueError, match="at least one scale"):
         A.gap_by_scale({})
+
+
+# ------------------------------------------------------------------------------------------- rounds_summary
+def _rounds_table(n_rounds, seeds=(0, 1), conditions=("warm_start", "reset_all")):
+    """A per-round table whose values encode (condition, seed, round), so window means can be worked out by hand:
+    normalised train = round + 10·seed (+100 for reset-all), test = −that, dead_units = round / 100."""
+    rows = []
+    for c in conditions:
+        for s in seeds:
+            for r in range(1, n_rounds + 1):
+                v = r + 10 * s + (100 if c == "reset_all" else 0)
+                rows.append({"env": "gridworld", "shift": "permute", "condition": c, "seed": s, "round": r,
+                             "normalised_train_return": float(v), "normalised_test_return": float(-v),
+                             "dead_units": r / 100})
+    return pd.DataFrame(rows)
+
+
+def test_rounds_summary_averages_the_window_of_rounds_per_run():
+    table = _rounds_table(20)
+    late = A.rounds_summary(table, first=11, last=20)
+    assert len(late) == 4 and set(late["n_rounds"]) == {20}
+    row = late[(late["condition"] == "warm_start") & (late["seed"] == 1)].iloc[0]
+    # rounds 11..20 of warm-start seed 1: mean(r) = 15.5, plus 10 for the seed
+    assert row["normalised_train_return"] == pytest.approx(25.5)
+    assert row["normalised_test_return"] == pytest.approx(-25.5)
+    assert row["dead_units"] == pytest.approx(0.155)
+    early = A.rounds_summary(table, last=10)  # rounds 2..10: mean(r) = 6
+    row = early[(early["condition"] == "reset_all") & (early["seed"] == 0)].iloc[0]
+    assert row["normalised_train_return"] == pytest.approx(106.0) and row["n_rounds"] == 10
+
+
+def test_rounds_summary_of_rounds_two_to_the_end_is_the_stored_mean_summary(tmp_path):
+    """The stored runs("mean") table is computed from per-epoch curves by run_summary; averaging the per-round
+    table over rounds 2..R must give the same numbers."""
+    from pathlib import Path
+
+    import plasticity_lab as pl
+
+    study = Path(__file__).resolve().parents[1] / "data" / "gridworld-preset-search" / "epochs-200"
+    if not (study / "manifest.json").exists():
+        pytest.skip("the stored preset-search study is not in this checkout")
+    results = pl.load_results(study)
+    stored = results.runs("mean").sort_values(list(A.DEFAULT_BY)).reset_index(drop=True)
+    window = A.rounds_summary(results.rounds)
+    assert list(window.columns) == list(stored.columns)
+    pd.testing.assert_frame_equal(window, stored, check_dtype=False, rtol=1e-6)
+
+
+def test_rounds_summary_names_a_window_that_runs_do_not_reach():
+    table = _rounds_table(10)
+    with pytest.raises(ValueError, match=r"last=20 but some runs end at round 10; valid: 2\.\.10"):
+        A.rounds_summary(table, first=2, last=20)
+    with pytest.raises(ValueError, match="last must be a round number >= first"):
+        A.rounds_summary(table, first=5, last=3)
+    with pytest.raises(ValueError, match="first must be a round number >= 1"):
+        A.rounds_summary(table, first=0)
