@@ -24,7 +24,7 @@ ENVS = ("gridworld",)
 #: documented in ``data/gridworld-preset-search/README.md``.
 PRESETS: dict[str, dict] = {
     "paper": {"rounds": 10, "epochs_per_round": 5000, "pool_size": 100},
-    "book": {"rounds": 10, "epochs_per_round": 300, "pool_size": 10},
+    "book": {"rounds": 10, "epochs_per_round": 200, "pool_size": 10},
     "smoke": {"rounds": 3, "epochs_per_round": 6, "pool_size": 10},
 }
 

@@ -621,8 +621,8 @@ def _group_menu(fig: go.Figure, owner: Sequence[str], groups: Sequence[str], lab
 
 def study_caption(source, study: str | None = None) -> str:
     """One line saying which runs produced a figure, for its title or caption — e.g. ``"study:
-    gridworld-permute-warm-vs-reset — gridworld, permute; warm_start, reset_all; preset book (10 rounds × 300
-    epochs, pool 10), 5 seeds (0–4)"``.
+    gridworld-permute-warm-vs-reset — gridworld, permute; warm_start, reset_all; preset book with its scale
+    overridden (10 rounds × 300 epochs, pool 10), 5 seeds (0–4)"`` (runs made before the preset moved to 10 × 200).
 
     ``source`` is a manifest (the dict :func:`plasticity_lab.results.read_run` returns), several manifests (a list,
     or a mapping name → manifest), or one or more :class:`plasticity_lab.RunConfig` (for a live run). Everything is

@@ -16,9 +16,9 @@ from plasticity_lab import analysis
 STUDIES = {150: "data/gridworld-preset-search/epochs-150", 200: "data/gridworld-preset-search/epochs-200",
            300: "data/gridworld-permute-warm-vs-reset", 500: "data/gridworld-preset-search/epochs-500",
            1000: "data/gridworld-preset-search/epochs-1000"}
-# The book's study holds the same comparison at E = 300 (same preset and seeds, trained in other populations),
-# a replicate of the first row with another shared random stream: the spread between the two shows the noise.
-REPLICATE = ("300, book study", "data/gridworld-book")
+# The book's two grids hold the same comparison at E = 200 and 300 (same scale and seeds, trained in other
+# populations): replicates of those rows with another shared random stream; the spread between them shows the noise.
+REPLICATES = [("300, book grid at E = 300", "data/gridworld-book-e300"), ("200, book study", "data/gridworld-book")]
 
 
 def comparison(table: pd.DataFrame) -> pd.DataFrame:
@@ -28,7 +28,7 @@ def comparison(table: pd.DataFrame) -> pd.DataFrame:
 
 power_rows = []
 search_runs = {}
-for E, path in [*STUDIES.items(), REPLICATE]:
+for E, path in [*STUDIES.items(), *REPLICATES]:
     r = pl.load_results(path)
     runs = search_runs[E] = comparison(r.runs("mean"))
     t = analysis.condition_ttests(runs, baseline="reset_all")

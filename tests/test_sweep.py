@@ -331,7 +331,7 @@ def test_the_repository_sweep_files_load(path):
     assert len(runs) == len(set(runs)) == len(sweep.configs())
 
 
-@pytest.mark.parametrize("name, epochs", [("gridworld-book", 300), ("gridworld-book-e200", 200)])
+@pytest.mark.parametrize("name, epochs", [("gridworld-book", 200), ("gridworld-book-e300", 300)])
 def test_the_book_sweeps_hold_what_their_files_say(name, epochs):
     book = Sweep.from_file(REPO_SWEEPS / f"{name}.toml").populations()
     # 12 conditions, one population each of 3 shifts × 5 seeds, 10 rounds of E epochs
@@ -343,7 +343,7 @@ def test_the_book_sweeps_hold_what_their_files_say(name, epochs):
 #: Each stored sweep study and the sweep file that made it (the preset search's studies sit under one folder).
 STORED_SWEEPS = {
     "gridworld-book": "gridworld-book",
-    "gridworld-book-e200": "gridworld-book-e200",
+    "gridworld-book-e300": "gridworld-book-e300",
     "gridworld-soft-sp-coefficients": "gridworld-soft-sp-coefficients",
     "gridworld-long-rounds": "gridworld-long-rounds",
     **{f"gridworld-preset-search-{e}": f"gridworld-preset-search/epochs-{e}"
