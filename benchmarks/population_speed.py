@@ -10,11 +10,17 @@ paper-scale gridworld grid (3 shifts × 11 conditions × 5 seeds).
     python benchmarks/population_speed.py --profile 15       # where the time of one population goes
     python benchmarks/population_speed.py --processes 2 --threads 1   # as `plasticity-lab sweep --workers 2
                                                                      # --threads 1` trains a study
+    python benchmarks/population_speed.py --sizes 15 --compile       # the loss compiled (see below)
 
 Each population size runs in its own process, so its peak memory is its own. With ``--processes P``, P
 populations of each size train at the same time in P processes of ``--threads`` threads each (how a sweep's
 workers share the machine): the row is their combined throughput and memory, and the large matmul it is compared
 with runs on P × threads threads.
+
+``--compile`` measures what fusing the element-wise work around the matrix products would give: the minibatch
+loss (forward and backward) goes through ``torch.compile``. Training does not do this (fused kernels round
+differently, so compiled runs would not repeat eager ones bit for bit); the option only measures the headroom.
+The first population epoch, which compiles, is among the warm-up epochs left out of the timing.
 """
 
 from __future__ import annotations
@@ -58,9 +64,9 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def _paper_population(members: int, device: str, threads: int):
+def _paper_population(members: int, device: str, threads: int, compile_loss: bool = False):
     """A population of ``members`` fresh agents at the paper's settings (11 episodes per epoch, a pool of 100
-    permuted levels), its environments and a random generator."""
+    permuted levels), its environments and a random generator; ``compile_loss``: its minibatch loss compiled."""
     import torch
 
     from plasticity_lab.envs.population import GridworldPopulation
@@ -74,17 +80,19 @@ def _paper_population(members: int, device: str, threads: int):
     dists = [distribution("permute", seed, 1, pool_size=100) for seed in range(members)]
     env.set_distributions([d.train_levels for d in dists], [d.mapping for d in dists])
     generator = torch.Generator(device=device).manual_seed(0)
+    if compile_loss:
+        population._losses = torch.compile(population._losses, dynamic=False)
     return population, env, generator
 
 
-def one(members: int, epochs: int, device: str, threads: int) -> dict:
+def one(members: int, epochs: int, device: str, threads: int, compile_loss: bool = False) -> dict:
     import resource
 
     import torch
 
     from plasticity_lab.ppo import collect_episodes
 
-    population, env, generator = _paper_population(members, device, threads)
+    population, env, generator = _paper_population(members, device, threads, compile_loss)
     collect_time = update_time = 0.0
     for epoch in range(epochs + 2):  # two warm-up epochs
         _sync(device)
@@ -176,13 +184,15 @@ def main() -> None:
                         help="populations of each size trained at the same time, one per process")
     parser.add_argument("--profile", type=int, default=None, metavar="MEMBERS",
                         help="instead of the table, profile a population of this size and print where time goes")
+    parser.add_argument("--compile", action="store_true",
+                        help="compile the minibatch loss with torch.compile (a measurement; training does not)")
     parser.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.profile is not None:
         profile(args.profile, min(args.epochs, 3), args.device, args.threads)
         return
     if args.one is not None:
-        print(json.dumps(one(args.one, args.epochs, args.device, args.threads)))
+        print(json.dumps(one(args.one, args.epochs, args.device, args.threads, args.compile)))
         return
 
     import torch
@@ -194,7 +204,7 @@ def main() -> None:
     rows = []
     for size in [int(s) for s in args.sizes.split(",")]:
         command = [sys.executable, __file__, "--one", str(size), "--epochs", str(args.epochs),
-                   "--device", args.device, "--threads", str(args.threads)]
+                   "--device", args.device, "--threads", str(args.threads)] + (["--compile"] if args.compile else [])
         workers = [subprocess.Popen(command, stdout=subprocess.PIPE, text=True) for _ in range(args.processes)]
         outputs = [w.communicate()[0] for w in workers]
         if any(w.returncode for w in workers):
@@ -203,7 +213,7 @@ def main() -> None:
     peak_after = matmul_gflops(args.device)
     peak = max(peak, peak_after)
     print(f"device={args.device} processes={args.processes} threads per process={args.threads} "
-          f"torch={torch.__version__}")
+          f"torch={torch.__version__}" + (" loss compiled (torch.compile)" if args.compile else ""))
     print(f"large matmul (2048², float32): {peak:.1f} GFLOP/s;  one agent-epoch = {FLOP_PER_AGENT_EPOCH / 1e9:.2f} GFLOP "
           f"of matrix products computed ({NOMINAL_FLOP_PER_AGENT_EPOCH / 1e9:.2f} if the backward is counted as 2× "
           "the forward)")
