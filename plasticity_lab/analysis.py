@@ -365,21 +365,20 @@ def rounds_summary(
     if last is not None:
         if isinstance(last, bool) or not isinstance(last, (int, np.integer)) or last < first:
             raise ValueError(f"last must be a round number >= first ({first}); got {last!r}")
-        short = int(np.min(ends)) if keys else int(ends)
+        short = int(np.min(ends))
         if short < last:
             raise ValueError(f"last={last} but some runs end at round {short}; valid: {first}..{short}")
     cols = ["normalised_train_return", "normalised_test_return"] + [c for c in diagnostics if c in rounds.columns]
-    window_end = (rounds.merge(ends.rename("_end").reset_index(), on=keys, how="left")["_end"].to_numpy()
-                  if keys else np.full(len(rounds), ends))
-    upper = window_end if last is None else np.full(len(rounds), last)
-    inside = (rounds["round"].to_numpy() >= first) & (rounds["round"].to_numpy() <= upper)
-    part = rounds.loc[inside].copy()
-    part["n_rounds"] = upper[inside]
+    part = rounds[(rounds["round"] >= first) & (rounds["round"] <= (np.inf if last is None else last))]
     if part.empty:
         raise ValueError(f"no run has rounds {first}..{last if last is not None else 'its last'}")
-    out = (part.groupby(keys + ["n_rounds"], dropna=False, sort=True)[cols].mean().reset_index()
-           if keys else part[["n_rounds"] + cols].mean().to_frame().T)
-    out = out.sort_values(keys, kind="stable").reset_index(drop=True) if keys else out
+    if keys:
+        out = part.groupby(keys, dropna=False, sort=True)[cols].mean()
+        out.insert(0, "n_rounds", ends.reindex(out.index) if last is None else last)
+        out = out.reset_index()
+    else:
+        out = part[cols].mean().to_frame().T
+        out.insert(0, "n_rounds", int(ends) if last is None else last)
     out.attrs.update(at="mean", first=first, last=last)
     return out
 

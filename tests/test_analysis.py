@@ -712,7 +712,7 @@ def test_rounds_summary_averages_the_window_of_rounds_per_run():
     assert row["normalised_train_return"] == pytest.approx(106.0) and row["n_rounds"] == 10
 
 
-def test_rounds_summary_of_rounds_two_to_the_end_is_the_stored_mean_summary(tmp_path):
+def test_rounds_summary_of_rounds_two_to_the_end_is_the_stored_mean_summary():
     """The stored runs("mean") table is computed from per-epoch curves by run_summary; averaging the per-round
     table over rounds 2..R must give the same numbers."""
     from pathlib import Path
