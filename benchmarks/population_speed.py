@@ -1,7 +1,9 @@
 """Benchmark: gridworld agent-epochs per second for populations of agents trained as one batched computation.
 
 Prints a table with, per population size: seconds per population epoch and per agent-epoch, the achieved
-GFLOP/s and its fraction of a large float32 matmul's throughput measured in the same run, the peak resident
+GFLOP/s and its fraction of a large float32 matmul's throughput measured in the same run (through MKL, which
+``torch.mm`` calls, and through oneDNN: on CPUs that are not Intel's MKL runs its AVX2 code and reaches about
+half of what oneDNN does, so both are printed), the peak resident
 memory of the process, and the projected time of one paper-scale run (50 000 epochs) and of the whole
 paper-scale gridworld grid (3 shifts × 11 conditions × 5 seeds).
 
@@ -11,6 +13,7 @@ paper-scale gridworld grid (3 shifts × 11 conditions × 5 seeds).
     python benchmarks/population_speed.py --processes 2 --threads 1   # as `plasticity-lab sweep --workers 2
                                                                      # --threads 1` trains a study
     python benchmarks/population_speed.py --sizes 15 --compile       # the loss compiled (see below)
+    python benchmarks/population_speed.py --cpu-matmul blas          # training's products through MKL, not oneDNN
 
 Each population size runs in its own process, so its peak memory is its own. With ``--processes P``, P
 populations of each size train at the same time in P processes of ``--threads`` threads each (how a sweep's
@@ -42,17 +45,22 @@ PAPER_EPOCHS = 10 * 5000
 GRID_RUNS = 3 * 11 * 5
 
 
-def matmul_gflops(device: str, size: int = 2048, repeats: int = 20) -> float:
+def matmul_gflops(device: str, size: int = 2048, repeats: int = 20, onednn: bool = False) -> float:
+    """GFLOP/s of a ``size``² float32 matrix product: ``torch.mm`` (MKL on x86 CPUs), or oneDNN's linear."""
     import torch
 
     a = torch.randn(size, size, device=device)
     b = torch.randn(size, size, device=device)
+    if onednn:
+        product = lambda: torch.ops.mkldnn._linear_pointwise(a, b, None, "none", [], "")  # noqa: E731
+    else:
+        product = lambda: a @ b  # noqa: E731
     for _ in range(3):
-        a @ b
+        product()
     _sync(device)
     start = time.perf_counter()
     for _ in range(repeats):
-        a @ b
+        product()
     _sync(device)
     return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e9
 
@@ -64,17 +72,20 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def _paper_population(members: int, device: str, threads: int, compile_loss: bool = False):
+def _paper_population(members: int, device: str, threads: int, compile_loss: bool = False, cpu_matmul: str = "auto"):
     """A population of ``members`` fresh agents at the paper's settings (11 episodes per epoch, a pool of 100
-    permuted levels), its environments and a random generator; ``compile_loss``: its minibatch loss compiled."""
+    permuted levels), its environments and a random generator; ``compile_loss``: its minibatch loss compiled;
+    ``cpu_matmul``: the library of its training products on the CPU (:func:`plasticity_lab.stacked.set_cpu_matmul`)."""
     import torch
 
+    from plasticity_lab import stacked
     from plasticity_lab.envs.population import GridworldPopulation
     from plasticity_lab.nets import NetworkSpec
     from plasticity_lab.ppo import Population
     from plasticity_lab.shifts import distribution
 
     torch.set_num_threads(threads)
+    stacked.set_cpu_matmul(cpu_matmul)
     population = Population(NetworkSpec(), list(range(members)), device=device)
     env = GridworldPopulation(members, 11, device=device)
     dists = [distribution("permute", seed, 1, pool_size=100) for seed in range(members)]
@@ -85,14 +96,16 @@ def _paper_population(members: int, device: str, threads: int, compile_loss: boo
     return population, env, generator
 
 
-def one(members: int, epochs: int, device: str, threads: int, compile_loss: bool = False) -> dict:
+def one(members: int, epochs: int, device: str, threads: int, compile_loss: bool = False,
+        cpu_matmul: str = "auto") -> dict:
     import resource
 
     import torch
 
+    from plasticity_lab import stacked
     from plasticity_lab.ppo import collect_episodes
 
-    population, env, generator = _paper_population(members, device, threads, compile_loss)
+    population, env, generator = _paper_population(members, device, threads, compile_loss, cpu_matmul)
     collect_time = update_time = 0.0
     for epoch in range(epochs + 2):  # two warm-up epochs
         _sync(device)
@@ -112,6 +125,7 @@ def one(members: int, epochs: int, device: str, threads: int, compile_loss: bool
         peak_mb = torch.cuda.max_memory_allocated() / 2**20
     return {
         "members": members,
+        "matmul": stacked.cpu_matmul() if device == "cpu" else device,
         "s_per_population_epoch": per_epoch,
         "s_per_agent_epoch": per_epoch / members,
         "collect_share": collect_time / (collect_time + update_time),
@@ -122,21 +136,21 @@ def one(members: int, epochs: int, device: str, threads: int, compile_loss: bool
 
 # Where the time goes: the profiler's self time of each op, grouped.
 PROFILE_GROUPS = {
-    "matrix products": ("aten::bmm", "aten::baddbmm", "aten::mm", "aten::addmm"),
+    "matrix products": ("aten::bmm", "aten::baddbmm", "aten::mm", "aten::addmm", "mkldnn::_linear_pointwise"),
     "AdamW": ("aten::_fused_adamw_",),
     "minibatch gather": ("aten::index",),
     "memory copies": ("aten::copy_", "aten::clone", "aten::contiguous"),
 }
 
 
-def profile(members: int, epochs: int, device: str, threads: int) -> None:
+def profile(members: int, epochs: int, device: str, threads: int, cpu_matmul: str = "auto") -> None:
     """Print the profiler's breakdown of ``epochs`` population epochs (collection and update)."""
     import torch
     from torch.profiler import ProfilerActivity, profile as torch_profile
 
     from plasticity_lab.ppo import collect_episodes
 
-    population, env, generator = _paper_population(members, device, threads)
+    population, env, generator = _paper_population(members, device, threads, cpu_matmul=cpu_matmul)
     for _ in range(2):
         population.update(collect_episodes(population, env, generator), generator)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith("cuda") else [])
@@ -165,6 +179,7 @@ def _combined(rows: list[dict]) -> dict:
     agent_epochs_per_s = sum(r["members"] / r["s_per_population_epoch"] for r in rows)
     return {
         "members": members,
+        "matmul": rows[0]["matmul"],
         "label": f"{len(rows)}×{rows[0]['members']}",
         "s_per_population_epoch": max(r["s_per_population_epoch"] for r in rows),
         "s_per_agent_epoch": 1 / agent_epochs_per_s,
@@ -186,13 +201,22 @@ def main() -> None:
                         help="instead of the table, profile a population of this size and print where time goes")
     parser.add_argument("--compile", action="store_true",
                         help="compile the minibatch loss with torch.compile (a measurement; training does not)")
+    parser.add_argument("--cpu-matmul", default="auto",
+                        help="library of the training products on the CPU: auto, onednn or blas, or several "
+                             "separated by commas (a row each, in the same run)")
     parser.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    kinds = args.cpu_matmul.split(",")
+    from plasticity_lab import stacked
+
+    for kind in kinds:
+        if kind not in stacked.CPU_MATMUL_CHOICES:
+            parser.error(f"unknown --cpu-matmul {kind!r}; valid: {', '.join(stacked.CPU_MATMUL_CHOICES)}")
     if args.profile is not None:
-        profile(args.profile, min(args.epochs, 3), args.device, args.threads)
+        profile(args.profile, min(args.epochs, 3), args.device, args.threads, kinds[0])
         return
     if args.one is not None:
-        print(json.dumps(one(args.one, args.epochs, args.device, args.threads, args.compile)))
+        print(json.dumps(one(args.one, args.epochs, args.device, args.threads, args.compile, kinds[0])))
         return
 
     import torch
@@ -200,34 +224,42 @@ def main() -> None:
     if args.processes < 1 or args.threads < 1:
         parser.error(f"--processes and --threads must be at least 1; got {args.processes} and {args.threads}")
     torch.set_num_threads(args.threads * args.processes)
-    peak = matmul_gflops(args.device)
+    on_cpu = args.device == "cpu"
+    references = {"MKL": lambda: matmul_gflops(args.device)}
+    if on_cpu and stacked.onednn_available():
+        references["oneDNN"] = lambda: matmul_gflops(args.device, onednn=True)
+    peaks = {name: measure() for name, measure in references.items()}
     rows = []
     for size in [int(s) for s in args.sizes.split(",")]:
-        command = [sys.executable, __file__, "--one", str(size), "--epochs", str(args.epochs),
-                   "--device", args.device, "--threads", str(args.threads)] + (["--compile"] if args.compile else [])
-        workers = [subprocess.Popen(command, stdout=subprocess.PIPE, text=True) for _ in range(args.processes)]
-        outputs = [w.communicate()[0] for w in workers]
-        if any(w.returncode for w in workers):
-            raise SystemExit(f"a benchmark process for {size} members failed")
-        rows.append(_combined([json.loads(o.strip().splitlines()[-1]) for o in outputs]))
-    peak_after = matmul_gflops(args.device)
-    peak = max(peak, peak_after)
+        for kind in kinds:
+            command = [sys.executable, __file__, "--one", str(size), "--epochs", str(args.epochs),
+                       "--device", args.device, "--threads", str(args.threads), "--cpu-matmul", kind]
+            command += ["--compile"] if args.compile else []
+            workers = [subprocess.Popen(command, stdout=subprocess.PIPE, text=True) for _ in range(args.processes)]
+            outputs = [w.communicate()[0] for w in workers]
+            if any(w.returncode for w in workers):
+                raise SystemExit(f"a benchmark process for {size} members failed")
+            rows.append(_combined([json.loads(o.strip().splitlines()[-1]) for o in outputs]))
+    peaks = {name: max(peak, references[name]()) for name, peak in peaks.items()}
     print(f"device={args.device} processes={args.processes} threads per process={args.threads} "
           f"torch={torch.__version__}" + (" loss compiled (torch.compile)" if args.compile else ""))
-    print(f"large matmul (2048², float32): {peak:.1f} GFLOP/s;  one agent-epoch = {FLOP_PER_AGENT_EPOCH / 1e9:.2f} GFLOP "
+    print("large matmul (2048², float32, all threads): "
+          + ", ".join(f"{peak:.1f} GFLOP/s through {name}" for name, peak in peaks.items())
+          + f";  one agent-epoch = {FLOP_PER_AGENT_EPOCH / 1e9:.2f} GFLOP "
           f"of matrix products computed ({NOMINAL_FLOP_PER_AGENT_EPOCH / 1e9:.2f} if the backward is counted as 2× "
           "the forward)")
-    header = (f"{'members':>7} {'s/pop-epoch':>11} {'s/agent-epoch':>13} {'speed-up vs 0.27 s':>18} {'GFLOP/s':>8} "
-              f"{'% of matmul':>11} {'collect %':>9} {'peak MB':>8} {'paper run (h)':>13} {'paper grid (h)':>14}")
+    shares = "".join(f" {'% of ' + name:>12}" for name in peaks)
+    header = (f"{'members':>7} {'matmul':>7} {'s/pop-epoch':>11} {'s/agent-epoch':>13} {'speed-up vs 0.27 s':>18} "
+              f"{'GFLOP/s':>8}{shares} {'collect %':>9} {'peak MB':>8} {'paper run (h)':>13} {'paper grid (h)':>14}")
     print(header)
     for r in rows:
         per_agent = r["s_per_agent_epoch"]
         run_h = per_agent * r["members"] * PAPER_EPOCHS / 3600  # one population of this size, paper scale
         grid_h = per_agent * PAPER_EPOCHS * GRID_RUNS / 3600
-        print(f"{r.get('label', r['members']):>7} {r['s_per_population_epoch']:>11.3f} {per_agent:>13.4f} "
-              f"{0.27 / per_agent:>17.1f}× "
-              f"{r['gflops']:>8.1f} {100 * r['gflops'] / peak:>10.1f}% {100 * r['collect_share']:>8.0f}% "
-              f"{r['peak_memory_mb']:>8.0f} {run_h:>13.1f} {grid_h:>14.1f}")
+        shares = "".join(f" {100 * r['gflops'] / peak:>11.1f}%" for peak in peaks.values())
+        print(f"{r.get('label', r['members']):>7} {r['matmul']:>7} {r['s_per_population_epoch']:>11.3f} "
+              f"{per_agent:>13.4f} {0.27 / per_agent:>17.1f}× {r['gflops']:>8.1f}{shares} "
+              f"{100 * r['collect_share']:>8.0f}% {r['peak_memory_mb']:>8.0f} {run_h:>13.1f} {grid_h:>14.1f}")
     print("paper run = one population of that size (with --processes P: P populations at once) trained for "
           "10 × 5 000 epochs; "
           f"paper grid = {GRID_RUNS} runs at that population's per-agent speed.")

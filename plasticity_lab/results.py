@@ -52,7 +52,7 @@ def environment_info() -> dict:
     import numpy
     import torch
 
-    from . import __version__
+    from . import __version__, stacked
 
     return {
         "package_version": __version__,
@@ -66,6 +66,7 @@ def environment_info() -> dict:
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "cpu_matmul": stacked.cpu_matmul(),
     }
 
 

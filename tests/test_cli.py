@@ -20,7 +20,7 @@ def test_run_writes_results_and_manifest(tmp_path, capsys):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["seeds"] == [0, 1] and manifest["presets"] == ["smoke"]
     assert {c["epochs_per_round"] for c in manifest["configs"]} == {2}
-    for key in ("package_version", "git_commit", "torch", "platform", "cpu_count", "wall_time_s"):
+    for key in ("package_version", "git_commit", "torch", "platform", "cpu_count", "cpu_matmul", "wall_time_s"):
         assert key in manifest
     printed = capsys.readouterr().out
     assert "warm_start" in printed and "reset_all" in printed and str(out) in printed

@@ -40,9 +40,21 @@ def _params(module):
     return {k: v.requires_grad_() for k, v in params.items()}
 
 
-@pytest.mark.parametrize("rows", [5, stacked.FEATURE_MAJOR_FROM + 8], ids=["batch-major", "feature-major"])
+CPU_MATMULS = ["blas"] + (["onednn"] if stacked.onednn_available() else [])
+
+
+@pytest.fixture
+def cpu_matmul(request):
+    """Train with the given CPU matmul library; the default choice is restored afterwards."""
+    stacked.set_cpu_matmul(request.param)
+    yield request.param
+    stacked.set_cpu_matmul(None)
+
+
+@pytest.mark.parametrize("cpu_matmul", CPU_MATMULS, indirect=True)
+@pytest.mark.parametrize("rows", [5, stacked.FEATURE_MAJOR_FROM + 8], ids=["few-rows", "training-minibatch"])
 @pytest.mark.parametrize("name", list(TEMPLATES))
-def test_stacked_forward_and_gradients_equal_each_members_own_module(name, rows):
+def test_stacked_forward_and_gradients_equal_each_members_own_module(name, rows, cpu_matmul):
     module = TEMPLATES[name]()
     assert stacked.supports(module)
     params = _params(module)
@@ -103,8 +115,11 @@ def test_ppo_loss_over_a_member_axis_equals_each_members_loss():
             torch.testing.assert_close(stats[key][m], value, msg=key)
 
 
-def test_layout_is_feature_major_only_for_a_training_minibatch_and_both_give_the_same_network():
-    assert stacked.layout(64) == stacked.FEATURE_MAJOR and stacked.layout(5) == stacked.BATCH_MAJOR
+@pytest.mark.parametrize("cpu_matmul", CPU_MATMULS, indirect=True)
+def test_layout_is_feature_major_only_for_a_blas_training_minibatch_and_all_give_the_same_network(cpu_matmul):
+    training = stacked.FEATURE_MAJOR if cpu_matmul == "blas" else stacked.BATCH_MAJOR
+    assert stacked.layout(64) == training and stacked.layout(5) == stacked.BATCH_MAJOR
+    assert stacked.layout(64, "meta") == stacked.FEATURE_MAJOR  # not a CPU: batched products, feature-major
     with torch.no_grad():
         assert stacked.layout(64) == stacked.BATCH_MAJOR
     module = TEMPLATES["layernorm+crelu"]()
@@ -116,3 +131,64 @@ def test_layout_is_feature_major_only_for_a_training_minibatch_and_both_give_the
     for got, want in zip(without, with_grad, strict=True):
         assert got.is_contiguous()  # batch-major: no transposed views
         torch.testing.assert_close(got, want.detach(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.skipif(not stacked.onednn_available(), reason="needs oneDNN on an x86 CPU")
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_onednn_linear_and_its_gradients_equal_a_float64_reference(with_bias):
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(3, 40, 24, generator=g, requires_grad=True)
+    weight = torch.randn(3, 12, 24, generator=g, requires_grad=True)
+    bias = torch.randn(3, 12, generator=g, requires_grad=True) if with_bias else None
+    upstream = torch.randn(3, 40, 12, generator=g)
+    out = stacked._OneDNNLinear.apply(x, weight, bias)
+    out.backward(upstream)
+    x64, w64 = x.detach().double(), weight.detach().double()
+    want = torch.einsum("mbi,moi->mbo", x64, w64) + (bias.detach().double().unsqueeze(1) if with_bias else 0)
+    torch.testing.assert_close(out.double(), want, rtol=1e-5, atol=1e-5)
+    u64 = upstream.double()
+    torch.testing.assert_close(x.grad.double(), torch.einsum("mbo,moi->mbi", u64, w64), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(weight.grad.double(), torch.einsum("mbo,mbi->moi", u64, x64), rtol=1e-5, atol=1e-5)
+    if with_bias:
+        torch.testing.assert_close(bias.grad.double(), u64.sum(1), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(not stacked.onednn_available(), reason="needs oneDNN on an x86 CPU")
+def test_onednn_linear_computes_no_gradient_for_a_frozen_weight():
+    x = torch.randn(2, 40, 8, requires_grad=True)
+    frozen = torch.randn(2, 16, 8)
+    stacked._OneDNNLinear.apply(x, frozen, None).sum().backward()
+    assert frozen.grad is None
+    torch.testing.assert_close(x.grad, frozen.sum(1).unsqueeze(1).expand(-1, 40, -1))
+
+
+def test_narrow_linear_gradients_equal_autograd_of_the_same_product():
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(3, 40, 16, generator=g, requires_grad=True)
+    weight = torch.randn(3, 4, 16, generator=g, requires_grad=True)
+    bias = torch.randn(3, 4, generator=g, requires_grad=True)
+    upstream = torch.randn(3, 40, 4, generator=g)
+    stacked._NarrowLinear.apply(x, weight, bias).backward(upstream)
+    got = [t.grad.clone() for t in (x, weight, bias)]
+    for t in (x, weight, bias):
+        t.grad = None
+    torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2)).backward(upstream)
+    for mine, reference in zip(got, (x.grad, weight.grad, bias.grad), strict=True):
+        torch.testing.assert_close(mine, reference, rtol=1e-5, atol=1e-5)
+
+
+def test_cpu_matmul_choice_is_validated_and_auto_resolves_to_a_library(monkeypatch):
+    with pytest.raises(ValueError, match=r"unknown CPU matmul 'mkl' \(set_cpu_matmul\); valid: auto, onednn, blas"):
+        stacked.set_cpu_matmul("mkl")
+    monkeypatch.delenv(stacked.CPU_MATMUL_VARIABLE, raising=False)
+    assert stacked.cpu_matmul() == ("onednn" if stacked.onednn_available() else "blas")
+    monkeypatch.setenv(stacked.CPU_MATMUL_VARIABLE, "blas")
+    assert stacked.cpu_matmul() == "blas"
+    monkeypatch.setenv(stacked.CPU_MATMUL_VARIABLE, "fast")
+    with pytest.raises(ValueError, match=r"unknown CPU matmul 'fast' \(PLASTICITY_LAB_CPU_MATMUL\)"):
+        stacked.cpu_matmul()
+    stacked.set_cpu_matmul("blas")  # the call wins over the variable
+    try:
+        assert stacked.cpu_matmul() == "blas"
+    finally:
+        stacked.set_cpu_matmul(None)
