@@ -181,7 +181,14 @@ def test_cpu_matmul_choice_is_validated_and_auto_resolves_to_a_library(monkeypat
     with pytest.raises(ValueError, match=r"unknown CPU matmul 'mkl' \(set_cpu_matmul\); valid: auto, onednn, blas"):
         stacked.set_cpu_matmul("mkl")
     monkeypatch.delenv(stacked.CPU_MATMUL_VARIABLE, raising=False)
-    assert stacked.cpu_matmul() == ("onednn" if stacked.onednn_available() else "blas")
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert stacked.cpu_matmul() == ("onednn" if stacked.onednn_available() else "blas")
+        torch.set_num_threads(2)
+        assert stacked.cpu_matmul() == "blas"  # auto: BLAS shares the members out between threads
+    finally:
+        torch.set_num_threads(threads)
     monkeypatch.setenv(stacked.CPU_MATMUL_VARIABLE, "blas")
     assert stacked.cpu_matmul() == "blas"
     monkeypatch.setenv(stacked.CPU_MATMUL_VARIABLE, "fast")
