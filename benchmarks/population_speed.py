@@ -138,8 +138,8 @@ def one(members: int, epochs: int, device: str, threads: int, compile_loss: bool
 PROFILE_GROUPS = {
     "matrix products": ("aten::bmm", "aten::baddbmm", "aten::mm", "aten::addmm", "mkldnn::_linear_pointwise"),
     "AdamW": ("aten::_fused_adamw_",),
-    "minibatch gather": ("aten::index",),
-    "memory copies": ("aten::copy_", "aten::clone", "aten::contiguous"),
+    "minibatch gather": ("aten::index", "aten::index_select"),
+    "memory copies": ("aten::copy_", "aten::clone", "aten::contiguous", "aten::cat"),
 }
 
 
