@@ -3,9 +3,9 @@
 Prints a table with, per population size: seconds per population epoch and per agent-epoch, the achieved
 GFLOP/s and its fraction of a large float32 matmul's throughput measured in the same run (through MKL, which
 ``torch.mm`` calls, and through oneDNN: on CPUs that are not Intel's MKL runs its AVX2 code and reaches about
-half of what oneDNN does, so both are printed), the peak resident
-memory of the process, and the projected time of one paper-scale run (50 000 epochs) and of the whole
-paper-scale gridworld grid (3 shifts × 11 conditions × 5 seeds).
+half of what oneDNN does, so both are printed), the peak resident memory of the process, and the projected time
+of one paper-scale run (50 000 epochs) and of the whole paper-scale gridworld grid (3 shifts × 11 conditions × 5
+seeds).
 
     python benchmarks/population_speed.py                    # sizes 1, 5, 15, 45 on the CPU
     python benchmarks/population_speed.py --sizes 15 --epochs 10 --device cuda
@@ -14,6 +14,7 @@ paper-scale gridworld grid (3 shifts × 11 conditions × 5 seeds).
                                                                      # --threads 1` trains a study
     python benchmarks/population_speed.py --sizes 15 --compile       # the loss compiled (see below)
     python benchmarks/population_speed.py --cpu-matmul blas          # training's products through MKL, not oneDNN
+    python benchmarks/population_speed.py --cpu-matmul onednn,blas   # both, a row each, in the same run
 
 Each population size runs in its own process, so its peak memory is its own. With ``--processes P``, P
 populations of each size train at the same time in P processes of ``--threads`` threads each (how a sweep's
