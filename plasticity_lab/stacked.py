@@ -14,7 +14,7 @@ or ``CReLU``), linear heads, and any module that defines ``stacked_forward(param
 head of plasticity injection does). :func:`supports` says whether a template qualifies; the population falls
 back to ``vmap`` for anything else (the CNN). Results equal ``vmap(functional_call)`` up to float rounding.
 
-On an x86 CPU with one thread per process, the matrix products of a training minibatch go to oneDNN instead
+On an AMD CPU with one thread per process, the matrix products of a training minibatch go to oneDNN instead
 (:func:`set_cpu_matmul`): PyTorch's batched products call MKL, which runs its AVX2 code on CPUs that are not
 Intel's, while oneDNN's kernels use whatever vector width the CPU has. Measured on the 2-core AMD EPYC (Zen 5)
 this project develops on, one thread: a 2048² float32 product runs at 95 GFLOP/s through MKL and 220 through
@@ -26,6 +26,7 @@ differently, so a run repeats bit for bit only with the same choice on the same 
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 
@@ -67,6 +68,20 @@ def onednn_available() -> bool:
             and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
 
 
+@functools.cache
+def cpu_vendor() -> str:
+    """The CPU's vendor string (``"AuthenticAMD"``, ``"GenuineIntel"``, …), or ``""`` where it cannot be read."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    processor = platform.processor()  # e.g. "AMD64 Family 26 Model 2 Stepping 1, AuthenticAMD" on Windows
+    return processor.rsplit(",", 1)[-1].strip() if "," in processor else ""
+
+
 def _checked(kind: str, source: str) -> str:
     if kind not in CPU_MATMUL_CHOICES:
         raise ValueError(f"unknown CPU matmul {kind!r} ({source}); valid: {', '.join(CPU_MATMUL_CHOICES)}")
@@ -80,10 +95,11 @@ def set_cpu_matmul(kind: str | None) -> None:
     """Choose the library for the matrix products of training minibatches on the CPU, in this process.
 
     ``"onednn"``: oneDNN, one product per member; ``"blas"``: one batched product (MKL in PyTorch's x86 builds), in
-    the feature-major layout; ``"auto"``: oneDNN where :func:`onednn_available` and PyTorch runs one thread per
-    process (how a sweep trains on a small machine), else BLAS: a product with a weight per member gives oneDNN
-    little to share between threads, while BLAS shares the members out (measured on 2 threads, 15 members: an
-    epoch takes 0.73 s with oneDNN, 0.66 s with BLAS). ``None`` returns to the
+    the feature-major layout; ``"auto"``: oneDNN on an AMD CPU where :func:`onednn_available` and PyTorch runs one
+    thread per process (how a sweep trains on a small machine), else BLAS. On Intel's CPUs MKL runs its AVX-512
+    code, which is what oneDNN gains elsewhere, so BLAS keeps its batched product there; and a product with a
+    weight per member gives oneDNN little to share between threads, while BLAS shares the members out (measured
+    on 2 threads, 15 members: an epoch takes 0.73 s with oneDNN, 0.66 s with BLAS). ``None`` returns to the
     default: the environment variable ``PLASTICITY_LAB_CPU_MATMUL`` (which a sweep's worker processes inherit),
     else ``"auto"``. The GPU path and forward passes without gradients do not depend on it.
     """
@@ -97,7 +113,8 @@ def cpu_matmul() -> str:
     if kind is None:
         kind = _checked(os.environ.get(CPU_MATMUL_VARIABLE, "auto"), CPU_MATMUL_VARIABLE)
     if kind == "auto":
-        return "onednn" if onednn_available() and torch.get_num_threads() == 1 else "blas"
+        amd = "AMD" in cpu_vendor()
+        return "onednn" if amd and onednn_available() and torch.get_num_threads() == 1 else "blas"
     return kind
 
 

@@ -184,9 +184,13 @@ def test_cpu_matmul_choice_is_validated_and_auto_resolves_to_a_library(monkeypat
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
+        monkeypatch.setattr(stacked, "cpu_vendor", lambda: "AuthenticAMD")
         assert stacked.cpu_matmul() == ("onednn" if stacked.onednn_available() else "blas")
+        monkeypatch.setattr(stacked, "cpu_vendor", lambda: "GenuineIntel")
+        assert stacked.cpu_matmul() == "blas"  # MKL runs its AVX-512 code on Intel's CPUs
+        monkeypatch.setattr(stacked, "cpu_vendor", lambda: "AuthenticAMD")
         torch.set_num_threads(2)
-        assert stacked.cpu_matmul() == "blas"  # auto: BLAS shares the members out between threads
+        assert stacked.cpu_matmul() == "blas"  # BLAS shares the members out between threads
     finally:
         torch.set_num_threads(threads)
     monkeypatch.setenv(stacked.CPU_MATMUL_VARIABLE, "blas")
