@@ -53,7 +53,9 @@ def matmul_gflops(device: str, size: int = 2048, repeats: int = 20, onednn: bool
     a = torch.randn(size, size, device=device)
     b = torch.randn(size, size, device=device)
     if onednn:
-        product = lambda: torch.ops.mkldnn._linear_pointwise(a, b, None, "none", [], "")  # noqa: E731
+        from plasticity_lab.stacked import onednn_linear
+
+        product = lambda: onednn_linear(a, b)  # noqa: E731
     else:
         product = lambda: a @ b  # noqa: E731
     for _ in range(3):
@@ -211,8 +213,10 @@ def main() -> None:
     from plasticity_lab import stacked
 
     for kind in kinds:
-        if kind not in stacked.CPU_MATMUL_CHOICES:
-            parser.error(f"unknown --cpu-matmul {kind!r}; valid: {', '.join(stacked.CPU_MATMUL_CHOICES)}")
+        try:
+            stacked.checked_cpu_matmul(kind, "--cpu-matmul")
+        except ValueError as error:
+            parser.error(str(error))
     if args.profile is not None:
         profile(args.profile, min(args.epochs, 3), args.device, args.threads, kinds[0])
         return

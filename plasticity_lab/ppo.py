@@ -336,7 +336,7 @@ class Population:
         # against 294 µs for the observations of 15 gridworld members), and no member-major copy is made.
         keys = ("obs", "actions", "log_probs", "advantages", "returns")
         rows = {k: getattr(rollout, k).flatten(0, 2) for k in keys}  # row (t·members + m)·copies + e
-        member_start = (torch.arange(members, device=generator.device) * copies).unsqueeze(1)
+        member_offset = (torch.arange(members, device=generator.device) * copies).unsqueeze(1)
         totals: dict[str, torch.Tensor] = {}
         steps = 0
         for _ in range(self.ppo.epochs):
@@ -345,7 +345,7 @@ class Population:
             for start in range(0, n - size + 1, size):
                 # The shuffle lives on the generator's device; the buffers on the population's.
                 picked = order[:, start:start + size]
-                index = (picked // copies * (members * copies) + picked % copies + member_start).reshape(-1)
+                index = (picked // copies * (members * copies) + picked % copies + member_offset).reshape(-1)
                 index = index.to(self.device)
                 minibatch = [rows[k].index_select(0, index).view(members, size, *rows[k].shape[1:]) for k in keys]
                 losses, stats = self._losses(*minibatch)

@@ -62,6 +62,7 @@ CPU_MATMUL_VARIABLE = "PLASTICITY_LAB_CPU_MATMUL"  # the default choice, inherit
 _cpu_matmul: str | None = None  # None: the environment variable decides
 
 
+@functools.cache
 def onednn_available() -> bool:
     """Whether this PyTorch can run oneDNN's float32 linear on this machine (an x86 CPU with oneDNN built in)."""
     return (platform.machine().lower() in ("x86_64", "amd64") and torch.backends.mkldnn.is_available()
@@ -82,7 +83,8 @@ def cpu_vendor() -> str:
     return processor.rsplit(",", 1)[-1].strip() if "," in processor else ""
 
 
-def _checked(kind: str, source: str) -> str:
+def checked_cpu_matmul(kind: str, source: str) -> str:
+    """``kind`` if it is a valid choice here, else one ``ValueError`` naming ``source`` and the valid choices."""
     if kind not in CPU_MATMUL_CHOICES:
         raise ValueError(f"unknown CPU matmul {kind!r} ({source}); valid: {', '.join(CPU_MATMUL_CHOICES)}")
     if kind == "onednn" and not onednn_available():
@@ -104,14 +106,14 @@ def set_cpu_matmul(kind: str | None) -> None:
     else ``"auto"``. The GPU path and forward passes without gradients do not depend on it.
     """
     global _cpu_matmul
-    _cpu_matmul = None if kind is None else _checked(kind, "set_cpu_matmul")
+    _cpu_matmul = None if kind is None else checked_cpu_matmul(kind, "set_cpu_matmul")
 
 
 def cpu_matmul() -> str:
     """The library training minibatches use on the CPU now: ``"onednn"`` or ``"blas"``."""
     kind = _cpu_matmul
     if kind is None:
-        kind = _checked(os.environ.get(CPU_MATMUL_VARIABLE, "auto"), CPU_MATMUL_VARIABLE)
+        kind = checked_cpu_matmul(os.environ.get(CPU_MATMUL_VARIABLE, "auto"), CPU_MATMUL_VARIABLE)
     if kind == "auto":
         amd = "AMD" in cpu_vendor()
         return "onednn" if amd and onednn_available() and torch.get_num_threads() == 1 else "blas"
@@ -140,31 +142,34 @@ def layout(rows: int, device: torch.device | str = "cpu") -> int:
     return FEATURE_MAJOR
 
 
+def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """oneDNN's float32 ``x W^T + b`` for one ``x [B, in]`` and ``W [out, in]`` (see :func:`onednn_available`)."""
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+
+
 class _OneDNNLinear(torch.autograd.Function):
     """``x W^T + b`` per member through oneDNN: ``x [M, B, in]``, ``W [M, out, in]``, ``b [M, out]`` or ``None``."""
 
     @staticmethod
     def forward(ctx, x, weight, bias):
         ctx.save_for_backward(x, weight)
-        linear_ = torch.ops.mkldnn._linear_pointwise
-        return torch.stack([linear_(x[m], weight[m], None if bias is None else bias[m], "none", [], "")
+        return torch.stack([onednn_linear(x[m], weight[m], None if bias is None else bias[m])
                             for m in range(weight.shape[0])])
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
         x, weight = ctx.saved_tensors
-        linear_ = torch.ops.mkldnn._linear_pointwise
         members = range(weight.shape[0])
         need_x, need_weight, need_bias = ctx.needs_input_grad
         # dx = grad W and dW = grad^T x, each as oneDNN's "input times transposed weight". oneDNN copies an input
         # that is not contiguous, so grad^T is made contiguous once for all members.
         grad_x = grad_weight = None
         if need_x:
-            grad_x = torch.stack([linear_(grad[m], weight[m].t(), None, "none", [], "") for m in members])
+            grad_x = torch.stack([onednn_linear(grad[m], weight[m].t()) for m in members])
         if need_weight:
             grad_t = grad.transpose(1, 2).contiguous()
-            grad_weight = torch.stack([linear_(grad_t[m], x[m].t(), None, "none", [], "") for m in members])
+            grad_weight = torch.stack([onednn_linear(grad_t[m], x[m].t()) for m in members])
         grad_bias = grad.sum(1) if need_bias else None
         return grad_x, grad_weight, grad_bias
 
