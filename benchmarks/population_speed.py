@@ -15,6 +15,7 @@ seeds).
     python benchmarks/population_speed.py --sizes 15 --compile       # the loss compiled (see below)
     python benchmarks/population_speed.py --cpu-matmul blas          # training's products through MKL, not oneDNN
     python benchmarks/population_speed.py --cpu-matmul onednn,blas   # both, a row each, in the same run
+    python benchmarks/population_speed.py --sizes 15 --repeats 7     # the median of 7 runs, and their range
 
 Each population size runs in its own process, so its peak memory is its own. With ``--processes P``, P
 populations of each size train at the same time in P processes of ``--threads`` threads each (how a sweep's
@@ -192,6 +193,15 @@ def _combined(rows: list[dict]) -> dict:
     }
 
 
+def median_run(runs: list[dict]) -> dict:
+    """The run of median speed among repeated measurements of one row (the slower middle one of an even number),
+    with the fastest and slowest run's ``s_per_agent_epoch`` added as ``fastest`` and ``slowest``. A real run
+    rather than averaged columns, so that its figures stay consistent with each other."""
+    ordered = sorted(runs, key=lambda r: r["s_per_agent_epoch"])
+    return {**ordered[len(ordered) // 2], "fastest": ordered[0]["s_per_agent_epoch"],
+            "slowest": ordered[-1]["s_per_agent_epoch"]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="1,5,15,45")
@@ -207,6 +217,9 @@ def main() -> None:
     parser.add_argument("--cpu-matmul", default="auto",
                         help="library of the training products on the CPU: auto, onednn or blas, or several "
                              "separated by commas (a row each, in the same run)")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="measure each row this many times, the rows in turn; the table shows the median run "
+                             "and the range of s/agent-epoch (the machine's speed can drift over minutes)")
     parser.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     kinds = args.cpu_matmul.split(",")
@@ -226,25 +239,30 @@ def main() -> None:
 
     import torch
 
-    if args.processes < 1 or args.threads < 1:
-        parser.error(f"--processes and --threads must be at least 1; got {args.processes} and {args.threads}")
+    if min(args.processes, args.threads, args.repeats) < 1:
+        parser.error("--processes, --threads and --repeats must be at least 1; got "
+                     f"{args.processes}, {args.threads} and {args.repeats}")
     torch.set_num_threads(args.threads * args.processes)
     on_cpu = args.device == "cpu"
     references = {"MKL": lambda: matmul_gflops(args.device)}
     if on_cpu and stacked.onednn_available():
         references["oneDNN"] = lambda: matmul_gflops(args.device, onednn=True)
     peaks = {name: measure() for name, measure in references.items()}
-    rows = []
-    for size in [int(s) for s in args.sizes.split(",")]:
-        for kind in kinds:
-            command = [sys.executable, __file__, "--one", str(size), "--epochs", str(args.epochs),
-                       "--device", args.device, "--threads", str(args.threads), "--cpu-matmul", kind]
-            command += ["--compile"] if args.compile else []
-            workers = [subprocess.Popen(command, stdout=subprocess.PIPE, text=True) for _ in range(args.processes)]
-            outputs = [w.communicate()[0] for w in workers]
-            if any(w.returncode for w in workers):
-                raise SystemExit(f"a benchmark process for {size} members failed")
-            rows.append(_combined([json.loads(o.strip().splitlines()[-1]) for o in outputs]))
+    runs: dict[tuple[int, str], list[dict]] = {}
+    for _ in range(args.repeats):  # each repeat measures every row once, so that drift spreads over all rows
+        for size in [int(s) for s in args.sizes.split(",")]:
+            for kind in kinds:
+                command = [sys.executable, __file__, "--one", str(size), "--epochs", str(args.epochs),
+                           "--device", args.device, "--threads", str(args.threads), "--cpu-matmul", kind]
+                command += ["--compile"] if args.compile else []
+                workers = [subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+                           for _ in range(args.processes)]
+                outputs = [w.communicate()[0] for w in workers]
+                if any(w.returncode for w in workers):
+                    raise SystemExit(f"a benchmark process for {size} members failed")
+                runs.setdefault((size, kind), []).append(
+                    _combined([json.loads(o.strip().splitlines()[-1]) for o in outputs]))
+    rows = [median_run(r) for r in runs.values()]
     peaks = {name: max(peak, references[name]()) for name, peak in peaks.items()}
     print(f"device={args.device} processes={args.processes} threads per process={args.threads} "
           f"torch={torch.__version__}" + (" loss compiled (torch.compile)" if args.compile else ""))
@@ -254,16 +272,22 @@ def main() -> None:
           f"of matrix products computed ({NOMINAL_FLOP_PER_AGENT_EPOCH / 1e9:.2f} if the backward is counted as 2× "
           "the forward)")
     shares = "".join(f" {'% of ' + name:>12}" for name in peaks)
-    header = (f"{'members':>7} {'matmul':>7} {'s/pop-epoch':>11} {'s/agent-epoch':>13} {'speed-up vs 0.27 s':>18} "
-              f"{'GFLOP/s':>8}{shares} {'collect %':>9} {'peak MB':>8} {'paper run (h)':>13} {'paper grid (h)':>14}")
+    spread = f" {'range of ' + str(args.repeats):>15}" if args.repeats > 1 else ""
+    header = (f"{'members':>7} {'matmul':>7} {'s/pop-epoch':>11} {'s/agent-epoch':>13}{spread} "
+              f"{'speed-up vs 0.27 s':>18} {'GFLOP/s':>8}{shares} {'collect %':>9} {'peak MB':>8} "
+              f"{'paper run (h)':>13} {'paper grid (h)':>14}")
+    if args.repeats > 1:
+        print(f"each row: the median of {args.repeats} runs; 'range of {args.repeats}': the fastest and slowest "
+              "run's s/agent-epoch")
     print(header)
     for r in rows:
         per_agent = r["s_per_agent_epoch"]
         run_h = per_agent * r["members"] * PAPER_EPOCHS / 3600  # one population of this size, paper scale
         grid_h = per_agent * PAPER_EPOCHS * GRID_RUNS / 3600
         shares = "".join(f" {100 * r['gflops'] / peak:>11.1f}%" for peak in peaks.values())
+        spread = f" {r['fastest']:>7.4f}–{r['slowest']:.4f}" if args.repeats > 1 else ""
         print(f"{r.get('label', r['members']):>7} {r['matmul']:>7} {r['s_per_population_epoch']:>11.3f} "
-              f"{per_agent:>13.4f} {0.27 / per_agent:>17.1f}× {r['gflops']:>8.1f}{shares} "
+              f"{per_agent:>13.4f}{spread} {0.27 / per_agent:>17.1f}× {r['gflops']:>8.1f}{shares} "
               f"{100 * r['collect_share']:>8.0f}% {r['peak_memory_mb']:>8.0f} {run_h:>13.1f} {grid_h:>14.1f}")
     print("paper run = one population of that size (with --processes P: P populations at once) trained for "
           "10 × 5 000 epochs; "
