@@ -33,7 +33,9 @@ def dead_unit_fraction(activations: torch.Tensor) -> torch.Tensor:
 
     This is the paper's "dead units" diagnostic (a ReLU output that is exactly 0), not ReDo's score.
     """
-    return (activations.reshape(activations.shape[0], -1) == 0).float().mean(1)
+    # Counted over the non-member axes in place: flattening a transposed (feature-major) view would copy it.
+    zeros = (activations == 0).sum(dim=tuple(range(1, activations.dim())))
+    return zeros.to(torch.float32) / activations[0].numel()
 
 
 def dormant_scores(activations: torch.Tensor) -> torch.Tensor:

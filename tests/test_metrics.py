@@ -46,3 +46,12 @@ def test_dormant_scores_treat_conv_positions_as_batch():
     acts[:, :, 1] = 1.0
     acts[:, :, 2] = 2.0
     assert dormant_scores(acts)[0].tolist() == pytest.approx([0.0, 1.0, 2.0], abs=1e-6)
+
+
+def test_dead_unit_fraction_of_a_transposed_view_counts_the_same_zeros():
+    # Feature-major activations reach it as a transposed view; the count must not depend on the strides.
+    acts = torch.tensor([[[0.0, 3.0, 0.0], [1.0, 0.0, 0.0]], [[2.0, 2.0, 2.0], [0.0, 5.0, 6.0]]])  # [M=2, 2, 3]
+    view = acts.transpose(1, 2).contiguous().transpose(1, 2)
+    assert not view.is_contiguous()
+    assert dead_unit_fraction(view).tolist() == pytest.approx([4 / 6, 1 / 6])
+    assert dead_unit_fraction(view).dtype == torch.float32
