@@ -16,11 +16,18 @@ seeds).
     python benchmarks/population_speed.py --cpu-matmul blas          # training's products through MKL, not oneDNN
     python benchmarks/population_speed.py --cpu-matmul onednn,blas   # both, a row each, in the same run
     python benchmarks/population_speed.py --sizes 15 --repeats 7     # the median of 7 runs, and their range
+    python benchmarks/population_speed.py --grid-chunk 200 --device cuda --processes 12   # a paper-scale chunk
 
 Each population size runs in its own process, so its peak memory is its own. With ``--processes P``, P
 populations of each size train at the same time in P processes of ``--threads`` threads each (how a sweep's
 workers share the machine): the row is their combined throughput and memory, and the large matmul it is compared
 with runs on P × threads threads.
+
+``--grid-chunk E`` measures a real chunk of the paper-scale grid rather than a table: the populations of
+``sweeps/gridworld-book.toml`` (its 12 conditions × 3 shifts × 5 seeds) at the ``paper`` preset (a pool of 100
+levels, a test every 100 epochs) train their first E epochs through :func:`plasticity_lab.sweep.run_sweep`,
+``--processes`` of them at a time, into a temporary folder. The wall time includes starting the worker processes
+and storing the results; the whole grid (50 000 epochs per run) is projected from it.
 
 ``--compile`` measures what fusing the element-wise work around the matrix products would give: the minibatch
 loss (forward and backward) goes through ``torch.compile``. Training does not do this (fused kernels round
@@ -32,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -193,6 +201,28 @@ def _combined(rows: list[dict]) -> dict:
     }
 
 
+def grid_chunk(epochs: int, device: str, workers: int, threads: int) -> dict:
+    """Train the first ``epochs`` epochs of every run of the paper-scale gridworld grid as a sweep (see the module
+    docstring) and return its size and timing, with the whole grid's projected hours."""
+    import dataclasses
+    import tempfile
+    from pathlib import Path
+
+    from plasticity_lab.sweep import Sweep, run_sweep
+
+    book = Sweep.from_file(Path(__file__).resolve().parent.parent / "sweeps" / "gridworld-book.toml")
+    sweep = dataclasses.replace(book, study="paper-grid-chunk", preset="paper", overrides={
+        "rounds": 1, "epochs_per_round": epochs, "test_interval": 100, "device": device})
+    runs = len(sweep.configs())
+    with tempfile.TemporaryDirectory(prefix="paper-grid-chunk-") as out:
+        start = time.perf_counter()
+        run_sweep(sweep, out=out, workers=workers, threads=threads, progress=False)
+        wall = time.perf_counter() - start
+    per_agent = wall / (runs * epochs)
+    return {"runs": runs, "populations": len(sweep.populations()), "epochs": epochs, "wall_s": wall,
+            "s_per_agent_epoch": per_agent, "grid_h": per_agent * runs * PAPER_EPOCHS / 3600}
+
+
 def median_run(runs: list[dict]) -> dict:
     """The run of median speed among repeated measurements of one row (the slower middle one of an even number),
     with the fastest and slowest run's ``s_per_agent_epoch`` added as ``fastest`` and ``slowest``. A real run
@@ -220,6 +250,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1,
                         help="measure each row this many times, the rows in turn; the table shows the median run "
                              "and the range of s/agent-epoch (the machine's speed can drift over minutes)")
+    parser.add_argument("--grid-chunk", type=int, default=None, metavar="EPOCHS",
+                        help="instead of the table, train the first EPOCHS epochs of the paper-scale grid as a sweep "
+                             "of --processes workers and project the whole grid from its wall time")
     parser.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     kinds = args.cpu_matmul.split(",")
@@ -232,6 +265,18 @@ def main() -> None:
             parser.error(str(error))
     if args.profile is not None:
         profile(args.profile, min(args.epochs, 3), args.device, args.threads, kinds[0])
+        return
+    if args.grid_chunk is not None:
+        if args.grid_chunk < 1:
+            parser.error(f"--grid-chunk must be at least 1 epoch; got {args.grid_chunk}")
+        stacked.set_cpu_matmul(kinds[0])
+        os.environ[stacked.CPU_MATMUL_VARIABLE] = kinds[0]  # which the sweep's worker processes inherit
+        r = grid_chunk(args.grid_chunk, args.device, args.processes, args.threads)
+        print(f"device={args.device} workers={args.processes} threads per worker={args.threads} "
+              f"cpu matmul={kinds[0] if args.device == 'cpu' else '-'}")
+        print(f"paper-scale grid chunk: {r['runs']} runs in {r['populations']} populations, first {r['epochs']} "
+              f"epochs each: {r['wall_s']:.1f} s wall, {r['s_per_agent_epoch']:.5f} s per agent-epoch; the whole "
+              f"grid ({r['runs']} runs × {PAPER_EPOCHS} epochs) projected at {r['grid_h']:.2f} h")
         return
     if args.one is not None:
         print(json.dumps(one(args.one, args.epochs, args.device, args.threads, args.compile, kinds[0])))
