@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The speed checks that need a GPU, as one command for a fresh machine with CUDA PyTorch: the CUDA tests, the
+# benchmark table on the GPU (one process, then 12 at once) and a real chunk of the paper-scale grid (its 12
+# populations, 12 worker processes, the first CHUNK_EPOCHS epochs). Logs go to $OUT (or /tmp/gpu-check).
+#
+#   bash benchmarks/gpu_wheels.sh      # where pip reaches a registry, if the GPU machine lacks gymnasium
+#   bash benchmarks/gpu_check.sh       # on the GPU machine, with .whl/ carried along; about 6–8 minutes
+#
+# DEVICE, SIZES, EPOCHS, WORKERS and CHUNK_EPOCHS override the defaults (DEVICE=cpu SIZES=1 EPOCHS=1 WORKERS=2
+# CHUNK_EPOCHS=1 tries the script on a CPU). Each step has its own time limit, so that one slow step still
+# leaves the others their turn.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${OUT:-/tmp/gpu-check}
+device=${DEVICE:-cuda}
+sizes=${SIZES:-15,45,180}
+epochs=${EPOCHS:-10}
+workers=${WORKERS:-12}
+chunk=${CHUNK_EPOCHS:-200}
+mkdir -p "$out"
+if compgen -G ".whl/*.whl" > /dev/null; then
+    python3 -m pip install --quiet --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+        .whl/*.whl || exit 1
+    export PYTHONPATH=/tmp/site
+fi
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 || true
+  python3 -c "import torch; print('torch', torch.__version__, 'CUDA available:', torch.cuda.is_available())"
+} | tee "$out/machine.txt"
+timeout 180 python3 -m pytest -q -p no:cacheprovider -k "cuda or device" \
+    tests/test_device.py tests/test_gridworld.py tests/test_shifts.py 2>&1 | tee "$out/tests.log"
+timeout 240 python3 benchmarks/population_speed.py --device "$device" --sizes "$sizes" --epochs "$epochs" \
+    --processes 1 --threads 1 2>&1 | tee "$out/table.log"
+timeout 180 python3 benchmarks/population_speed.py --device "$device" --sizes 15 --epochs "$epochs" \
+    --processes "$workers" --threads 1 2>&1 | tee -a "$out/table.log"
+timeout 240 python3 benchmarks/population_speed.py --grid-chunk "$chunk" --device "$device" \
+    --processes "$workers" --threads 1 2>&1 | tee "$out/chunk.log"
