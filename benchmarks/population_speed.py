@@ -155,6 +155,28 @@ PROFILE_GROUPS = {
 }
 
 
+# Operations that only describe or allocate tensors: left out when counting the operations that compute.
+METADATA_OPS = frozenset({
+    "aten::empty", "aten::empty_strided", "aten::empty_like", "aten::view", "aten::_unsafe_view", "aten::as_strided",
+    "aten::transpose", "aten::t", "aten::select", "aten::slice", "aten::narrow", "aten::unsqueeze", "aten::squeeze",
+    "aten::expand", "aten::reshape", "aten::_reshape_alias", "aten::permute", "aten::movedim", "aten::flatten",
+    "aten::unbind", "aten::split", "aten::chunk", "aten::detach", "aten::alias", "aten::lift_fresh",
+    "aten::resolve_conj", "aten::resolve_neg", "aten::result_type", "aten::item", "aten::_local_scalar_dense",
+    "aten::is_nonzero", "aten::numel", "aten::size", "aten::stride",
+})
+
+
+def computing_ops(events) -> int:
+    """How many operations that compute ran among profiler ``events``: ATen and oneDNN operations that call no
+    other such operation, views and allocations left out, nor a scalar turned into a tensor. On a GPU each is about
+    one kernel launch, which for networks this small costs more than the kernel's arithmetic."""
+    def computes(e) -> bool:
+        return (e.name.startswith(("aten::", "mkldnn::")) and e.name not in METADATA_OPS
+                and not (e.name in ("aten::_to_copy", "aten::copy_") and e.input_shapes and e.input_shapes[0] == []))
+
+    return sum(1 for e in events if computes(e) and not any(computes(c) for c in e.cpu_children))
+
+
 def profile(members: int, epochs: int, device: str, threads: int, cpu_matmul: str = "auto") -> None:
     """Print the profiler's breakdown of ``epochs`` population epochs (collection and update)."""
     import torch
@@ -166,10 +188,11 @@ def profile(members: int, epochs: int, device: str, threads: int, cpu_matmul: st
     for _ in range(2):
         population.update(collect_episodes(population, env, generator), generator)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith("cuda") else [])
-    with torch_profile(activities=activities) as prof:
+    with torch_profile(activities=activities, record_shapes=True) as prof:
         for _ in range(epochs):
             population.update(collect_episodes(population, env, generator), generator)
     events = prof.key_averages()
+    ops = computing_ops(prof.events()) / epochs
     total = sum(e.self_cpu_time_total for e in events)
     shares = dict.fromkeys(PROFILE_GROUPS, 0.0)
     for e in events:
@@ -180,6 +203,12 @@ def profile(members: int, epochs: int, device: str, threads: int, cpu_matmul: st
     print(f"profile: {members} members, {epochs} epochs, {total / 1e6 / epochs:.3f} s of CPU self time per epoch")
     for group, t in shares.items():
         print(f"  {group:<18} {100 * t / total:5.1f}%")
+    print(f"  {ops:,.0f} operations that compute per population epoch ({ops / members:,.0f} per agent-epoch)")
+    if device.startswith("cuda"):
+        from torch.autograd import DeviceType
+
+        kernels = sum(1 for e in prof.events() if e.device_type == DeviceType.CUDA) / epochs
+        print(f"  {kernels:,.0f} GPU kernels per population epoch")
     print(events.table(sort_by="self_cpu_time_total", row_limit=12))
 
 
