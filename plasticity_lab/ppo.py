@@ -280,6 +280,19 @@ class Population:
         self.buffers = {k: v.to(self.device).unsqueeze(0).expand(self.members, *v.shape).clone()
                         for k, v in module.named_buffers()}
 
+    @property
+    def weight_decay(self) -> torch.Tensor:
+        """Each member's decoupled weight decay ``[M]``, applied before every optimizer step (see
+        :meth:`_decay_weights`). Assign a new tensor to change it: an in-place edit is not seen."""
+        return self._weight_decay
+
+    @weight_decay.setter
+    def weight_decay(self, value: torch.Tensor) -> None:
+        self._weight_decay = value
+        # Whether any member decays, read once here rather than before every step: on a GPU, reading a value
+        # of a tensor waits for the device to finish its queued work.
+        self._any_weight_decay = bool((value != 0).any())
+
     def trainable(self) -> dict[str, torch.Tensor]:
         """The parameters the optimizer updates (all but the frozen ones)."""
         return {k: v for k, v in self.params.items() if k not in self.frozen}
@@ -383,7 +396,7 @@ class Population:
     @torch.no_grad()
     def _decay_weights(self) -> None:
         """Decoupled weight decay θ ← θ·(1 − lr·wd), per member, applied before the Adam step as AdamW does."""
-        if not bool((self.weight_decay != 0).any()):
+        if not self._any_weight_decay:
             return
         factor = 1.0 - self.ppo.lr * self.weight_decay
         for p in self.trainable().values():

@@ -141,6 +141,21 @@ def test_population_weight_decay_is_decoupled_per_member():
         torch.testing.assert_close(p[1], before[name][1] * (1 - 5e-4 * 1e-3))
 
 
+def test_population_weight_decay_follows_each_assignment():
+    pop = Population(NetworkSpec(), member_seeds=[0, 1], ppo=PPOConfig())
+
+    def decayed() -> list[bool]:
+        before = {k: v.detach().clone() for k, v in pop.params.items()}
+        pop._decay_weights()
+        return [any(not torch.equal(p[m], before[k][m]) for k, p in pop.params.items()) for m in range(2)]
+
+    assert decayed() == [False, False]  # PPOConfig's weight decay is 0
+    pop.weight_decay = torch.tensor([0.0, 1e-3])
+    assert decayed() == [False, True]
+    pop.weight_decay = torch.zeros(2)
+    assert decayed() == [False, False]
+
+
 def test_new_optimizer_forgets_adam_state():
     pop = Population(NetworkSpec(), member_seeds=[0])
     pop.update(random_rollout(1, T=10), torch.Generator().manual_seed(0))
