@@ -165,14 +165,17 @@ METADATA_OPS = frozenset({
     "aten::is_nonzero", "aten::numel", "aten::size", "aten::stride",
 })
 
+# Conversions that, given a number (a 0-dimensional input), only turn it into a tensor argument of another operation.
+SCALAR_CONVERSIONS = frozenset({"aten::to", "aten::_to_copy", "aten::copy_", "aten::scalar_tensor"})
+
 
 def computing_ops(events) -> int:
     """How many operations that compute ran among profiler ``events``: ATen and oneDNN operations that call no
     other such operation, views and allocations left out, nor a scalar turned into a tensor. On a GPU each is about
     one kernel launch, which for networks this small costs more than the kernel's arithmetic."""
     def computes(e) -> bool:
-        return (e.name.startswith(("aten::", "mkldnn::")) and e.name not in METADATA_OPS
-                and not (e.name in ("aten::_to_copy", "aten::copy_") and e.input_shapes and e.input_shapes[0] == []))
+        scalar = e.name in SCALAR_CONVERSIONS and bool(e.input_shapes) and e.input_shapes[0] == []
+        return e.name.startswith(("aten::", "mkldnn::")) and e.name not in METADATA_OPS and not scalar
 
     return sum(1 for e in events if computes(e) and not any(computes(c) for c in e.cpu_children))
 
