@@ -15,6 +15,8 @@ seeds).
     python benchmarks/population_speed.py --sizes 15 --compile       # the loss compiled (see below)
     python benchmarks/population_speed.py --cpu-matmul blas          # training's products through MKL, not oneDNN
     python benchmarks/population_speed.py --cpu-matmul onednn,blas   # both, a row each, in the same run
+    python benchmarks/population_speed.py --cpu-matmul onednn,onednn-loop   # oneDNN batched over members, or
+                                                                            # one product per member
     python benchmarks/population_speed.py --sizes 15 --repeats 7     # the median of 7 runs, and their range
     python benchmarks/population_speed.py --grid-chunk 200 --device cuda --processes 12   # a paper-scale chunk
 
@@ -135,9 +137,12 @@ def one(members: int, epochs: int, device: str, threads: int, compile_loss: bool
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if device.startswith("cuda"):
         peak_mb = torch.cuda.max_memory_allocated() / 2**20
+    matmul = stacked.cpu_matmul() if device == "cpu" else device
+    if matmul == "onednn" and not stacked.onednn_batched():
+        matmul = "onednn-loop"
     return {
         "members": members,
-        "matmul": stacked.cpu_matmul() if device == "cpu" else device,
+        "matmul": matmul,
         "s_per_population_epoch": per_epoch,
         "s_per_agent_epoch": per_epoch / members,
         "collect_share": collect_time / (collect_time + update_time),
@@ -277,7 +282,8 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true",
                         help="compile the minibatch loss with torch.compile (a measurement; training does not)")
     parser.add_argument("--cpu-matmul", default="auto",
-                        help="library of the training products on the CPU: auto, onednn or blas, or several "
+                        help="library of the products on the CPU: auto, onednn or blas, or onednn-loop (oneDNN "
+                             "one member at a time, as where plasticity_lab.native cannot be built), or several "
                              "separated by commas (a row each, in the same run)")
     parser.add_argument("--repeats", type=int, default=1,
                         help="measure each row this many times, the rows in turn; the table shows the median run "
@@ -288,21 +294,25 @@ def main() -> None:
     parser.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     kinds = args.cpu_matmul.split(",")
-    from plasticity_lab import stacked
+    from plasticity_lab import native, stacked
 
     for kind in kinds:
         try:
-            stacked.checked_cpu_matmul(kind, "--cpu-matmul")
+            stacked.checked_cpu_matmul(kind.removesuffix("-loop") if kind == "onednn-loop" else kind, "--cpu-matmul")
         except ValueError as error:
-            parser.error(str(error))
+            parser.error(f"{error}, onednn-loop" if str(error).startswith("unknown") else str(error))
+    first = kinds[0]
+    if first == "onednn-loop" and (args.one, args.profile, args.grid_chunk) != (None, None, None):
+        os.environ[native.NATIVE_VARIABLE] = "0"  # the native operators off here and in a sweep's workers
+        first = "onednn"
     if args.profile is not None:
-        profile(args.profile, min(args.epochs, 3), args.device, args.threads, kinds[0])
+        profile(args.profile, min(args.epochs, 3), args.device, args.threads, first)
         return
     if args.grid_chunk is not None:
         if args.grid_chunk < 1:
             parser.error(f"--grid-chunk must be at least 1 epoch; got {args.grid_chunk}")
-        stacked.set_cpu_matmul(kinds[0])
-        os.environ[stacked.CPU_MATMUL_VARIABLE] = kinds[0]  # which the sweep's worker processes inherit
+        stacked.set_cpu_matmul(first)
+        os.environ[stacked.CPU_MATMUL_VARIABLE] = first  # which the sweep's worker processes inherit
         r = grid_chunk(args.grid_chunk, args.device, args.processes, args.threads)
         print(f"device={args.device} workers={args.processes} threads per worker={args.threads} "
               f"cpu matmul={kinds[0] if args.device == 'cpu' else '-'}")
@@ -311,7 +321,7 @@ def main() -> None:
               f"grid ({r['runs']} runs × {PAPER_EPOCHS} epochs) projected at {r['grid_h']:.2f} h")
         return
     if args.one is not None:
-        print(json.dumps(one(args.one, args.epochs, args.device, args.threads, args.compile, kinds[0])))
+        print(json.dumps(one(args.one, args.epochs, args.device, args.threads, args.compile, first)))
         return
 
     import torch
@@ -350,7 +360,7 @@ def main() -> None:
           "the forward)")
     shares = "".join(f" {'% of ' + name:>12}" for name in peaks)
     spread = f" {'range of ' + str(args.repeats):>15}" if args.repeats > 1 else ""
-    header = (f"{'members':>7} {'matmul':>7} {'s/pop-epoch':>11} {'s/agent-epoch':>13}{spread} "
+    header = (f"{'members':>7} {'matmul':>11} {'s/pop-epoch':>11} {'s/agent-epoch':>13}{spread} "
               f"{'speed-up vs 0.27 s':>18} {'GFLOP/s':>8}{shares} {'collect %':>9} {'peak MB':>8} "
               f"{'paper run (h)':>13} {'paper grid (h)':>14}")
     if args.repeats > 1:
@@ -363,7 +373,7 @@ def main() -> None:
         grid_h = per_agent * PAPER_EPOCHS * GRID_RUNS / 3600
         shares = "".join(f" {100 * r['gflops'] / peak:>11.1f}%" for peak in peaks.values())
         spread = f" {r['fastest']:>7.4f}–{r['slowest']:.4f}" if args.repeats > 1 else ""
-        print(f"{r.get('label', r['members']):>7} {r['matmul']:>7} {r['s_per_population_epoch']:>11.3f} "
+        print(f"{r.get('label', r['members']):>7} {r['matmul']:>11} {r['s_per_population_epoch']:>11.3f} "
               f"{per_agent:>13.4f}{spread} {0.27 / per_agent:>17.1f}× {r['gflops']:>8.1f}{shares} "
               f"{100 * r['collect_share']:>8.0f}% {r['peak_memory_mb']:>8.0f} {run_h:>13.1f} {grid_h:>14.1f}")
     print("paper run = one population of that size (with --processes P: P populations at once) trained for "

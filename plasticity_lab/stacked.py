@@ -14,14 +14,14 @@ or ``CReLU``), linear heads, and any module that defines ``stacked_forward(param
 head of plasticity injection does). :func:`supports` says whether a template qualifies; the population falls
 back to ``vmap`` for anything else (the CNN). Results equal ``vmap(functional_call)`` up to float rounding.
 
-On an AMD CPU with one thread per process, the matrix products of a training minibatch go to oneDNN instead
-(:func:`set_cpu_matmul`): PyTorch's batched products call MKL, which runs its AVX2 code on CPUs that are not
-Intel's, while oneDNN's kernels use whatever vector width the CPU has. Measured on the 2-core AMD EPYC (Zen 5)
-this project develops on, one thread: a 2048² float32 product runs at 95 GFLOP/s through MKL and 220 through
-oneDNN, and the PPO update of a 15-member gridworld population takes 0.58 s instead of 0.75–0.79 s (alternating
-the two in one process). oneDNN has no batched product with a weight per member, so its path loops over members
-(:class:`_OneDNNLinear`); it works batch-major, like oneDNN itself. Both are float32 throughout; they round
-differently, so a run repeats bit for bit only with the same choice on the same machine.
+On an AMD CPU the matrix products go to oneDNN instead (:func:`set_cpu_matmul`): PyTorch's batched products
+call MKL, which runs its AVX2 code on CPUs that are not Intel's, while oneDNN's kernels use whatever vector width
+the CPU has. Measured on the 2-core AMD EPYC (Zen 5) this project develops on, one thread: a 2048² float32 product
+runs at 95 GFLOP/s through MKL and 220 through oneDNN. PyTorch's Python API has no oneDNN product with a weight per
+member; :mod:`plasticity_lab.native` compiles one (oneDNN's batched matmul) on first use, and where it cannot be
+built this path loops over members instead, with the same numbers (:class:`_OneDNNLinear`). oneDNN works
+batch-major. Both libraries are float32 throughout; they round differently, so a run repeats bit for bit only with
+the same choice on the same machine.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ import platform
 import torch
 from torch import nn
 
+from . import native
 from .nets import ActorCritic, Block, CReLU
 
 
@@ -94,29 +95,40 @@ def checked_cpu_matmul(kind: str, source: str) -> str:
 
 
 def set_cpu_matmul(kind: str | None) -> None:
-    """Choose the library for the matrix products of training minibatches on the CPU, in this process.
+    """Choose the library for the float32 matrix products on the CPU, in this process.
 
-    ``"onednn"``: oneDNN, one product per member; ``"blas"``: one batched product (MKL in PyTorch's x86 builds), in
-    the feature-major layout; ``"auto"``: oneDNN on an AMD CPU where :func:`onednn_available` and PyTorch runs one
-    thread per process (how a sweep trains on a small machine), else BLAS. On Intel's CPUs MKL runs its AVX-512
-    code, which is what oneDNN gains elsewhere, so BLAS keeps its batched product there; and a product with a
-    weight per member gives oneDNN little to share between threads, while BLAS shares the members out (measured
-    on 2 threads, 15 members: an epoch takes 0.73 s with oneDNN, 0.66 s with BLAS). ``None`` returns to the
+    ``"onednn"``: oneDNN, batch-major, for every layer of at least :data:`ONEDNN_MIN_OUTPUTS` outputs, as one
+    batched product over members where :func:`onednn_batched` (acting, evaluating and training), else one product
+    per member, for training minibatches only (looping over members is no faster than MKL for a few rows).
+    ``"blas"``: one batched product (MKL in PyTorch's x86 builds), feature-major for training minibatches.
+    ``"auto"``: oneDNN on an AMD CPU where :func:`onednn_available` and either its batched products can be built or
+    PyTorch runs one thread per process; else BLAS. On Intel's CPUs MKL runs its AVX-512 code, which is what oneDNN
+    gains elsewhere, so BLAS keeps its batched product there. Looping over members gives oneDNN little to share
+    between threads, while BLAS shares the members out (measured on 2 threads, 15 members: an epoch takes 0.73 s
+    with the loop, 0.66 s with BLAS); oneDNN's batched product shares them out too. ``None`` returns to the
     default: the environment variable ``PLASTICITY_LAB_CPU_MATMUL`` (which a sweep's worker processes inherit),
-    else ``"auto"``. The GPU path and forward passes without gradients do not depend on it.
+    else ``"auto"``. The GPU path does not depend on it.
     """
     global _cpu_matmul
     _cpu_matmul = None if kind is None else checked_cpu_matmul(kind, "set_cpu_matmul")
 
 
+def onednn_batched() -> bool:
+    """Whether oneDNN's products run as one batched product over members here (:mod:`plasticity_lab.native`
+    built), not one per member. Both give the same numbers."""
+    return onednn_available() and native.member_ops() is not None
+
+
 def cpu_matmul() -> str:
-    """The library training minibatches use on the CPU now: ``"onednn"`` or ``"blas"``."""
+    """The library the CPU's products use now: ``"onednn"`` or ``"blas"`` (see :func:`set_cpu_matmul`)."""
     kind = _cpu_matmul
     if kind is None:
         kind = checked_cpu_matmul(os.environ.get(CPU_MATMUL_VARIABLE, "auto"), CPU_MATMUL_VARIABLE)
     if kind == "auto":
         amd = "AMD" in cpu_vendor()
-        return "onednn" if amd and onednn_available() and torch.get_num_threads() == 1 else "blas"
+        if amd and onednn_available() and (torch.get_num_threads() == 1 or onednn_batched()):
+            return "onednn"
+        return "blas"
     return kind
 
 
@@ -125,8 +137,10 @@ def _training_minibatch(rows: int) -> bool:
 
 
 def _uses_onednn(x: torch.Tensor) -> bool:
-    return (x.device.type == "cpu" and x.dtype == torch.float32 and _training_minibatch(x.shape[1])
-            and cpu_matmul() == "onednn")
+    """Whether the products on batch-major ``x`` go to oneDNN: training minibatches, and everything else too where
+    oneDNN's batched product is built."""
+    return (x.device.type == "cpu" and x.dtype == torch.float32 and cpu_matmul() == "onednn"
+            and (_training_minibatch(x.shape[1]) or onednn_batched()))
 
 
 def layout(rows: int, device: torch.device | str = "cpu") -> int:
@@ -148,11 +162,17 @@ def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
 
 
 class _OneDNNLinear(torch.autograd.Function):
-    """``x W^T + b`` per member through oneDNN: ``x [M, B, in]``, ``W [M, out, in]``, ``b [M, out]`` or ``None``."""
+    """``x W^T + b`` per member through oneDNN: ``x [M, B, in]``, ``W [M, out, in]``, ``b [M, out]`` or ``None``.
+
+    One batched product for all members where :func:`onednn_batched`, else one product per member; each member's
+    result is the same either way."""
 
     @staticmethod
     def forward(ctx, x, weight, bias):
         ctx.save_for_backward(x, weight)
+        ops = native.member_ops()
+        if ops is not None:
+            return ops.member_linear(x, weight, bias)
         return torch.stack([onednn_linear(x[m], weight[m], None if bias is None else bias[m])
                             for m in range(weight.shape[0])])
 
@@ -162,14 +182,21 @@ class _OneDNNLinear(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         members = range(weight.shape[0])
         need_x, need_weight, need_bias = ctx.needs_input_grad
-        # dx = grad W and dW = grad^T x, each as oneDNN's "input times transposed weight". oneDNN copies an input
-        # that is not contiguous, so grad^T is made contiguous once for all members.
+        ops = native.member_ops()
         grad_x = grad_weight = None
-        if need_x:
-            grad_x = torch.stack([onednn_linear(grad[m], weight[m].t()) for m in members])
-        if need_weight:
-            grad_t = grad.transpose(1, 2).contiguous()
-            grad_weight = torch.stack([onednn_linear(grad_t[m], x[m].t()) for m in members])
+        if ops is not None:  # oneDNN reads grad^T as a transposed view, without a copy
+            if need_x:
+                grad_x = ops.member_matmul(grad, weight)
+            if need_weight:
+                grad_weight = ops.member_matmul(grad.transpose(1, 2), x)
+        else:
+            # dx = grad W and dW = grad^T x, each as oneDNN's "input times transposed weight". oneDNN copies an
+            # input that is not contiguous, so grad^T is made contiguous once for all members.
+            if need_x:
+                grad_x = torch.stack([onednn_linear(grad[m], weight[m].t()) for m in members])
+            if need_weight:
+                grad_t = grad.transpose(1, 2).contiguous()
+                grad_weight = torch.stack([onednn_linear(grad_t[m], x[m].t()) for m in members])
         grad_bias = grad.sum(1) if need_bias else None
         return grad_x, grad_weight, grad_bias
 
@@ -211,8 +238,12 @@ def linear(params: dict[str, torch.Tensor], prefix: str, x: torch.Tensor, featur
     bias = params.get(f"{prefix}bias")
     if features_axis == BATCH_MAJOR and _uses_onednn(x):
         if weight.shape[1] >= ONEDNN_MIN_OUTPUTS:
+            ops = native.member_ops()
+            if ops is not None and not torch.is_grad_enabled():  # acting and evaluating: no graph to record
+                return ops.member_linear(x, weight, bias)
             return _OneDNNLinear.apply(x, weight, bias)
-        return _NarrowLinear.apply(x, weight, bias)
+        if _training_minibatch(x.shape[1]):
+            return _NarrowLinear.apply(x, weight, bias)
     if features_axis == FEATURE_MAJOR:
         a, b = weight, x
     else:

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.func import functional_call
 
-from plasticity_lab import stacked
+from plasticity_lab import native, stacked
 from plasticity_lab.conditions import InjectedHead
 from plasticity_lab.nets import NetworkSpec, fresh_parameters
 from plasticity_lab.ppo import PPOConfig, Population, ppo_loss
@@ -40,14 +40,17 @@ def _params(module):
     return {k: v.requires_grad_() for k, v in params.items()}
 
 
-CPU_MATMULS = ["blas"] + (["onednn"] if stacked.onednn_available() else [])
+# "onednn-loop": oneDNN one member at a time, as where its batched product (plasticity_lab.native) cannot be built
+CPU_MATMULS = ["blas"] + (["onednn", "onednn-loop"] if stacked.onednn_available() else [])
 
 
 @pytest.fixture
-def cpu_matmul(request):
+def cpu_matmul(request, monkeypatch):
     """Train with the given CPU matmul library; the default choice is restored afterwards."""
-    stacked.set_cpu_matmul(request.param)
-    yield request.param
+    if request.param == "onednn-loop":
+        monkeypatch.setattr(native, "member_ops", lambda: None)
+    stacked.set_cpu_matmul(request.param.removesuffix("-loop"))
+    yield request.param.removesuffix("-loop")
     stacked.set_cpu_matmul(None)
 
 
@@ -133,9 +136,19 @@ def test_layout_is_feature_major_only_for_a_blas_training_minibatch_and_all_give
         torch.testing.assert_close(got, want.detach(), rtol=1e-5, atol=1e-6)
 
 
+@pytest.fixture(params=["batched", "loop"])
+def onednn_path(request, monkeypatch):
+    """oneDNN's products as one batched product (where plasticity_lab.native builds) or one per member."""
+    if request.param == "loop":
+        monkeypatch.setattr(native, "member_ops", lambda: None)
+    elif native.member_ops() is None:
+        pytest.skip(f"oneDNN's batched product is unavailable: {native.unavailable_reason()}")
+    return request.param
+
+
 @pytest.mark.skipif(not stacked.onednn_available(), reason="needs oneDNN on an x86 CPU")
 @pytest.mark.parametrize("with_bias", [True, False])
-def test_onednn_linear_and_its_gradients_equal_a_float64_reference(with_bias):
+def test_onednn_linear_and_its_gradients_equal_a_float64_reference(with_bias, onednn_path):
     g = torch.Generator().manual_seed(4)
     x = torch.randn(3, 40, 24, generator=g, requires_grad=True)
     weight = torch.randn(3, 12, 24, generator=g, requires_grad=True)
@@ -154,7 +167,7 @@ def test_onednn_linear_and_its_gradients_equal_a_float64_reference(with_bias):
 
 
 @pytest.mark.skipif(not stacked.onednn_available(), reason="needs oneDNN on an x86 CPU")
-def test_onednn_linear_computes_no_gradient_for_a_frozen_weight():
+def test_onednn_linear_computes_no_gradient_for_a_frozen_weight(onednn_path):
     x = torch.randn(2, 40, 8, requires_grad=True)
     frozen = torch.randn(2, 16, 8)
     stacked._OneDNNLinear.apply(x, frozen, None).sum().backward()
@@ -190,7 +203,10 @@ def test_cpu_matmul_choice_is_validated_and_auto_resolves_to_a_library(monkeypat
         assert stacked.cpu_matmul() == "blas"  # MKL runs its AVX-512 code on Intel's CPUs
         monkeypatch.setattr(stacked, "cpu_vendor", lambda: "AuthenticAMD")
         torch.set_num_threads(2)
-        assert stacked.cpu_matmul() == "blas"  # BLAS shares the members out between threads
+        # oneDNN's batched product shares the members out between threads; its loop over members does not
+        assert stacked.cpu_matmul() == ("onednn" if stacked.onednn_batched() else "blas")
+        monkeypatch.setattr(native, "member_ops", lambda: None)
+        assert stacked.cpu_matmul() == "blas"
     finally:
         torch.set_num_threads(threads)
     monkeypatch.setenv(stacked.CPU_MATMUL_VARIABLE, "blas")

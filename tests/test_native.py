@@ -1,0 +1,110 @@
+"""The native operators (oneDNN's batched products with a matrix per member) against float64 references."""
+
+import os
+import platform
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from plasticity_lab import native, stacked
+
+BUILDABLE = (platform.machine().lower() in ("x86_64", "amd64") and torch.backends.mkldnn.is_available()
+             and shutil.which(os.environ.get("CXX", "c++")) is not None)
+
+
+@pytest.fixture(scope="module")
+def ops():
+    if not BUILDABLE:
+        pytest.skip("needs an x86 CPU, a PyTorch with oneDNN and a C++ compiler")
+    built = native.member_ops()
+    # where a compiler is present the operators must build: a silent fallback would hide a broken build
+    assert built is not None, native.unavailable_reason()
+    return built
+
+
+def _operand(members, rows, cols, transposed, g):
+    """A [members, rows, cols] operand, stored contiguous or as the transpose of a contiguous tensor."""
+    if transposed:
+        return torch.randn(members, cols, rows, generator=g).transpose(1, 2)
+    return torch.randn(members, rows, cols, generator=g)
+
+
+@pytest.mark.parametrize("a_transposed", [False, True])
+@pytest.mark.parametrize("b_transposed", [False, True])
+def test_member_matmul_equals_a_float64_product_per_member(ops, a_transposed, b_transposed):
+    g = torch.Generator().manual_seed(0)
+    a = _operand(4, 37, 29, a_transposed, g)
+    b = _operand(4, 29, 19, b_transposed, g)
+    out = ops.member_matmul(a, b)
+    assert out.shape == (4, 37, 19) and out.is_contiguous()
+    want = torch.stack([a[m].double() @ b[m].double() for m in range(4)])
+    torch.testing.assert_close(out.double(), want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_member_linear_equals_a_float64_layer_per_member(ops, with_bias):
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(3, 11, 24, generator=g)
+    weight = torch.randn(3, 16, 24, generator=g)
+    bias = torch.randn(3, 16, generator=g) if with_bias else None
+    out = ops.member_linear(x, weight, bias)
+    for m in range(3):
+        want = x[m].double() @ weight[m].double().T + (bias[m].double() if with_bias else 0)
+        torch.testing.assert_close(out[m].double(), want, rtol=1e-5, atol=1e-5)
+
+
+def test_batched_products_repeat_the_per_member_loop_bit_for_bit(ops):
+    # the batched product is a faster route to the same numbers, so a run does not depend on whether it built
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(5, 64, 363, generator=g)
+    weight = torch.randn(5, 256, 363, generator=g) / 20
+    bias = torch.randn(5, 256, generator=g)
+    grad = torch.randn(5, 64, 256, generator=g)
+    members = range(5)
+    loop_out = torch.stack([stacked.onednn_linear(x[m], weight[m], bias[m]) for m in members])
+    assert torch.equal(ops.member_linear(x, weight, bias), loop_out)
+    loop_dx = torch.stack([stacked.onednn_linear(grad[m], weight[m].t()) for m in members])
+    assert torch.equal(ops.member_matmul(grad, weight), loop_dx)
+    grad_t = grad.transpose(1, 2).contiguous()
+    loop_dw = torch.stack([stacked.onednn_linear(grad_t[m], x[m].t()) for m in members])
+    assert torch.equal(ops.member_matmul(grad.transpose(1, 2), x), loop_dw)
+
+
+def test_member_operators_reject_bad_operands_with_one_clear_error(ops):
+    a, b = torch.randn(2, 3, 4), torch.randn(2, 5, 6)
+    with pytest.raises(RuntimeError, match=r"member_matmul: shapes do not match: \[2, 3, 4\] and \[2, 5, 6\]"):
+        ops.member_matmul(a, b)
+    with pytest.raises(RuntimeError, match=r"member_matmul: operands must be"):
+        ops.member_matmul(torch.randn(3, 4), torch.randn(4, 5))
+    with pytest.raises(RuntimeError, match=r"member_matmul: float32 only"):
+        ops.member_matmul(a.double(), torch.randn(2, 4, 6, dtype=torch.float64))
+    with pytest.raises(RuntimeError, match=r"member_linear: bias must be \[members, out\] = 2x5; got \[2, 4\]"):
+        ops.member_linear(torch.randn(2, 3, 4), torch.randn(2, 5, 4), torch.randn(2, 4))
+
+
+def test_native_operators_can_be_turned_off_and_say_why():
+    code = ("from plasticity_lab import native, stacked; "
+            "assert native.member_ops() is None and not stacked.onednn_batched(); print(native.unavailable_reason())")
+    env = {**os.environ, native.NATIVE_VARIABLE: "0"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "turned off by PLASTICITY_LAB_NATIVE=0"
+
+
+def test_a_failed_build_falls_back_and_keeps_its_reason(monkeypatch):
+    calls = []
+
+    def broken_build():
+        calls.append(1)
+        raise RuntimeError("Error building extension 'plasticity_lab_member_matmul'\nc++: command not found")
+
+    monkeypatch.setattr(native, "_loaded", None)
+    monkeypatch.setattr(native, "_reason", "")
+    monkeypatch.setattr(native, "_build", broken_build)
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: True)
+    assert native.member_ops() is None
+    assert native.unavailable_reason() == "the native operators could not be built: c++: command not found"
+    assert native.member_ops() is None
+    assert len(calls) == 1  # tried once per process
