@@ -97,9 +97,9 @@ def checked_cpu_matmul(kind: str, source: str) -> str:
 def set_cpu_matmul(kind: str | None) -> None:
     """Choose the library for the float32 matrix products on the CPU, in this process.
 
-    ``"onednn"``: oneDNN, batch-major, for every layer of at least :data:`ONEDNN_MIN_OUTPUTS` outputs, as one
-    batched product over members where :func:`onednn_batched` (acting, evaluating and training), else one product
-    per member, for training minibatches only (looping over members is no faster than MKL for a few rows).
+    ``"onednn"``: oneDNN, batch-major, for every layer of at least :data:`ONEDNN_MIN_OUTPUTS` outputs (acting,
+    evaluating and training), as one batched product over members where :func:`onednn_batched`, else one product
+    per member, with the same numbers. The narrow heads of a training minibatch stay batched products.
     ``"blas"``: one batched product (MKL in PyTorch's x86 builds), feature-major for training minibatches.
     ``"auto"``: oneDNN on an AMD CPU where :func:`onednn_available` and either its batched products can be built or
     PyTorch runs one thread per process; else BLAS. On Intel's CPUs MKL runs its AVX-512 code, which is what oneDNN
@@ -137,10 +137,7 @@ def _training_minibatch(rows: int) -> bool:
 
 
 def _uses_onednn(x: torch.Tensor) -> bool:
-    """Whether the products on batch-major ``x`` go to oneDNN: training minibatches, and everything else too where
-    oneDNN's batched product is built."""
-    return (x.device.type == "cpu" and x.dtype == torch.float32 and cpu_matmul() == "onednn"
-            and (_training_minibatch(x.shape[1]) or onednn_batched()))
+    return x.device.type == "cpu" and x.dtype == torch.float32 and cpu_matmul() == "onednn"
 
 
 def layout(rows: int, device: torch.device | str = "cpu") -> int:

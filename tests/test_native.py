@@ -108,3 +108,29 @@ def test_a_failed_build_falls_back_and_keeps_its_reason(monkeypatch):
     assert native.unavailable_reason() == "the native operators could not be built: c++: command not found"
     assert native.member_ops() is None
     assert len(calls) == 1  # tried once per process
+
+
+@pytest.mark.parametrize("condition", ["soft_shrink_perturb+layernorm", "crelu", "injection"])
+def test_a_run_with_onednn_is_the_same_whether_its_products_are_batched_or_looped(ops, condition, monkeypatch):
+    import pandas as pd
+
+    import plasticity_lab as pl
+    from plasticity_lab.experiment import Experiment
+
+    configs = [pl.RunConfig(condition=condition, shift="permute", seed=seed, preset="smoke", rounds=2,
+                            epochs_per_round=2) for seed in (0, 1)]
+    stacked.set_cpu_matmul("onednn")
+    try:
+        tables = []
+        for batched in (True, False):
+            if not batched:
+                monkeypatch.setattr(native, "member_ops", lambda: None)
+            assert stacked.onednn_batched() is batched
+            experiment = Experiment(configs)
+            experiment.train_to_end()
+            tables.append((experiment.table(), {k: v.clone() for k, v in experiment.population.params.items()}))
+    finally:
+        stacked.set_cpu_matmul(None)
+    (batched_table, batched_params), (loop_table, loop_params) = tables
+    pd.testing.assert_frame_equal(batched_table, loop_table, check_exact=True)
+    assert all(torch.equal(batched_params[k], loop_params[k]) for k in batched_params)
