@@ -46,9 +46,20 @@ def _find_ninja() -> None:
 def _build() -> None:
     from torch.utils import cpp_extension
 
+    compiler = os.environ.get("CXX", "c++")
+    if not shutil.which(compiler):
+        raise RuntimeError(f"no C++ compiler: {compiler!r} is not on PATH (set CXX to choose one)")
     _find_ninja()
+    if not shutil.which("ninja"):
+        raise RuntimeError("ninja is not on PATH (pip install ninja)")
     cpp_extension.load(name=EXTENSION_NAME, sources=[str(SOURCE)], extra_cflags=["-O2"],
                        is_python_module=False, verbose=False)
+
+
+def _summary(error: Exception) -> str:
+    """The line of a build's error that says what went wrong: the compiler's first error, else the last line."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [type(error).__name__]
+    return next((line for line in lines if "error:" in line), lines[-1])
 
 
 def member_ops():
@@ -68,8 +79,7 @@ def member_ops():
                         _build()
                         _loaded = True
                     except Exception as error:  # no compiler, no ninja, a failed compile or link: all mean "none"
-                        lines = str(error).strip().splitlines() or [type(error).__name__]
-                        _loaded, _reason = False, f"the native operators could not be built: {lines[-1]}"
+                        _loaded, _reason = False, f"the native operators could not be built: {_summary(error)}"
     return torch.ops.plasticity_lab if _loaded else None
 
 

@@ -134,3 +134,17 @@ def test_a_run_with_onednn_is_the_same_whether_its_products_are_batched_or_loope
     (batched_table, batched_params), (loop_table, loop_params) = tables
     pd.testing.assert_frame_equal(batched_table, loop_table, check_exact=True)
     assert all(torch.equal(batched_params[k], loop_params[k]) for k in batched_params)
+
+
+def test_a_failed_build_is_summed_up_by_the_compilers_first_error():
+    log = ("Error building extension 'plasticity_lab_member_matmul': [1/2] c++ -c member_matmul.cpp\n"
+           "member_matmul.cpp:18:6: error: 'mkldnn_matmul' was not declared\n"
+           "member_matmul.cpp:40:1: error: expected ';'\nninja: build stopped: subcommand failed.")
+    assert native._summary(RuntimeError(log)) == "member_matmul.cpp:18:6: error: 'mkldnn_matmul' was not declared"
+    assert native._summary(RuntimeError("ld: cannot find -ltorch_cpu\n")) == "ld: cannot find -ltorch_cpu"
+
+
+def test_a_missing_compiler_is_named_without_trying_to_build(monkeypatch):
+    monkeypatch.setenv("CXX", "/nowhere/c++")
+    with pytest.raises(RuntimeError, match=r"no C\+\+ compiler: '/nowhere/c\+\+' is not on PATH"):
+        native._build()
