@@ -153,7 +153,8 @@ def one(members: int, epochs: int, device: str, threads: int, compile_loss: bool
 
 # Where the time goes: the profiler's self time of each op, grouped.
 PROFILE_GROUPS = {
-    "matrix products": ("aten::bmm", "aten::baddbmm", "aten::mm", "aten::addmm", "mkldnn::_linear_pointwise"),
+    "matrix products": ("aten::bmm", "aten::baddbmm", "aten::mm", "aten::addmm", "mkldnn::_linear_pointwise",
+                        "plasticity_lab::member_linear", "plasticity_lab::member_matmul"),
     "AdamW": ("aten::_fused_adamw_",),
     "minibatch gather": ("aten::index", "aten::index_select"),
     "memory copies": ("aten::copy_", "aten::clone", "aten::contiguous", "aten::cat"),
@@ -176,13 +177,26 @@ SCALAR_CONVERSIONS = frozenset({"aten::to", "aten::_to_copy", "aten::copy_", "at
 
 def computing_ops(events) -> int:
     """How many operations that compute ran among profiler ``events``: ATen and oneDNN operations that call no
-    other such operation, views and allocations left out, nor a scalar turned into a tensor. On a GPU each is about
-    one kernel launch, which for networks this small costs more than the kernel's arithmetic."""
+    other such operation, views and allocations left out, nor a scalar turned into a tensor, and this package's
+    native operations (:mod:`plasticity_lab.native`) as one each, whatever they call. On a GPU each is about one
+    kernel launch, which for networks this small costs more than the kernel's arithmetic."""
+    def native(e) -> bool:
+        return e.name.startswith("plasticity_lab::")
+
     def computes(e) -> bool:
         scalar = e.name in SCALAR_CONVERSIONS and bool(e.input_shapes) and e.input_shapes[0] == []
         return e.name.startswith(("aten::", "mkldnn::")) and e.name not in METADATA_OPS and not scalar
 
-    return sum(1 for e in events if computes(e) and not any(computes(c) for c in e.cpu_children))
+    def inside_native(e) -> bool:
+        parent = e.cpu_parent
+        while parent is not None:
+            if native(parent):
+                return True
+            parent = parent.cpu_parent
+        return False
+
+    return sum(1 for e in events if not inside_native(e)
+               and (native(e) or computes(e) and not any(computes(c) or native(c) for c in e.cpu_children)))
 
 
 def profile(members: int, epochs: int, device: str, threads: int, cpu_matmul: str = "auto") -> None:

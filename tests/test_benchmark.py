@@ -3,6 +3,7 @@
 import importlib.util
 from pathlib import Path
 
+import pytest
 import torch
 from torch.profiler import ProfilerActivity, profile
 
@@ -30,3 +31,16 @@ def test_computing_ops_counts_arithmetic_not_views_nor_numbers_made_tensors():
         c + 1                                # 1: add (the 1 made a tensor does not count)
         c.transpose(0, 1).contiguous()       # 1: the copy (transpose is a view, contiguous allocates and copies)
     assert population_speed.computing_ops(prof.events()) == 4
+
+
+def test_computing_ops_counts_a_native_operation_once_whatever_it_calls():
+    from plasticity_lab import native
+
+    ops = native.member_ops()
+    if ops is None:
+        pytest.skip(f"native operators unavailable: {native.unavailable_reason()}")
+    x, weight, bias = torch.randn(2, 5, 8), torch.randn(2, 6, 8), torch.randn(2, 6)
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        y = ops.member_linear(x, weight, bias)   # 1: its bias copy inside is part of it
+        torch.relu(y)                            # 1
+    assert population_speed.computing_ops(prof.events()) == 2
