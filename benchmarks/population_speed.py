@@ -17,6 +17,8 @@ seeds).
     python benchmarks/population_speed.py --cpu-matmul onednn,blas   # both, a row each, in the same run
     python benchmarks/population_speed.py --cpu-matmul onednn,onednn-loop   # oneDNN batched over members, or
                                                                             # one product per member
+    python benchmarks/population_speed.py --cpu-matmul onednn+sparse,onednn   # with and without the sparse
+                                                                              # first layer
     python benchmarks/population_speed.py --sizes 15 --repeats 7     # the median of 7 runs, and their range
     python benchmarks/population_speed.py --grid-chunk 200 --device cuda --processes 12   # a paper-scale chunk
 
@@ -154,7 +156,8 @@ def one(members: int, epochs: int, device: str, threads: int, compile_loss: bool
 # Where the time goes: the profiler's self time of each op, grouped.
 PROFILE_GROUPS = {
     "matrix products": ("aten::bmm", "aten::baddbmm", "aten::mm", "aten::addmm", "mkldnn::_linear_pointwise",
-                        "plasticity_lab::member_linear", "plasticity_lab::member_matmul"),
+                        "plasticity_lab::member_linear", "plasticity_lab::member_matmul",
+                        "plasticity_lab::sparse_input_linear", "plasticity_lab::sparse_input_weight_grad"),
     "AdamW": ("aten::_fused_adamw_",),
     "minibatch gather": ("aten::index", "aten::index_select"),
     "memory copies": ("aten::copy_", "aten::clone", "aten::contiguous", "aten::cat"),
@@ -296,7 +299,8 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true",
                         help="compile the minibatch loss with torch.compile (a measurement; training does not)")
     parser.add_argument("--cpu-matmul", default="auto",
-                        help="library of the products on the CPU: auto, onednn or blas, or onednn-loop (oneDNN "
+                        help="library of the products on the CPU: auto, onednn, onednn+sparse or blas, or "
+                             "onednn-loop (oneDNN "
                              "one member at a time, as where plasticity_lab.native cannot be built), or several "
                              "separated by commas (a row each, in the same run)")
     parser.add_argument("--repeats", type=int, default=1,
@@ -390,6 +394,9 @@ def main() -> None:
         print(f"{r.get('label', r['members']):>7} {r['matmul']:>11} {r['s_per_population_epoch']:>11.3f} "
               f"{per_agent:>13.4f}{spread} {0.27 / per_agent:>17.1f}× {r['gflops']:>8.1f}{shares} "
               f"{100 * r['collect_share']:>8.0f}% {r['peak_memory_mb']:>8.0f} {run_h:>13.1f} {grid_h:>14.1f}")
+    if any(r["matmul"] == "onednn+sparse" for r in rows):
+        print("onednn+sparse skips the observation's zeros in the first layer: its GFLOP/s and % count the products "
+              "as if computed densely (the same work as the other rows), not the multiply-adds it computes.")
     print("paper run = one population of that size (with --processes P: P populations at once) trained for "
           "10 × 5 000 epochs; "
           f"paper grid = {GRID_RUNS} runs at that population's per-agent speed.")

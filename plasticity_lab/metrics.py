@@ -8,12 +8,20 @@ from __future__ import annotations
 import torch
 
 
+def _by_member(t: torch.Tensor) -> torch.Tensor:
+    """``t [M, ...]`` as ``[M, N]``, each member's values in the order they are stored: a view rather than a copy
+    for a tensor whose dimensions are stored permuted (a weight stored input-major)."""
+    if t.dim() > 2 and not t.is_contiguous():
+        t = t.permute(0, *sorted(range(1, t.dim()), key=lambda d: -t.stride(d)))
+    return t.reshape(t.shape[0], -1)
+
+
 def member_norm(tensors: list[torch.Tensor]) -> torch.Tensor:
     """Global L2 norm of each member's slice across a list of ``[M, ...]`` tensors → ``[M]``.
 
     Used for the gradient norm (before clipping) and by :func:`weight_magnitude`.
     """
-    norms = [torch.linalg.vector_norm(t.detach().reshape(t.shape[0], -1), dim=1) for t in tensors]
+    norms = [torch.linalg.vector_norm(_by_member(t.detach()), dim=1) for t in tensors]
     return torch.linalg.vector_norm(torch.stack(norms), dim=0)
 
 

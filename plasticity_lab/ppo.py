@@ -277,6 +277,11 @@ class Population:
         self.stacked = stacked.supports(self.template)
         self.frozen = frozenset(frozen)
         self.params = {k: v.detach().clone().requires_grad_(k not in self.frozen) for k, v in params.items()}
+        sparse = stacked.sparse_input_weight(self.template) if self.stacked else None
+        if sparse in self.params and self.device.type == "cpu" and stacked.cpu_matmul() == "onednn+sparse":
+            # the layout the sparse first layer reads and writes; edits in place keep it
+            self.params[sparse] = stacked.input_major(self.params[sparse].detach()).requires_grad_(
+                sparse not in self.frozen)
         self.buffers = {k: v.to(self.device).unsqueeze(0).expand(self.members, *v.shape).clone()
                         for k, v in module.named_buffers()}
 
@@ -371,7 +376,7 @@ class Population:
                 total.backward()
                 stats["grad_norm"] = self._clip_gradients()
                 self._decay_weights()
-                self.optimizer.step()
+                self._optimizer_step()
                 if self.condition is not None:
                     self.condition.after_optimizer_step(self, generator)
                 for key, value in stats.items():
@@ -383,6 +388,38 @@ class Population:
         out["weight_magnitude"] = weight_magnitude(after)
         out["weight_difference"] = weight_difference(before, after)
         return out
+
+    def _optimizer_step(self) -> None:
+        """``self.optimizer.step()``, except for parameters stored input-major (see
+        :func:`plasticity_lab.stacked.input_major`): PyTorch's fused AdamW copies a tensor that is not contiguous
+        into a contiguous one and back (parameter, gradient and both moments, every step). AdamW is element-wise,
+        so the same fused kernel on their contiguous transposes computes the same update, without the copies."""
+        group = self.optimizer.param_groups[0]
+        transposed = {id(p) for p in group["params"] if p.grad is not None and stacked.is_input_major(p)
+                      and not p.is_contiguous()}
+        if not transposed or not hasattr(torch, "_fused_adamw_") or len(self.optimizer.param_groups) > 1:
+            self.optimizer.step()
+            return
+        tensors: list[list[torch.Tensor]] = [[], [], [], [], []]  # params, grads, exp_avgs, exp_avg_sqs, steps
+        with torch.no_grad():
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.optimizer.state[p]
+                if not state:  # as torch.optim.Adam initialises a fused group's state
+                    state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
+                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                four = [p, p.grad, state["exp_avg"], state["exp_avg_sq"]]
+                if id(p) in transposed and all(t.stride() == p.stride() for t in four):
+                    four = [t.transpose(1, 2) for t in four]
+                for bucket, t in zip(tensors, four + [state["step"]]):
+                    bucket.append(t)
+            beta1, beta2 = group["betas"]
+            torch._foreach_add_(tensors[4], 1)
+            torch._fused_adamw_(*tensors[:4], [], tensors[4], amsgrad=group["amsgrad"], lr=group["lr"], beta1=beta1,
+                                beta2=beta2, weight_decay=group["weight_decay"], eps=group["eps"],
+                                maximize=group["maximize"], grad_scale=None, found_inf=None)
 
     def _clip_gradients(self) -> torch.Tensor:
         """Clip each member's gradient to ``max_grad_norm`` (as ``clip_grad_norm_`` would); returns the norms."""

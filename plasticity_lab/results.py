@@ -68,7 +68,7 @@ def environment_info() -> dict:
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "cpu_matmul": stacked.cpu_matmul(),
         # with oneDNN: its products batched over members (plasticity_lab.native) or one per member, same numbers
-        "onednn_batched": stacked.onednn_batched() if stacked.cpu_matmul() == "onednn" else None,
+        "onednn_batched": stacked.onednn_batched() if stacked.cpu_matmul().startswith("onednn") else None,
     }
 
 

@@ -58,7 +58,8 @@ FEATURE_MAJOR, BATCH_MAJOR = 1, 2  # the axis of the activations that holds the 
 FEATURE_MAJOR_FROM = 32  # rows per member from which the feature-major layout is the faster one (measured)
 ONEDNN_MIN_OUTPUTS = 8  # narrower layers (the heads) stay one batched product: a loop over members costs more
 
-CPU_MATMUL_CHOICES = ("auto", "onednn", "blas")
+CPU_MATMUL_CHOICES = ("auto", "onednn", "onednn+sparse", "blas")
+SPARSE_LANES = 64  # the sparse first layer's outputs must be a multiple of this (its kernel's register block)
 CPU_MATMUL_VARIABLE = "PLASTICITY_LAB_CPU_MATMUL"  # the default choice, inherited by a sweep's worker processes
 _cpu_matmul: str | None = None  # None: the environment variable decides
 
@@ -88,9 +89,12 @@ def checked_cpu_matmul(kind: str, source: str) -> str:
     """``kind`` if it is a valid choice here, else one ``ValueError`` naming ``source`` and the valid choices."""
     if kind not in CPU_MATMUL_CHOICES:
         raise ValueError(f"unknown CPU matmul {kind!r} ({source}); valid: {', '.join(CPU_MATMUL_CHOICES)}")
-    if kind == "onednn" and not onednn_available():
-        raise ValueError(f"CPU matmul 'onednn' ({source}) needs an x86 CPU and a PyTorch built with oneDNN; "
+    if kind in ("onednn", "onednn+sparse") and not onednn_available():
+        raise ValueError(f"CPU matmul {kind!r} ({source}) needs an x86 CPU and a PyTorch built with oneDNN; "
                          "valid here: auto, blas")
+    if kind == "onednn+sparse" and native.member_ops() is None:
+        raise ValueError(f"CPU matmul 'onednn+sparse' ({source}) needs plasticity_lab.native, and here "
+                         f"{native.unavailable_reason()}; valid here: auto, onednn, blas")
     return kind
 
 
@@ -100,14 +104,20 @@ def set_cpu_matmul(kind: str | None) -> None:
     ``"onednn"``: oneDNN, batch-major, for every layer of at least :data:`ONEDNN_MIN_OUTPUTS` outputs (acting,
     evaluating and training), as one batched product over members where :func:`onednn_batched`, else one product
     per member, with the same numbers. The narrow heads of a training minibatch stay batched products.
-    ``"blas"``: one batched product (MKL in PyTorch's x86 builds), feature-major for training minibatches.
-    ``"auto"``: oneDNN on an AMD CPU where :func:`onednn_available` and either its batched products can be built or
-    PyTorch runs one thread per process; else BLAS. On Intel's CPUs MKL runs its AVX-512 code, which is what oneDNN
-    gains elsewhere, so BLAS keeps its batched product there. Looping over members gives oneDNN little to share
-    between threads, while BLAS shares the members out (measured on 2 threads, 15 members: an epoch takes 0.73 s
-    with the loop, 0.66 s with BLAS); oneDNN's batched product shares them out too. ``None`` returns to the
-    default: the environment variable ``PLASTICITY_LAB_CPU_MATMUL`` (which a sweep's worker processes inherit),
-    else ``"auto"``. The GPU path does not depend on it.
+    ``"onednn+sparse"``: the same, except for a first linear layer of a multiple of :data:`SPARSE_LANES` outputs
+    whose weight is stored input-major (:func:`input_major`; a population on the CPU stores it so when it is
+    created under this choice), which :mod:`plasticity_lab.native`'s kernels compute by skipping the zeros of the
+    observation (about 300 of the gridworld's 363 inputs) and adding the inputs that every row of a member shares
+    (its border walls) once. It needs :mod:`plasticity_lab.native`, and rounds differently from
+    ``"onednn"``. ``"blas"``: one batched product (MKL in PyTorch's x86 builds), feature-major for training
+    minibatches. ``"auto"``: on an AMD CPU where :func:`onednn_available`, ``"onednn+sparse"`` where
+    :mod:`plasticity_lab.native` builds, else ``"onednn"`` if PyTorch runs one thread per process; BLAS otherwise.
+    On Intel's CPUs MKL runs its AVX-512 code, which is what oneDNN gains elsewhere, so BLAS keeps its batched
+    product there. Looping over members gives oneDNN little to share between threads, while BLAS shares the members
+    out (measured on 2 threads, 15 members: an epoch takes 0.73 s with the loop, 0.66 s with BLAS); oneDNN's
+    batched product and the sparse kernels share them out too. ``None`` returns to the default: the environment
+    variable ``PLASTICITY_LAB_CPU_MATMUL`` (which a sweep's worker processes inherit), else ``"auto"``. The GPU
+    path does not depend on it.
     """
     global _cpu_matmul
     _cpu_matmul = None if kind is None else checked_cpu_matmul(kind, "set_cpu_matmul")
@@ -120,13 +130,16 @@ def onednn_batched() -> bool:
 
 
 def cpu_matmul() -> str:
-    """The library the CPU's products use now: ``"onednn"`` or ``"blas"`` (see :func:`set_cpu_matmul`)."""
+    """The library the CPU's products use now: ``"onednn"``, ``"onednn+sparse"`` or ``"blas"`` (see
+    :func:`set_cpu_matmul`)."""
     kind = _cpu_matmul
     if kind is None:
         kind = checked_cpu_matmul(os.environ.get(CPU_MATMUL_VARIABLE, "auto"), CPU_MATMUL_VARIABLE)
     if kind == "auto":
         amd = "AMD" in cpu_vendor()
-        if amd and onednn_available() and (torch.get_num_threads() == 1 or onednn_batched()):
+        if amd and onednn_available() and onednn_batched():
+            return "onednn+sparse"
+        if amd and onednn_available() and torch.get_num_threads() == 1:
             return "onednn"
         return "blas"
     return kind
@@ -137,7 +150,33 @@ def _training_minibatch(rows: int) -> bool:
 
 
 def _uses_onednn(x: torch.Tensor) -> bool:
-    return x.device.type == "cpu" and x.dtype == torch.float32 and cpu_matmul() == "onednn"
+    return x.device.type == "cpu" and x.dtype == torch.float32 and cpu_matmul() in ("onednn", "onednn+sparse")
+
+
+def sparse_input_weight(template: nn.Module) -> str | None:
+    """The name of the weight that ``"onednn+sparse"`` computes sparsely in ``template``: its first layer's, when
+    that is a linear layer of a multiple of :data:`SPARSE_LANES` outputs; else ``None``."""
+    first = template.encoder[0] if isinstance(template, ActorCritic) and len(template.encoder) else None
+    if (isinstance(first, Block) and isinstance(first.layer, nn.Linear)
+            and first.layer.out_features % SPARSE_LANES == 0):
+        return "encoder.0.layer.weight"
+    return None
+
+
+def input_major(weight: torch.Tensor) -> torch.Tensor:
+    """``weight [M, out, in]`` with the same values, stored input-major (a transposed view of a contiguous
+    ``[M, in, out]``): the layout the sparse first layer of ``"onednn+sparse"`` reads and writes."""
+    return weight.transpose(1, 2).contiguous().transpose(1, 2)
+
+
+def is_input_major(weight: torch.Tensor) -> bool:
+    """Whether ``weight [M, out, in]`` is stored input-major (see :func:`input_major`)."""
+    return weight.dim() == 3 and weight.transpose(1, 2).is_contiguous()
+
+
+def _uses_sparse_input(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    return (x.device.type == "cpu" and x.dtype == torch.float32 and not x.requires_grad
+            and weight.shape[1] % SPARSE_LANES == 0 and is_input_major(weight) and cpu_matmul() == "onednn+sparse")
 
 
 def layout(rows: int, device: torch.device | str = "cpu") -> int:
@@ -148,7 +187,7 @@ def layout(rows: int, device: torch.device | str = "cpu") -> int:
     oneDNN's products (:func:`set_cpu_matmul`) are batch-major."""
     if not _training_minibatch(rows):
         return BATCH_MAJOR
-    if torch.device(device).type == "cpu" and cpu_matmul() == "onednn":
+    if torch.device(device).type == "cpu" and cpu_matmul() in ("onednn", "onednn+sparse"):
         return BATCH_MAJOR
     return FEATURE_MAJOR
 
@@ -198,6 +237,26 @@ class _OneDNNLinear(torch.autograd.Function):
         return grad_x, grad_weight, grad_bias
 
 
+class _SparseInputLinear(torch.autograd.Function):
+    """``x W^T + b`` per member for an input ``x [M, B, in]`` that needs no gradient and is mostly zeros (the
+    observation), ``W [M, out, in]`` stored input-major: :mod:`plasticity_lab.native`'s sparse kernels. The weight
+    gradient comes out input-major too, so it accumulates into the weight without a copy."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        ctx.save_for_backward(x)
+        return native.member_ops().sparse_input_linear(x, weight.transpose(1, 2), bias)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        _, need_weight, need_bias = ctx.needs_input_grad
+        grad_weight = native.member_ops().sparse_input_weight_grad(x, grad).transpose(1, 2) if need_weight else None
+        grad_bias = grad.sum(1) if need_bias else None
+        return None, grad_weight, grad_bias
+
+
 def _per_feature(t: torch.Tensor, features_axis: int) -> torch.Tensor:
     """A ``[M, F]`` parameter shaped to broadcast against activations of the given layout."""
     return t.unsqueeze(-1) if features_axis == FEATURE_MAJOR else t.unsqueeze(1)
@@ -229,10 +288,16 @@ class _NarrowLinear(torch.autograd.Function):
         return grad_x, grad_weight, grad_bias
 
 
-def linear(params: dict[str, torch.Tensor], prefix: str, x: torch.Tensor, features_axis: int) -> torch.Tensor:
-    """``W x + b`` per member: ``[M, in, B] -> [M, out, B]`` (feature-major) or ``[M, B, in] -> [M, B, out]``."""
+def linear(params: dict[str, torch.Tensor], prefix: str, x: torch.Tensor, features_axis: int,
+           first: bool = False) -> torch.Tensor:
+    """``W x + b`` per member: ``[M, in, B] -> [M, out, B]`` (feature-major) or ``[M, B, in] -> [M, B, out]``.
+    ``first``: the network's first layer, whose input is the observation."""
     weight = params[f"{prefix}weight"]
     bias = params.get(f"{prefix}bias")
+    if first and features_axis == BATCH_MAJOR and _uses_sparse_input(x, weight):
+        if not torch.is_grad_enabled():
+            return native.member_ops().sparse_input_linear(x, weight.transpose(1, 2), bias)
+        return _SparseInputLinear.apply(x, weight, bias)
     if features_axis == BATCH_MAJOR and _uses_onednn(x):
         if weight.shape[1] >= ONEDNN_MIN_OUTPUTS:
             ops = native.member_ops()
@@ -262,14 +327,15 @@ def _layer_norm(module: nn.LayerNorm, params, prefix: str, x: torch.Tensor, feat
 
 
 def apply(module: nn.Module, params: dict[str, torch.Tensor], prefix: str, x: torch.Tensor,
-          features_axis: int) -> torch.Tensor:
-    """One module of the template on activations whose ``features_axis`` (1 or 2) holds the features."""
+          features_axis: int, first: bool = False) -> torch.Tensor:
+    """One module of the template on activations whose ``features_axis`` (1 or 2) holds the features; ``first``:
+    the network's first module, applied to the observation."""
     if isinstance(module, Block):
-        x = apply(module.layer, params, f"{prefix}layer.", x, features_axis)
+        x = apply(module.layer, params, f"{prefix}layer.", x, features_axis, first)
         x = apply(module.norm, params, f"{prefix}norm.", x, features_axis)
         return apply(module.activation, params, f"{prefix}activation.", x, features_axis)
     if isinstance(module, nn.Linear):
-        return linear(params, prefix, x, features_axis)
+        return linear(params, prefix, x, features_axis, first)
     if isinstance(module, nn.LayerNorm):
         return _layer_norm(module, params, prefix, x, features_axis)
     if isinstance(module, nn.ReLU):
@@ -298,7 +364,7 @@ def forward(template: ActorCritic, params: dict[str, torch.Tensor], obs: torch.T
     x = batch_major(obs)
     hidden = []
     for index, module in enumerate(template.encoder):
-        x = apply(module, params, f"encoder.{index}.", x, axis)
+        x = apply(module, params, f"encoder.{index}.", x, axis, first=index == 0)
         if isinstance(module, Block):
             hidden.append(batch_major(x))
     logits = batch_major(apply(template.policy_head, params, "policy_head.", x, axis))

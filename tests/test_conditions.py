@@ -113,8 +113,8 @@ def test_soft_shrink_perturb_runs_after_every_optimizer_step():
     cond = _CountingSoftSP(perturb=1e-3)
     pop = _population(cond)
     steps = []
-    original = pop.optimizer.step
-    pop.optimizer.step = lambda *a, **k: (steps.append(cond.calls), original(*a, **k))[1]
+    original = pop._optimizer_step
+    pop._optimizer_step = lambda: (steps.append(cond.calls), original())[1]
     _CountingSoftSP.calls = 0
     pop.update(random_rollout(2), torch.Generator().manual_seed(0))
     n = 20 * 11

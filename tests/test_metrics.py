@@ -55,3 +55,13 @@ def test_dead_unit_fraction_of_a_transposed_view_counts_the_same_zeros():
     assert not view.is_contiguous()
     assert dead_unit_fraction(view).tolist() == pytest.approx([4 / 6, 1 / 6])
     assert dead_unit_fraction(view).dtype == torch.float32
+
+
+def test_member_norm_of_a_weight_stored_input_major_equals_the_contiguous_ones():
+    g = torch.Generator().manual_seed(0)
+    weight, bias = torch.randn(3, 8, 5, generator=g), torch.randn(3, 8, generator=g)
+    stored = weight.transpose(1, 2).contiguous().transpose(1, 2)
+    assert not stored.is_contiguous() and torch.equal(stored, weight)
+    want = torch.sqrt((weight.double() ** 2).sum((1, 2)) + (bias.double() ** 2).sum(1))
+    torch.testing.assert_close(member_norm([stored, bias]).double(), want, rtol=1e-6, atol=0)
+    torch.testing.assert_close(member_norm([weight, bias]).double(), want, rtol=1e-6, atol=0)

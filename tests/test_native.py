@@ -148,3 +148,47 @@ def test_a_missing_compiler_is_named_without_trying_to_build(monkeypatch):
     monkeypatch.setenv("CXX", "/nowhere/c++")
     with pytest.raises(RuntimeError, match=r"no C\+\+ compiler: '/nowhere/c\+\+' is not on PATH"):
         native._build()
+
+
+def _observation_like(members, rows, inputs, g):
+    """Mostly zeros, in the gridworld's values, with a column that every row shares (a border wall), a column
+    that is zero everywhere, and a row that is zero outside the shared columns."""
+    values = torch.tensor([-0.75, 0.75, 1.0])
+    x = values[torch.randint(0, 3, (members, rows, inputs), generator=g)]
+    x *= torch.rand(members, rows, inputs, generator=g) < 0.15
+    if rows > 1:
+        x[:, -1, :] = 0.0
+    x[:, :, 3] = 1.0      # shared by every row: added once per member
+    x[:, :, 5] = 0.0
+    x[1, :, 7] = -0.75    # shared in member 1 only
+    return x
+
+
+@pytest.mark.parametrize("rows", [1, 11, 40])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_sparse_input_layer_and_its_weight_gradient_equal_a_float64_reference(ops, rows, with_bias):
+    g = torch.Generator().manual_seed(3)
+    x = _observation_like(3, rows, 37, g)  # 37 inputs: not a multiple of the 16-wide vectors
+    weight = torch.randn(3, 128, 37, generator=g)
+    bias = torch.randn(3, 128, generator=g) if with_bias else None
+    grad = torch.randn(3, rows, 128, generator=g)
+    out = ops.sparse_input_linear(x, weight.transpose(1, 2).contiguous(), bias)
+    want = torch.einsum("mbi,moi->mbo", x.double(), weight.double())
+    if with_bias:
+        want += bias.double().unsqueeze(1)
+    torch.testing.assert_close(out.double(), want, rtol=1e-5, atol=1e-5)
+    grad_t = ops.sparse_input_weight_grad(x, grad)  # input-major: [M, in, out]
+    torch.testing.assert_close(grad_t.double(), torch.einsum("mbi,mbo->mio", x.double(), grad.double()),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_sparse_input_operators_reject_bad_operands_with_one_clear_error(ops):
+    x = torch.zeros(2, 4, 10)
+    with pytest.raises(RuntimeError, match=r"sparse_input_linear: outputs must be a multiple of 64; got 32"):
+        ops.sparse_input_linear(x, torch.zeros(2, 10, 32), None)
+    with pytest.raises(RuntimeError, match=r"sparse_input_linear: weight_t must be \[members, in, out\] with in = 10"):
+        ops.sparse_input_linear(x, torch.zeros(2, 64, 10), None)
+    with pytest.raises(RuntimeError, match=r"sparse_input_weight_grad: rows do not match"):
+        ops.sparse_input_weight_grad(x, torch.zeros(2, 5, 64))
+    with pytest.raises(RuntimeError, match=r"sparse_input_linear: bias must be \[members, out\] = 2x64; got \[2, 32\]"):
+        ops.sparse_input_linear(x, torch.zeros(2, 10, 64), torch.zeros(2, 32))

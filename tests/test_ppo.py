@@ -181,3 +181,29 @@ def test_play_episodes_plays_the_collected_episodes_without_their_buffers():
     assert torch.equal(played, rollout.rewards.sum(0))
     # the same random numbers were drawn: both generators are left in the same state
     assert torch.equal(collected_generator.get_state(), played_generator.get_state())
+
+
+def test_the_optimizer_step_on_input_major_weights_equals_adamw_on_contiguous_ones():
+    from plasticity_lab import stacked
+
+    population = Population(NetworkSpec(), [0, 1])
+    key = "encoder.0.layer.weight"
+    population.params[key] = stacked.input_major(population.params[key].detach()).requires_grad_()
+    population.new_optimizer()
+    twin = {k: v.detach().contiguous().clone().requires_grad_() for k, v in population.params.items()}
+    reference = torch.optim.AdamW(list(twin.values()), lr=population.ppo.lr, eps=population.ppo.adam_eps,
+                                  weight_decay=0.0, fused=True)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        for k, p in population.params.items():
+            p.grad = torch.randn(p.shape, generator=g)
+            twin[k].grad = p.grad.clone()
+        population.params[key].grad = stacked.input_major(population.params[key].grad)
+        population._optimizer_step()
+        reference.step()
+    assert not population.params[key].is_contiguous()  # still input-major after the steps
+    for k, p in population.params.items():
+        assert torch.equal(p.detach(), twin[k].detach()), k  # AdamW is element-wise: the same numbers
+        state, want = population.optimizer.state[p], reference.state[twin[k]]
+        for name in ("exp_avg", "exp_avg_sq", "step"):
+            assert torch.equal(state[name], want[name]), (k, name)

@@ -78,6 +78,57 @@ def test_stacked_forward_and_gradients_equal_each_members_own_module(name, rows,
             torch.testing.assert_close(params[k].grad[m], v.grad, rtol=1e-4, atol=1e-5, msg=lambda text: f"{k}: {text}")
 
 
+@pytest.mark.skipif(not stacked.onednn_batched(), reason="needs plasticity_lab.native")
+@pytest.mark.parametrize("rows", [5, stacked.FEATURE_MAJOR_FROM + 8], ids=["few-rows", "training-minibatch"])
+@pytest.mark.parametrize("options", [{}, {"layernorm": True}, {"crelu": True}], ids=["plain", "layernorm", "crelu"])
+def test_sparse_first_layer_equals_each_members_own_module_and_keeps_its_weight_input_major(options, rows):
+    module = NetworkSpec(obs_dim=37, hidden=2 * stacked.SPARSE_LANES, **options).build()  # CReLU halves it
+    key = stacked.sparse_input_weight(module)
+    assert key == "encoder.0.layer.weight"
+    params = _params(module)
+    params[key] = stacked.input_major(params[key].detach()).requires_grad_()
+    g = torch.Generator().manual_seed(2)
+    obs = (torch.rand(MEMBERS, rows, 37, generator=g) < 0.2) * torch.tensor([-0.75, 0.75, 1.0])[
+        torch.randint(0, 3, (MEMBERS, rows, 37), generator=g)]
+    obs[:, :, :4] = 1.0  # columns every row shares, like the gridworld's border walls
+    stacked.set_cpu_matmul("onednn+sparse")
+    try:
+        assert stacked._uses_sparse_input(obs, params[key])
+        logits, value, features = stacked.forward(module, params, obs)
+        (logits.square().sum() + value.sum() + features.sum()).backward()
+        with torch.no_grad():  # acting: the same kernel without a graph
+            acting = stacked.forward(module, params, obs)
+    finally:
+        stacked.set_cpu_matmul(None)
+    assert params[key].grad.stride() == params[key].stride()  # accumulated in the weight's layout, no copy
+    torch.testing.assert_close(acting[0], logits.detach(), rtol=0, atol=0)
+    for m in range(MEMBERS):
+        own = {k: v[m].detach().clone().requires_grad_() for k, v in params.items()}
+        ref_logits, ref_value, ref_features = functional_call(module, own, (obs[m],))
+        torch.testing.assert_close(logits[m], ref_logits, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(value[m], ref_value, rtol=1e-5, atol=1e-5)
+        (ref_logits.square().sum() + ref_value.sum() + ref_features.sum()).backward()
+        for k, v in own.items():
+            torch.testing.assert_close(params[k].grad[m], v.grad, rtol=1e-4, atol=1e-5, msg=lambda text: f"{k}: {text}")
+
+
+def test_a_population_stores_its_first_layer_input_major_only_for_the_sparse_kernels():
+    for kind in ("blas", "onednn", "onednn+sparse"):
+        if kind != "blas" and (not stacked.onednn_available() or (kind == "onednn+sparse"
+                                                                   and not stacked.onednn_batched())):
+            continue
+        stacked.set_cpu_matmul(kind)
+        try:
+            population = Population(NetworkSpec(), [0, 1])
+        finally:
+            stacked.set_cpu_matmul(None)
+        weight = population.params["encoder.0.layer.weight"]
+        assert weight.shape == (2, 256, 363)
+        assert stacked.is_input_major(weight) == (kind == "onednn+sparse") != weight.is_contiguous()
+        # the values do not depend on the layout: the same draw as the contiguous initial parameters
+        assert torch.equal(weight.detach(), population.initial_params["encoder.0.layer.weight"])
+
+
 def test_injected_head_adds_exactly_nothing_while_added_equals_subtracted():
     module = _injected(NetworkSpec(obs_dim=20, hidden=16))
     params = _params(module)
@@ -191,22 +242,26 @@ def test_narrow_linear_gradients_equal_autograd_of_the_same_product():
 
 
 def test_cpu_matmul_choice_is_validated_and_auto_resolves_to_a_library(monkeypatch):
-    with pytest.raises(ValueError, match=r"unknown CPU matmul 'mkl' \(set_cpu_matmul\); valid: auto, onednn, blas"):
+    with pytest.raises(ValueError,
+                       match=r"unknown CPU matmul 'mkl' \(set_cpu_matmul\); valid: auto, onednn, onednn\+sparse, blas"):
         stacked.set_cpu_matmul("mkl")
     monkeypatch.delenv(stacked.CPU_MATMUL_VARIABLE, raising=False)
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
         monkeypatch.setattr(stacked, "cpu_vendor", lambda: "AuthenticAMD")
-        assert stacked.cpu_matmul() == ("onednn" if stacked.onednn_available() else "blas")
+        built = "onednn+sparse" if stacked.onednn_batched() else None  # needs plasticity_lab.native
+        assert stacked.cpu_matmul() == (built or ("onednn" if stacked.onednn_available() else "blas"))
         monkeypatch.setattr(stacked, "cpu_vendor", lambda: "GenuineIntel")
         assert stacked.cpu_matmul() == "blas"  # MKL runs its AVX-512 code on Intel's CPUs
         monkeypatch.setattr(stacked, "cpu_vendor", lambda: "AuthenticAMD")
         torch.set_num_threads(2)
         # oneDNN's batched product shares the members out between threads; its loop over members does not
-        assert stacked.cpu_matmul() == ("onednn" if stacked.onednn_batched() else "blas")
+        assert stacked.cpu_matmul() == (built or "blas")
         monkeypatch.setattr(native, "member_ops", lambda: None)
         assert stacked.cpu_matmul() == "blas"
+        torch.set_num_threads(1)
+        assert stacked.cpu_matmul() == ("onednn" if stacked.onednn_available() else "blas")
     finally:
         torch.set_num_threads(threads)
     monkeypatch.setenv(stacked.CPU_MATMUL_VARIABLE, "blas")
@@ -214,6 +269,13 @@ def test_cpu_matmul_choice_is_validated_and_auto_resolves_to_a_library(monkeypat
     monkeypatch.setenv(stacked.CPU_MATMUL_VARIABLE, "fast")
     with pytest.raises(ValueError, match=r"unknown CPU matmul 'fast' \(PLASTICITY_LAB_CPU_MATMUL\)"):
         stacked.cpu_matmul()
+    if stacked.onednn_available():
+        monkeypatch.setattr(native, "member_ops", lambda: None)
+        monkeypatch.setattr(native, "_reason", "no C++ compiler: 'c++' is not on PATH")
+        with pytest.raises(ValueError, match=r"CPU matmul 'onednn\+sparse' \(set_cpu_matmul\) needs plasticity_lab"
+                                             r"\.native, and here no C\+\+ compiler: 'c\+\+' is not on PATH; "
+                                             r"valid here: auto, onednn, blas"):
+            stacked.set_cpu_matmul("onednn+sparse")
     stacked.set_cpu_matmul("blas")  # the call wins over the variable
     try:
         assert stacked.cpu_matmul() == "blas"
