@@ -333,7 +333,7 @@ def main() -> None:
         os.environ[stacked.CPU_MATMUL_VARIABLE] = first  # which the sweep's worker processes inherit
         r = grid_chunk(args.grid_chunk, args.device, args.processes, args.threads)
         print(f"device={args.device} workers={args.processes} threads per worker={args.threads} "
-              f"cpu matmul={kinds[0] if args.device == 'cpu' else '-'}")
+              f"cpu matmul={(kinds[0] + ' → ' + stacked.cpu_matmul()) if args.device == 'cpu' else '-'}")
         print(f"paper-scale grid chunk: {r['runs']} runs in {r['populations']} populations, first {r['epochs']} "
               f"epochs each: {r['wall_s']:.1f} s wall, {r['s_per_agent_epoch']:.5f} s per agent-epoch; the whole "
               f"grid ({r['runs']} runs × {PAPER_EPOCHS} epochs) projected at {r['grid_h']:.2f} h")

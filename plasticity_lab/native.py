@@ -1,4 +1,5 @@
-"""Native operators, compiled on first use: oneDNN's float32 products with a matrix per population member.
+"""Native operators, compiled on first use: oneDNN's float32 products with a matrix per population member, and a
+first layer that skips the zeros of its input.
 
 PyTorch's batched products on the CPU call MKL, which runs its AVX2 code on CPUs that are not Intel's, and its
 Python API reaches oneDNN's float32 matmul only one matrix at a time. ``csrc/member_matmul.cpp`` calls oneDNN's
@@ -6,6 +7,12 @@ batched matmul (a weight per batch entry) through ``at::native::mkldnn_matmul``,
 ``libtorch_cpu`` but does not bind. It gives the same numbers as a loop of oneDNN products over members, one call
 for all of them: on the AMD EPYC (Zen 5) this project develops on, one thread, a 15-member forward of the
 gridworld's first layer takes 1.0 ms against 2.1 ms through MKL and 2.6 ms looping over members.
+
+``sparse_input_linear`` and ``sparse_input_weight_grad`` compute a first layer whose input is mostly zeros, with
+its weight input-major (``[M, in, out]``): per member, the input columns that every row shares (the gridworld's 40
+border walls) are added to the bias once, and each row adds only the weight rows of its other non-zeros (about 18
+of 363). Measured as above, hot in cache: 0.21 ms against 0.94 ms for oneDNN's dense forward of 64 rows, and
+0.43 ms against 0.87 ms for the weight gradient. They use AVX-512 where the CPU has it and portable loops elsewhere.
 
 The source is compiled by ``torch.utils.cpp_extension`` the first time a process asks for it (about 30 s; it
 needs a C++ compiler and ``ninja``) and cached in ``$TORCH_EXTENSIONS_DIR`` (default
@@ -63,9 +70,11 @@ def _summary(error: Exception) -> str:
 
 
 def member_ops():
-    """``torch.ops.plasticity_lab`` with ``member_matmul(a [M, R, K], b [M, K, C])`` and
-    ``member_linear(x [M, B, in], weight [M, out, in], bias [M, out] | None)``, built and loaded on the first call;
-    ``None`` where they cannot be built (see :func:`unavailable_reason`)."""
+    """``torch.ops.plasticity_lab`` with ``member_matmul(a [M, R, K], b [M, K, C])``,
+    ``member_linear(x [M, B, in], weight [M, out, in], bias [M, out] | None)``,
+    ``sparse_input_linear(x [M, B, in], weight_t [M, in, out], bias [M, out] | None)`` and
+    ``sparse_input_weight_grad(x [M, B, in], grad [M, B, out]) -> [M, in, out]``, built and loaded on the first
+    call; ``None`` where they cannot be built (see :func:`unavailable_reason`)."""
     global _loaded, _reason
     if _loaded is None:
         with _lock:
