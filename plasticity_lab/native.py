@@ -12,7 +12,9 @@ gridworld's first layer takes 1.0 ms against 2.1 ms through MKL and 2.6 ms loopi
 its weight input-major (``[M, in, out]``): per member, the input columns that every row shares (the gridworld's 40
 border walls) are added to the bias once, and each row adds only the weight rows of its other non-zeros (about 18
 of 363). Measured as above, hot in cache: 0.21 ms against 0.94 ms for oneDNN's dense forward of 64 rows, and
-0.43 ms against 0.87 ms for the weight gradient. They use AVX-512 where the CPU has it and portable loops elsewhere.
+0.43 ms against 0.87 ms for the weight gradient. They use AVX-512 where the CPU has it (``sparse_kernels_vectorized()``) and portable loops elsewhere, which
+are several times slower than oneDNN's dense product (``PLASTICITY_LAB_NATIVE_PORTABLE=1``, read when the library
+loads, runs them anyway).
 
 The source is compiled by ``torch.utils.cpp_extension`` the first time a process asks for it (about 30 s; it
 needs a C++ compiler and ``ninja``) and cached in ``$TORCH_EXTENSIONS_DIR`` (default
@@ -59,7 +61,7 @@ def _build() -> None:
     _find_ninja()
     if not shutil.which("ninja"):
         raise RuntimeError("ninja is not on PATH (pip install ninja)")
-    cpp_extension.load(name=EXTENSION_NAME, sources=[str(SOURCE)], extra_cflags=["-O2"],
+    cpp_extension.load(name=EXTENSION_NAME, sources=[str(SOURCE)], extra_cflags=["-O3"],
                        is_python_module=False, verbose=False)
 
 
@@ -73,8 +75,8 @@ def member_ops():
     """``torch.ops.plasticity_lab`` with ``member_matmul(a [M, R, K], b [M, K, C])``,
     ``member_linear(x [M, B, in], weight [M, out, in], bias [M, out] | None)``,
     ``sparse_input_linear(x [M, B, in], weight_t [M, in, out], bias [M, out] | None)`` and
-    ``sparse_input_weight_grad(x [M, B, in], grad [M, B, out]) -> [M, in, out]``, built and loaded on the first
-    call; ``None`` where they cannot be built (see :func:`unavailable_reason`)."""
+    ``sparse_input_weight_grad(x [M, B, in], grad [M, B, out]) -> [M, in, out]`` and
+    ``sparse_kernels_vectorized()``, built and loaded on the first call; ``None`` where they cannot be built (see :func:`unavailable_reason`)."""
     global _loaded, _reason
     if _loaded is None:
         with _lock:

@@ -113,7 +113,9 @@ def set_cpu_matmul(kind: str | None) -> None:
     (its border walls) once. It needs :mod:`plasticity_lab.native`, and rounds differently from
     ``"onednn"``. ``"blas"``: one batched product (MKL in PyTorch's x86 builds), feature-major for training
     minibatches. ``"auto"``: on an AMD CPU where :func:`onednn_available`, ``"onednn+sparse"`` where
-    :mod:`plasticity_lab.native` builds, else ``"onednn"`` if PyTorch runs one thread per process; BLAS otherwise.
+    :mod:`plasticity_lab.native` builds and its sparse kernels run their AVX-512 code (their portable loops are
+    several times slower than oneDNN's dense product), else ``"onednn"`` where the native operators build or
+    PyTorch runs one thread per process; BLAS otherwise.
     On Intel's CPUs MKL runs its AVX-512 code, which is what oneDNN gains elsewhere, so BLAS keeps its batched
     product there. Looping over members gives oneDNN little to share between threads, while BLAS shares the members
     out (measured on 2 threads, 15 members: an epoch takes 0.73 s with the loop, 0.66 s with BLAS); oneDNN's
@@ -139,9 +141,9 @@ def cpu_matmul() -> str:
         kind = checked_cpu_matmul(os.environ.get(CPU_MATMUL_VARIABLE, "auto"), CPU_MATMUL_VARIABLE)
     if kind == "auto":
         amd = "AMD" in cpu_vendor()
-        if amd and onednn_available() and onednn_batched():
+        if amd and onednn_available() and onednn_batched() and native.member_ops().sparse_kernels_vectorized():
             return "onednn+sparse"
-        if amd and onednn_available() and torch.get_num_threads() == 1:
+        if amd and onednn_available() and (torch.get_num_threads() == 1 or onednn_batched()):
             return "onednn"
         return "blas"
     return kind

@@ -5,6 +5,8 @@ import platform
 import shutil
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -192,3 +194,35 @@ def test_sparse_input_operators_reject_bad_operands_with_one_clear_error(ops):
         ops.sparse_input_weight_grad(x, torch.zeros(2, 5, 64))
     with pytest.raises(RuntimeError, match=r"sparse_input_linear: bias must be \[members, out\] = 2x64; got \[2, 32\]"):
         ops.sparse_input_linear(x, torch.zeros(2, 10, 64), torch.zeros(2, 32))
+
+
+def test_the_portable_loops_compute_what_the_vector_code_computes(ops):
+    # machines without AVX-512 run the portable loops: run them here too, in a process of their own
+    code = """
+import torch
+from plasticity_lab import native
+ops = native.member_ops()
+g = torch.Generator().manual_seed(5)
+x = (torch.rand(2, 9, 37, generator=g) < 0.2) * torch.randn(2, 9, 37, generator=g)
+x[:, :, 2] = 0.75
+weight_t, bias, grad = torch.randn(2, 37, 64, generator=g), torch.randn(2, 64, generator=g), torch.randn(2, 9, 64, generator=g)
+torch.save((x, weight_t, bias, grad, ops.sparse_input_linear(x, weight_t, bias), ops.sparse_input_weight_grad(x, grad)), OUT)
+print(ops.sparse_kernels_vectorized())
+"""
+    results = []
+    for portable in (False, True):
+        out = Path(tempfile.mkdtemp()) / "out.pt"
+        env = {k: v for k, v in os.environ.items() if k != "PLASTICITY_LAB_NATIVE_PORTABLE"}
+        if portable:
+            env["PLASTICITY_LAB_NATIVE_PORTABLE"] = "1"
+        done = subprocess.run([sys.executable, "-c", f"OUT = {str(out)!r}\n" + code], env=env, check=True,
+                              capture_output=True, text=True)
+        if portable:
+            assert done.stdout.strip() == "False"  # the portable loops ran
+        results.append(torch.load(out))
+    (x, weight_t, bias, grad, *vector), (_, _, _, _, *portable) = results
+    want = torch.einsum("mbi,mio->mbo", x.double(), weight_t.double()) + bias.double().unsqueeze(1)
+    want_grad = torch.einsum("mbi,mbo->mio", x.double(), grad.double())
+    for got in (vector, portable):
+        torch.testing.assert_close(got[0].double(), want, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(got[1].double(), want_grad, rtol=1e-5, atol=1e-5)

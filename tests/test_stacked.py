@@ -1,6 +1,7 @@
 """The stacked-parameter forward against the network's own forward, member by member."""
 
 import copy
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -258,6 +259,11 @@ def test_cpu_matmul_choice_is_validated_and_auto_resolves_to_a_library(monkeypat
         torch.set_num_threads(2)
         # oneDNN's batched product shares the members out between threads; its loop over members does not
         assert stacked.cpu_matmul() == (built or "blas")
+        if built:  # without the sparse kernels' vector code, oneDNN's dense products are the faster
+            ops = native.member_ops()
+            monkeypatch.setattr(native, "member_ops", lambda: SimpleNamespace(
+                member_linear=ops.member_linear, sparse_kernels_vectorized=lambda: False))
+            assert stacked.cpu_matmul() == "onednn"
         monkeypatch.setattr(native, "member_ops", lambda: None)
         assert stacked.cpu_matmul() == "blas"
         torch.set_num_threads(1)

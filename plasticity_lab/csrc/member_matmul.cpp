@@ -21,6 +21,8 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
+#include <string>
 #include <vector>
 
 #if defined(__x86_64__)
@@ -96,7 +98,12 @@ __attribute__((target("avx512f"))) void axpy64_avx512(const float* rows, int64_t
   _mm512_storeu_ps(out, a0), _mm512_storeu_ps(out + 16, a1);
   _mm512_storeu_ps(out + 32, a2), _mm512_storeu_ps(out + 48, a3);
 }
-const bool kHasAvx512 = __builtin_cpu_supports("avx512f");
+// PLASTICITY_LAB_NATIVE_PORTABLE=1 (read when the library loads) runs the portable loops instead, to test them
+bool portable_requested() {
+  const char* value = std::getenv("PLASTICITY_LAB_NATIVE_PORTABLE");
+  return value != nullptr && std::string(value) == "1";
+}
+const bool kHasAvx512 = (__builtin_cpu_init(), __builtin_cpu_supports("avx512f")) && !portable_requested();
 #else
 const bool kHasAvx512 = false;
 #endif
@@ -107,7 +114,7 @@ void axpy64_portable(const float* rows, int64_t stride, const int32_t* index, co
   for (int64_t k = 0; k < kLanes; ++k) acc[k] = init != nullptr ? init[k] : 0.0f;
   for (int64_t p = 0; p < n; ++p) {
     const float* row = rows + index[p] * stride;
-    for (int64_t k = 0; k < kLanes; ++k) acc[k] = std::fma(value[p], row[k], acc[k]);
+    for (int64_t k = 0; k < kLanes; ++k) acc[k] += value[p] * row[k];  // std::fma is a library call without FMA
   }
   for (int64_t k = 0; k < kLanes; ++k) out[k] = acc[k];
 }
@@ -310,6 +317,10 @@ at::Tensor sparse_input_weight_grad(const at::Tensor& x_, const at::Tensor& grad
   return out;
 }
 
+// Whether the sparse kernels run their AVX-512 code; elsewhere their portable loops are several times slower than
+// oneDNN's dense product.
+bool sparse_kernels_vectorized() { return kHasAvx512; }
+
 }  // namespace
 
 TORCH_LIBRARY(plasticity_lab, m) {
@@ -317,6 +328,7 @@ TORCH_LIBRARY(plasticity_lab, m) {
   m.def("member_linear(Tensor x, Tensor weight, Tensor? bias) -> Tensor");
   m.def("sparse_input_linear(Tensor x, Tensor weight_t, Tensor? bias) -> Tensor");
   m.def("sparse_input_weight_grad(Tensor x, Tensor grad) -> Tensor");
+  m.def("sparse_kernels_vectorized() -> bool", sparse_kernels_vectorized);
 }
 
 TORCH_LIBRARY_IMPL(plasticity_lab, CPU, m) {
