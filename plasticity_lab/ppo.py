@@ -397,7 +397,8 @@ class Population:
         group = self.optimizer.param_groups[0]
         transposed = {id(p) for p in group["params"] if p.grad is not None and stacked.is_input_major(p)
                       and not p.is_contiguous()}
-        if not transposed or not hasattr(torch, "_fused_adamw_") or len(self.optimizer.param_groups) > 1:
+        if (not transposed or not hasattr(torch, "_fused_adamw_") or len(self.optimizer.param_groups) > 1
+                or group["amsgrad"] or not group["fused"]):
             self.optimizer.step()
             return
         tensors: list[list[torch.Tensor]] = [[], [], [], [], []]  # params, grads, exp_avgs, exp_avg_sqs, steps
