@@ -10,6 +10,8 @@
 # Offline JavaScript: the ipywidgets HTML manager, require.js and MathJax are fetched with `npm pack` into
 # book/_extra/vendor/ (git-ignored) if missing, and copied into the site's root (html_extra_path in _config.yml):
 # the built pages load them from there, never from a CDN.
+# Chapters: executed several at a time into the build's execution cache first (scripts/execute_book.py; BOOK_JOBS
+# sets how many, default the usable cores up to 4), then read from there by the build.
 # The build fails on any cell error (nb_execution_raise_on_error) and on any Sphinx warning (-W).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -52,7 +54,8 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     echo "$want" > "$stamp"
 fi
 
-# The execution cache knows only the chapters' code cells: when the package changes, run every chapter again.
+# The execution cache knows only the chapters' code cells: when the package (its Python or C++) changes, run every
+# chapter again.
 out="$root"
 args=("$@")
 for ((i = 0; i < ${#args[@]}; i++)); do
@@ -61,7 +64,7 @@ for ((i = 0; i < ${#args[@]}; i++)); do
         --path-output=*) out="${args[$i]#--path-output=}" ;;
     esac
 done
-package_hash="$(find "$root/plasticity_lab" -name '*.py' -print0 | sort -z | xargs -0 cat | sha256sum | cut -c1-16)"
+package_hash="$(find "$root/plasticity_lab" \( -name '*.py' -o -name '*.cpp' \) -print0 | sort -z | xargs -0 cat | sha256sum | cut -c1-16)"
 hash_file="$out/_build/.plasticity-lab-source"
 if [ -d "$out/_build/.jupyter_cache" ] && [ "$(cat "$hash_file" 2>/dev/null)" != "$package_hash" ]; then
     echo "build_book.sh: plasticity_lab changed since the last build; clearing the execution cache"
@@ -70,4 +73,9 @@ fi
 mkdir -p "$out/_build" && echo "$package_hash" > "$hash_file"
 
 export PLOTLY_RENDERER="plotly_mimetype+notebook"  # else plotly figures are silently dropped from the pages
+# The chapters run several at a time into the execution cache first (BOOK_JOBS sets how many; 1 leaves it to the
+# build, which runs them one after another); the build then reads them from the cache.
+if [ "${BOOK_JOBS:-}" != "1" ]; then
+    python "$root/scripts/execute_book.py" "$out/_build/.jupyter_cache"
+fi
 exec jupyter-book build "$root" -W --keep-going "$@"

@@ -5,8 +5,11 @@
 * Each chapter has an ``.ipynb`` twin beside it (what Colab opens) with the same cells; its first code cell installs
   the package only on Colab, from the repository named in ``_config.yml``; a cell tagged ``parameters`` sets
   ``smoke = False``.
+* ``scripts/execute_book.py`` (the build's first step) finds the same chapters, caches what it executes where the build
+  reads it, and leaves a failing chapter out of the cache, for the build to run again and report.
 * The book is built once per session (``scripts/build_book.sh`` into a temporary folder: every chapter runs at its
-  default scale, fresh, with the plotly renderer the build uses) and opened in headless Chromium: plotly figures are
+  default scale, fresh, several at a time, with the plotly renderer the build uses; the build itself then executes
+  none of them again) and opened in headless Chromium: plotly figures are
   drawn, the shifts chapter has a working slider and a rendered widget, widget JavaScript comes from the site itself
   (no CDN). Screenshots are kept in ``_build/screenshots/``. These tests skip only when Chromium is not installed
   (``bash scripts/setup_browser.sh`` installs it).
@@ -135,6 +138,55 @@ def test_chapter_executes_in_smoke_mode(chapter: Path, tmp_path: Path):
     print(f"{chapter.name}: smoke run {seconds:.1f} s")
 
 
+# -------------------------------------------------------------------------------- parallel execution
+def _execute_book():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("execute_book", ROOT / "scripts" / "execute_book.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_execute_book_finds_the_chapters():
+    assert _execute_book().chapters() == CHAPTERS
+
+
+MYST_NOTEBOOK = """---
+jupytext:
+  text_representation:
+    format_name: myst
+kernelspec:
+  name: python3
+  display_name: Python 3
+---
+# {title}
+
+```{{code-cell}} ipython3
+{code}
+```
+"""
+
+
+def test_execute_book_caches_what_runs_and_leaves_failures_to_the_build(tmp_path: Path):
+    from jupyter_cache import get_cache
+
+    good, bad = tmp_path / "good.md", tmp_path / "bad.md"
+    good.write_text(MYST_NOTEBOOK.format(title="Good", code="print(6 * 7)"))
+    bad.write_text(MYST_NOTEBOOK.format(title="Bad", code="raise ValueError('broken chapter')"))
+    failed = _execute_book().execute(tmp_path / "cache", jobs=2, timeout=120, paths=[good, bad])
+    assert failed == [str(bad)]
+    cache = get_cache(str(tmp_path / "cache"))
+    cached = {Path(r.uri).name: r for r in cache.list_project_records()}
+    assert set(cached) == {"good.md", "bad.md"}
+    stored = cache.get_cached_project_nb(cached["good.md"].pk)
+    assert stored is not None and cache.get_cached_project_nb(cached["bad.md"].pk) is None
+    outputs = cache.get_cache_bundle(stored.pk).nb.cells[-1].outputs
+    assert "".join(o.get("text", "") for o in outputs).strip() == "42"
+    # A second call finds nothing new to run but the failure, which it tries (and reports) again.
+    assert _execute_book().execute(tmp_path / "cache", jobs=1, timeout=120, paths=[good, bad]) == [str(bad)]
+
+
 # ------------------------------------------------------------------------------------------- built book
 def _chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
@@ -148,6 +200,7 @@ def built_book(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("book")
     env = dict(os.environ, BOOK_SKIP_SETUP="1",
                PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    env.pop("BOOK_JOBS", None)  # the default: chapters run in parallel before the build
     start = time.perf_counter()
     result = subprocess.run(["bash", str(ROOT / "scripts" / "build_book.sh"), "--path-output", str(out)],
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
@@ -157,6 +210,14 @@ def built_book(tmp_path_factory) -> Path:
     assert result.returncode == 0, f"the book build failed (log: _build/screenshots/build.log):\n{log[-6000:]}"
     print(f"book built in {time.perf_counter() - start:.0f} s")
     return out / "_build" / "html"
+
+
+def test_build_reads_every_chapter_from_the_parallel_execution(built_book):
+    log = (SCREENSHOTS / "build.log").read_text()
+    assert f"execute_book.py: {len(CHAPTERS)} executed" in log, log[:2000]
+    assert "Executing notebook" not in log, "the build executed a chapter that execute_book.py should have cached"
+    cached = set(re.findall(r"([\w.]+\.md): Using cached notebook", log))
+    assert cached == {p.name for p in CHAPTERS}, cached
 
 
 def _browser(page: Path, tmp: Path, *args: str) -> subprocess.CompletedProcess:
