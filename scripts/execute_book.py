@@ -49,8 +49,15 @@ def chapters(root: Path = ROOT) -> list[Path]:
 
 
 def default_jobs() -> int:
+    """``BOOK_JOBS`` when set, else the number of usable cores (at most 4)."""
+    value = os.environ.get("BOOK_JOBS", "")
+    if value:
+        if not value.isdigit() or int(value) < 1:
+            raise SystemExit(f"execute_book.py: BOOK_JOBS={value!r} is not valid; use a whole number of chapters "
+                             "run at once, 1 or more (1 leaves them to the build, one after another)")
+        return int(value)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return int(os.environ.get("BOOK_JOBS") or min(cores, 4))
+    return min(cores, 4)
 
 
 def execute(cache_dir: Path, jobs: int, timeout: int, paths: list[Path] | None = None) -> list[str]:

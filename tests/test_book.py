@@ -152,6 +152,16 @@ def test_execute_book_finds_the_chapters():
     assert _execute_book().chapters() == CHAPTERS
 
 
+@pytest.mark.parametrize("value", ["0", "two", "-1", "1.5"])
+def test_execute_book_rejects_a_bad_job_count(value: str, tmp_path: Path):
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "execute_book.py"), str(tmp_path / "cache")],
+                            env=dict(os.environ, BOOK_JOBS=value), capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert f"BOOK_JOBS={value!r}" in result.stderr and "1 or more" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "cache").exists(), "nothing is written before the job count is checked"
+
+
 MYST_NOTEBOOK = """---
 jupytext:
   text_representation:
