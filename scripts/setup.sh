@@ -16,6 +16,10 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     python -m pip install -q --upgrade pip
     # The CPU build of torch first: a bare `torch` requirement could otherwise resolve a multi-GB CUDA build.
     python -m pip install -q "torch==2.13.0"
+    # ProcGen (CoinRun) without its dependencies: its numpy<2 pin is spurious and would downgrade numpy.
+    if [[ ",$extras," == *,procgen,* ]]; then
+        python -m pip install -q --no-deps procgen-mirror==0.10.7 gym3==0.3.3 gym==0.26.2 gym-notices
+    fi
     python -m pip install -q -e "$root[$extras]"
     echo "$want" > "$stamp"
 fi
