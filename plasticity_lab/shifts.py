@@ -128,6 +128,12 @@ def level_range(
     round = _check_round(round)
     k = _check_int("pool_size", pool_size, 1, "valid: an integer >= 1")
     start = seed * TRAIN_LEVEL_STRIDE + (TEST_LEVEL_OFFSET if split == "test" else 0)
+    return pool_from(kind, start, round, k)
+
+
+def pool_from(kind: str, start: int, round: int, k: int) -> range:  # noqa: A002
+    """The level pool of (checked) shift ``kind`` in ``round`` for pools of ``k`` levels that begin at ``start``:
+    *window* ``[start + (r−1)k, start + rk)``, *expand* ``[start, start + rk)``, otherwise ``[start, start + k)``."""
     if kind == "window":
         return range(start + (round - 1) * k, start + round * k)
     if kind == "expand":

@@ -1,8 +1,9 @@
 """Environments of plasticity_lab.
 
 Importing this package registers the gymnasium id ``"plasticity_lab/Gather-v0"`` (the paper's gather gridworld,
-:class:`GatherEnv`), so ``gymnasium.make("plasticity_lab/Gather-v0", render_mode="rgb_array")`` works. ProcGen's CoinRun, batched the same
-way, is :class:`CoinRunPopulation` (ProcGen itself is imported only when a game is made).
+:class:`GatherEnv`), so ``gymnasium.make("plasticity_lab/Gather-v0", render_mode="rgb_array")`` works.
+ProcGen's CoinRun, batched the same way, is :class:`CoinRunPopulation` (ProcGen itself is imported only when a game
+is made).
 """
 
 from gymnasium.envs.registration import register, registry

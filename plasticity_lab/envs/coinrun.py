@@ -36,7 +36,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..shifts import DEFAULT_POOL_SIZE, SHIFTS, SPLITS, _check_choice, _check_int, _check_round, permute_mapping
+from ..shifts import (DEFAULT_POOL_SIZE, SHIFTS, SPLITS, _check_choice, _check_int, _check_round, permute_mapping,
+                      pool_from)
 
 __all__ = [
     "IMAGE_SIZE",
@@ -83,12 +84,7 @@ def coinrun_level_range(kind: str, round: int, split: str = "train",  # noqa: A0
     split = _check_choice("split", split, SPLITS)
     round = _check_round(round)
     k = _check_int("pool_size", pool_size, 1, "valid: an integer >= 1")
-    start = TEST_LEVEL_START if split == "test" else TRAIN_LEVEL_START
-    if kind == "window":
-        return range(start + (round - 1) * k, start + round * k)
-    if kind == "expand":
-        return range(start, start + round * k)
-    return range(start, start + k)
+    return pool_from(kind, TEST_LEVEL_START if split == "test" else TRAIN_LEVEL_START, round, k)
 
 
 def patch_mapping(seed: int, round: int) -> np.ndarray:  # noqa: A002
@@ -107,8 +103,7 @@ def permute_patches(images: torch.Tensor, mapping: torch.Tensor | np.ndarray) ->
     """
     if images.dim() < 3 or tuple(images.shape[-2:]) != (IMAGE_SIZE, IMAGE_SIZE):
         raise ValueError(f"images must be [..., C, {IMAGE_SIZE}, {IMAGE_SIZE}], got {tuple(images.shape)}")
-    mapping = torch.as_tensor(np.asarray(mapping) if not isinstance(mapping, torch.Tensor) else mapping,
-                              device=images.device).long()
+    mapping = torch.as_tensor(mapping, device=images.device).long()
     if mapping.shape[-1] != N_PATCHES or mapping.dim() not in (1, 2):
         raise ValueError(f"mapping must be [{N_PATCHES}] or [N, {N_PATCHES}], got {tuple(mapping.shape)}")
     lead, c, s, p = images.shape[:-3], images.shape[-3], PATCHES_PER_SIDE, PATCH_SIZE
@@ -189,19 +184,17 @@ class CoinRunPopulation:
             per_copy = np.repeat(rows, self.copies, axis=0)  # [M·E, 256]
             self.mapping = torch.as_tensor(per_copy, device=self.device)
 
-    def _observe(self) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
-        rewards, frames, firsts = [], [], []
-        for env in self.envs:
-            reward, ob, first = env.observe()
-            rewards.append(reward)
-            frames.append(ob["rgb"])
-            firsts.append(first)
-        frames = torch.from_numpy(np.concatenate(frames)).to(self.device)  # [M·E, 64, 64, 3] uint8
-        images = frames.permute(0, 3, 1, 2).float().div_(255.0)
+    def _observe(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every game's last reward and episode-start flag ``[M, E]`` and frame ``[M·E, 64, 64, 3]`` (uint8)."""
+        rewards, frames, firsts = zip(*(env.observe() for env in self.envs))
+        frames = np.concatenate([ob["rgb"] for ob in frames])
+        return np.stack(rewards).astype(np.float32), np.stack(firsts).astype(bool), frames
+
+    def _to_obs(self, frames: np.ndarray) -> torch.Tensor:
+        images = torch.from_numpy(frames).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
         if self.mapping is not None:
             images = permute_patches(images, self.mapping)
-        obs = images.reshape(self.members, self.copies, *self.obs_shape)
-        return obs, np.stack(rewards).astype(np.float32), np.stack(firsts).astype(bool)
+        return images.reshape(self.members, self.copies, *self.obs_shape)
 
     def reset(self, generator: torch.Generator) -> torch.Tensor:
         """Start a new episode in every copy; returns the first observations."""
@@ -213,8 +206,7 @@ class CoinRunPopulation:
                      for pool, seed in zip(self.level_pools, seeds)]
         self.steps = np.zeros((self.members, self.copies), dtype=np.int64)
         self.over = np.zeros((self.members, self.copies), dtype=bool)
-        obs, _, _ = self._observe()
-        return obs
+        return self._to_obs(self._observe()[2])
 
     def levels(self) -> np.ndarray:
         """The level each copy is playing now, ``[M, E]`` (ProcGen's ``level_seed``)."""
@@ -240,7 +232,7 @@ class CoinRunPopulation:
         for _ in range(ACTION_REPEAT):
             for m, env in enumerate(self.envs):
                 env.act(acts[m])
-            obs, game_reward, first = self._observe()
+            game_reward, first, frames = self._observe()
             live = running & ~ended  # a frame after the episode ended belongs to ProcGen's next episode
             reward += np.where(live, game_reward, 0.0)
             ended |= live & first
@@ -249,4 +241,4 @@ class CoinRunPopulation:
         reward -= np.where(running, STEP_PENALTY, 0.0).astype(np.float32)
         self.over |= ended
         to = self.device
-        return obs, torch.from_numpy(reward).to(to), torch.from_numpy(self.over.copy()).to(to)
+        return self._to_obs(frames), torch.from_numpy(reward).to(to), torch.from_numpy(self.over.copy()).to(to)
