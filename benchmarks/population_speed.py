@@ -15,8 +15,6 @@ seeds).
     python benchmarks/population_speed.py --sizes 15 --compile       # the loss compiled (see below)
     python benchmarks/population_speed.py --cpu-matmul blas          # training's products through MKL, not oneDNN
     python benchmarks/population_speed.py --cpu-matmul onednn,blas   # both, a row each, in the same run
-    python benchmarks/population_speed.py --cpu-matmul onednn,onednn-loop   # oneDNN batched over members, or
-                                                                            # one product per member
     python benchmarks/population_speed.py --cpu-matmul onednn+sparse,onednn   # with and without the sparse
                                                                               # first layer
     python benchmarks/population_speed.py --sizes 15 --repeats 7     # the median of 7 runs, and their range
@@ -140,11 +138,12 @@ def one(members: int, epochs: int, device: str, threads: int, compile_loss: bool
     if device.startswith("cuda"):
         peak_mb = torch.cuda.max_memory_allocated() / 2**20
     matmul = stacked.cpu_matmul() if device == "cpu" else device
-    if matmul == "onednn" and not stacked.onednn_batched():
-        matmul = "onednn-loop"
+    if device == "cpu" and cpu_matmul == "auto":
+        matmul = f"auto→{matmul}"
     return {
         "members": members,
         "matmul": matmul,
+        "matmul_reason": stacked.cpu_matmul_reason() if device == "cpu" else "",
         "s_per_population_epoch": per_epoch,
         "s_per_agent_epoch": per_epoch / members,
         "collect_share": collect_time / (collect_time + update_time),
@@ -156,7 +155,6 @@ def one(members: int, epochs: int, device: str, threads: int, compile_loss: bool
 # Where the time goes: the profiler's self time of each op, grouped.
 PROFILE_GROUPS = {
     "matrix products": ("aten::bmm", "aten::baddbmm", "aten::mm", "aten::addmm", "mkldnn::_linear_pointwise",
-                        "plasticity_lab::member_linear", "plasticity_lab::member_matmul",
                         "plasticity_lab::sparse_input_linear", "plasticity_lab::sparse_input_weight_grad"),
     "AdamW": ("aten::_fused_adamw_",),
     "minibatch gather": ("aten::index", "aten::index_select"),
@@ -246,6 +244,7 @@ def _combined(rows: list[dict]) -> dict:
     return {
         "members": members,
         "matmul": rows[0]["matmul"],
+        "matmul_reason": rows[0].get("matmul_reason", ""),
         "label": f"{len(rows)}×{rows[0]['members']}",
         "s_per_population_epoch": max(r["s_per_population_epoch"] for r in rows),
         "s_per_agent_epoch": 1 / agent_epochs_per_s,
@@ -298,11 +297,10 @@ def main() -> None:
                         help="instead of the table, profile a population of this size and print where time goes")
     parser.add_argument("--compile", action="store_true",
                         help="compile the minibatch loss with torch.compile (a measurement; training does not)")
-    parser.add_argument("--cpu-matmul", default="auto",
-                        help="library of the products on the CPU: auto, onednn, onednn+sparse or blas, or "
-                             "onednn-loop (oneDNN "
-                             "one member at a time, as where plasticity_lab.native cannot be built), or several "
-                             "separated by commas (a row each, in the same run)")
+    parser.add_argument("--cpu-matmul", default=os.environ.get("PLASTICITY_LAB_CPU_MATMUL", "auto"),
+                        help="path of the products on the CPU: auto, onednn, onednn+sparse or blas, or several "
+                             "separated by commas (a row each, in the same run); default: the environment's "
+                             "PLASTICITY_LAB_CPU_MATMUL, else auto")
     parser.add_argument("--repeats", type=int, default=1,
                         help="measure each row this many times, the rows in turn; the table shows the median run "
                              "and the range of s/agent-epoch (the machine's speed can drift over minutes)")
@@ -312,17 +310,14 @@ def main() -> None:
     parser.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     kinds = args.cpu_matmul.split(",")
-    from plasticity_lab import native, stacked
+    from plasticity_lab import stacked
 
     for kind in kinds:
         try:
-            stacked.checked_cpu_matmul(kind.removesuffix("-loop") if kind == "onednn-loop" else kind, "--cpu-matmul")
+            stacked.checked_cpu_matmul(kind, "--cpu-matmul")  # a fast path is probed: one that cannot run is an error
         except ValueError as error:
-            parser.error(f"{error}, onednn-loop" if str(error).startswith("unknown") else str(error))
+            parser.error(str(error))
     first = kinds[0]
-    if first == "onednn-loop" and (args.one, args.profile, args.grid_chunk) != (None, None, None):
-        os.environ[native.NATIVE_VARIABLE] = "0"  # the native operators off here and in a sweep's workers
-        first = "onednn"
     if args.profile is not None:
         profile(args.profile, min(args.epochs, 3), args.device, args.threads, first)
         return
@@ -397,6 +392,8 @@ def main() -> None:
     if any(r["matmul"] == "onednn+sparse" for r in rows):
         print("onednn+sparse skips the observation's zeros in the first layer: its GFLOP/s and % count the products "
               "as if computed densely (the same work as the other rows), not the multiply-adds it computes.")
+    for label, reason in sorted({(r["matmul"], r["matmul_reason"]) for r in rows if r.get("matmul_reason")}):
+        print(f"{label}: {reason}")
     print("paper run = one population of that size (with --processes P: P populations at once) trained for "
           "10 × 5 000 epochs; "
           f"paper grid = {GRID_RUNS} runs at that population's per-agent speed.")

@@ -16,6 +16,7 @@ from .claims import check_claims
 from .conditions import CONDITIONS, Condition, parse_condition
 from .config import ENVS, PRESETS, RunConfig, parse_seeds
 from .experiment import DIAGNOSTICS, RUN_KEYS, run
+from .fastpath import cpu_matmul, cpu_matmul_reason, set_cpu_matmul
 from .nets import ActorCritic, NetworkSpec
 from .ppo import Population, PPOConfig
 from .results import Results, load_results
@@ -41,10 +42,13 @@ __all__ = [
     "SHIFTS",
     "Sweep",
     "check_claims",
+    "cpu_matmul",
+    "cpu_matmul_reason",
     "parse_condition",
     "load_results",
     "parse_seeds",
     "round_summary",
     "run",
     "run_sweep",
+    "set_cpu_matmul",
 ]

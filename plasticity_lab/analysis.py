@@ -15,6 +15,18 @@ The input is the runner's tidy per-epoch table, one row per (run, epoch), with c
 
 Every round has the same number of epochs ``E`` (inferred as ``max(epoch_in_round) + 1``).  Smoothing works
 on rows in ``epoch_in_round`` order, so the table must hold one row per epoch (no sub-sampling).
+
+Two read-outs.  :func:`condition_ttests`, :func:`diagnostic_correlations`, :func:`diagnostics_glm` (and
+:func:`analysis_points`, :func:`run_summary`) take ``readout=``:
+
+* ``"project"`` (default) — this project's rules, each stated with its reason where it is applied: curves smoothed
+  within a round before they are read, the sparse test curve forward-filled within its round, a run summarised
+  over rounds 2..R (or at round R), diagnostics taken as levels.
+* ``"release"`` — the authors' public release (``analyze.ipynb`` with ``shared/plotting.py`` of
+  github.com/awjuliani/deep-rl-plasticity) step by step, its quirks included: see :func:`release_readouts`,
+  :func:`release_summary` and :func:`release_points`.  ``tests/test_readout_release.py`` checks it against
+  numbers computed by an independent transcription of the release's steps
+  (``tests/fixtures/make_release_readout.py``).
 """
 
 from __future__ import annotations
@@ -32,6 +44,7 @@ __all__ = [
     "AT_CHOICES",
     "DEFAULT_BY",
     "DIAGNOSTICS",
+    "READOUTS",
     "SPLITS",
     "STATISTICS",
     "UNITS",
@@ -46,6 +59,10 @@ __all__ = [
     "normalised_reward",
     "ranking_agreement",
     "readout_defaults",
+    "release_offset",
+    "release_points",
+    "release_readouts",
+    "release_summary",
     "round_readout",
     "rliable_available",
     "rounds_summary",
@@ -71,8 +88,13 @@ ANALYSIS_CONDITIONS: tuple[str, ...] = (
     "injection",
     "redo",
 )
-#: How a run is summarised: mean over rounds 2..R (the authors' release) or round R only (the paper's words).
+#: How a run is summarised (``readout="project"``): the mean over rounds 2..R, which is how this project reads the
+#: PROTOCOL's "mean over rounds" (round 1 is 0 by construction), or round R only (the paper's words "after ten
+#: rounds").  ``readout="release"`` has its own summaries, the release's (:func:`release_summary`,
+#: :func:`release_points`).
 AT_CHOICES: tuple[str, ...] = ("mean", "final")
+#: How per-round values are read: this project's rules or the authors' release's, step by step (module docstring).
+READOUTS: tuple[str, ...] = ("project", "release")
 #: Unit of observation for the GLM: shift x condition means, or individual runs (seeds).
 UNITS: tuple[str, ...] = ("condition", "seed")
 #: Aggregate statistics offered by :func:`aggregate_ci`.
@@ -201,9 +223,17 @@ def round_readout(
     inside the round — and read at ``epoch_in_round = E - offset`` ("offset epochs before the shift / end").
     ``window`` and ``offset`` default to :func:`readout_defaults` of the table's E.
 
+    Why smooth: one epoch's return is the mean of a handful of episodes (about 11 in the gridworld), so a single
+    epoch is a noisy read-out; the PROTOCOL's normalised-reward rule smooths.  (The authors' release smooths only
+    its figures and tests single-epoch values: :func:`release_readouts`.)
+
     ``test_return`` is sparse (evaluated every test interval), so it is first forward-filled within the round:
     an epoch's value is the most recent test evaluation of that round, and epochs before the round's first
-    evaluation stay NaN.  ``ffill`` overrides this (default: True for ``test_return`` only).
+    evaluation stay NaN.  ``ffill`` overrides this (default: True for ``test_return`` only).  Why: a read-out
+    taken before a shift must describe that round's agent on that round's test levels, so nothing evaluated
+    after the shift may enter it.  (The release stretches the sparse curve over the whole run with
+    ``np.linspace``, which mixes the evaluation just after a shift into the read-out before it:
+    :func:`release_readouts`.)
 
     Returns one row per run x round with the identity columns, ``round`` and the readout under the metric's
     name (NaN if the read epoch is absent, e.g. an unfinished round).  ``.attrs`` holds window, offset,
@@ -267,25 +297,37 @@ def normalised_reward(
 
 def run_summary(
     df: pd.DataFrame,
-    at: str = "mean",
+    at: str | None = "mean",
     window: int | None = None,
     offset: int | None = None,
     by: Sequence[str] = DEFAULT_BY,
     diagnostics: Sequence[str] = DIAGNOSTICS,
+    readout: str = "project",
 ) -> pd.DataFrame:
     """One row per run: normalised reward and diagnostics summarised over the run (PROTOCOL, "Statistics").
 
-    ``at="mean"`` — the authors' release, and the t-tests' "mean over rounds of normalised reward": each
-    normalised reward is averaged over rounds 2..R (round 1 is 0 by construction and is left out), and each
-    diagnostic is its mean over all epochs of rounds 2..R.
-    ``at="final"`` — the paper's words "after ten rounds": the normalised reward of round R, and each
-    diagnostic's readout (same smoothing/read point as the reward) in round R.
+    ``readout="project"`` (default), on the read-outs of :func:`normalised_reward`:
+
+    * ``at="mean"`` — the PROTOCOL's "mean over rounds of normalised reward" as this project reads it: each
+      normalised reward averaged over rounds 2..R.  Round 1 is left out because it is 0 by construction in every
+      run (it would only scale every value by (R − 1)/R); round R is in, because the last round is where a loss
+      of plasticity has had longest to show.  Each diagnostic is its mean over all epochs of rounds 2..R: every
+      logged value rather than one read-out, and a *level*, not a change from round 1, because the paper's
+      explanations are about levels (large weights, many dead units).
+    * ``at="final"`` — the paper's words "after ten rounds": the normalised reward of round R, and each
+      diagnostic's read-out (same smoothing/read point as the reward) in round R, again a level.
+
+    ``readout="release"`` is :func:`release_summary` (the release's per-seed t-test value; ``at`` must be
+    ``"mean"`` or None, ``window`` None; it holds no diagnostics, which the release summarises only inside its
+    correlation: :func:`release_points`).
 
     R is the run's last round present in the table (column ``n_rounds``).  Diagnostics absent from the table
     are skipped.  Columns: identity, ``n_rounds``, ``normalised_train_return``, ``normalised_test_return``,
     then the diagnostics.  A single-round run has NaN under ``at="mean"``.
     """
-    _check_choice("at", at, AT_CHOICES)
+    at = _resolve_at(at, readout, default="mean", window=window)
+    if readout == "release":
+        return release_summary(df, offset=offset, by=by)
     keys = _keys(df, by)
     nr = normalised_reward(df, window, offset, by=keys)
     window, offset = nr.attrs["window"], nr.attrs["offset"]
@@ -391,11 +433,39 @@ def _group_mean(d: pd.DataFrame, keys: list[str], cols: list[str]) -> pd.DataFra
     return d[cols].mean().to_frame().T
 
 
-def _summary(df: pd.DataFrame, at: str, window, offset, by, what: str) -> pd.DataFrame:
-    """Accept either a per-epoch table or the output of :func:`run_summary`."""
+def _resolve_at(at: str | None, readout: str, default: str, window: int | None = None) -> str:
+    """Check ``readout`` (first, so a bad value is the one error reported) and return the run summary to use:
+    ``at`` (``default`` when None) for the project's read-out, the release's own mean for the release's."""
+    _check_choice("readout", readout, READOUTS)
+    if readout == "release":
+        if at not in (None, "mean"):
+            raise ValueError(f"readout='release' has one run summary, the release's own mean over rounds; "
+                             f"at={at!r} does not apply (pass at='mean' or leave at out)")
+        if window is not None:
+            raise ValueError("readout='release' reads single epochs, unsmoothed (the release smooths only its "
+                             f"figures); window={window!r} applies to readout='project' only")
+        return "mean"
+    at = default if at is None else at
+    _check_choice("at", at, AT_CHOICES)
+    return at
+
+
+def _summary(df: pd.DataFrame, at: str, window, offset, by, what: str, readout: str = "project") -> pd.DataFrame:
+    """Accept a per-epoch table or a run summary (:func:`run_summary`; for ``readout="release"`` also a per-round
+    table with the release's read-outs, or a :func:`release_summary`).
+
+    A run summary is used as it is: one made by :func:`release_summary` may be passed with either ``readout``
+    (its values are the release's whatever is asked; the result's ``attrs['readout']`` says so), but the
+    release's values cannot be made from a project summary."""
     _check_choice("at", at, AT_CHOICES)
     if not isinstance(df, pd.DataFrame):
         raise ValueError(f"{what} expects a pandas DataFrame, got {type(df).__name__}")
+    if readout == "release":
+        if "epoch_in_round" in df.columns or _has_release_readouts(df):
+            return release_summary(df, offset=offset, by=by)
+        if df.attrs.get("readout") == "release":
+            return df
+        raise ValueError(_no_release_readouts(what))
     if _is_summary(df):
         if df.attrs.get("at", at) != at:
             raise ValueError(
@@ -406,31 +476,348 @@ def _summary(df: pd.DataFrame, at: str, window, offset, by, what: str) -> pd.Dat
     return run_summary(df, at=at, window=window, offset=offset, by=by)
 
 
+# --------------------------------------------------------------------------------------------- the release's read-out
+#: The release reads its curves 50 epochs before each shift (and before the end) of rounds of 5 000 epochs.
+_RELEASE_OFFSET, _RELEASE_EPOCHS_PER_ROUND = 50, 5000
+
+
+def _release_column(metric: str) -> str:
+    """Where :func:`release_readouts` (and a stored study's ``rounds``) keeps a metric's release read-out."""
+    return {"train_return": "train_release_readout", "test_return": "test_release_readout"}.get(
+        metric, f"{metric}_release_readout")
+
+
+def _has_release_readouts(df: pd.DataFrame) -> bool:
+    return all(_release_column(m) in df.columns for m in ("train_return", "test_return"))
+
+
+def _no_release_readouts(what: str) -> str:
+    return (f"{what}: readout='release' needs the per-epoch table, or a per-round table holding the release's "
+            f"read-outs (columns {_release_column('train_return')}, {_release_column('test_return')}, "
+            f"<diagnostic>_release_readout: release_readouts(), or the rounds table of a study stored with them); "
+            f"this table has neither (a run summary no longer holds the per-round values the release averages)")
+
+
+def release_offset(epochs_per_round: int) -> int:
+    """How many epochs before a shift (and before the end) ``readout="release"`` reads each round: the release's
+    50 epochs of 5 000 (its ``hyperparams.yaml``: 50 000 epochs, a shift every 5 000) scaled linearly, at least 1
+    and at most E: ``max(1, round(50 * E / 5000))``.
+
+    Examples: E = 5000 -> 50; E = 200 -> 2; E = 60 -> 1.  Linear, unlike the project's
+    :func:`readout_defaults`, because the release reads one unsmoothed epoch, so no smoothing window has to fit
+    before the read point; and because the test interval scales the same way (every E / 50 epochs), linear
+    scaling keeps the release's test-curve mixing (:func:`release_readouts`) about as large as at paper scale.
+    """
+    E = int(epochs_per_round)
+    if E < 1:
+        raise ValueError(f"epochs_per_round must be >= 1, got {epochs_per_round!r}")
+    return int(min(E, max(1, round(_RELEASE_OFFSET * E / _RELEASE_EPOCHS_PER_ROUND))))
+
+
+def _stretched_test_readouts(run: pd.DataFrame, E: int, read_epoch: int, rounds: np.ndarray) -> np.ndarray:
+    """The release's read-outs of one run's sparse test curve (see :func:`release_readouts`, step 2)."""
+    tests = run.loc[run["test_return"].notna(), ["epoch_in_round", "test_return"]]
+    n = len(tests)
+    if n == 0:
+        return np.full(len(rounds), np.nan)
+    interval = int(tests["epoch_in_round"].iloc[0]) + 1  # the first evaluation closes the first block of I epochs
+    length = n * interval
+    positions = np.linspace(0, n - 1, length)  # the release's stretch: n evaluations spread over n * I epochs
+    stretched_at = (rounds.astype(int) - 1) * E + read_epoch  # the read epoch of each round, counted over the run
+    values = np.full(len(rounds), np.nan)
+    inside = stretched_at < length
+    values[inside] = np.interp(positions[stretched_at[inside]], np.arange(n), tests["test_return"].to_numpy(float))
+    return values
+
+
+def release_readouts(
+    df: pd.DataFrame,
+    offset: int | None = None,
+    by: Sequence[str] = DEFAULT_BY,
+    diagnostics: Sequence[str] = DIAGNOSTICS,
+) -> pd.DataFrame:
+    """One row per run x round: the values the authors' release reads, before any of its summaries.
+
+    The release (``shared/plotting.py`` of github.com/awjuliani/deep-rl-plasticity: ``plot_metrics_figure`` for
+    its t-tests, ``calculate_correlation`` for its correlations and GLM) does two things here that the project
+    does not (:func:`round_readout`):
+
+    1. **No smoothing.**  Each curve is read at a single epoch, ``offset`` epochs before each shift and before the
+       end: ``epoch_in_round = E - offset`` (default :func:`release_offset`, the release's "shift − 50").  The
+       release smooths (a 20-epoch moving average) only the curves it draws.  Diagnostics are read the same way.
+    2. **The sparse test curve stretched over the whole run.**  The release keeps a run's n test evaluations (one
+       every I epochs) as one array and stretches it to n·I points with
+       ``np.interp(np.linspace(0, n - 1, n * I), arange(n), tests)`` before reading epoch
+       ``g = (round - 1) * E + E - offset`` of it.  Epoch g of the stretched curve sits at position
+       g·(n − 1)/(n·I − 1) among the evaluations, between two of them, and the read-out ``offset`` epochs before
+       a shift falls between the round's last evaluation and the *next* round's first one, taken after the shift
+       (the position also drifts earlier, by about the fraction of the run already trained).  At paper scale
+       (I = 100, 50 epochs before each shift) the evaluation after the shift weighs about 0.40, 0.30, 0.20, 0.10
+       in rounds 1–4 (0.006 in round 5, nothing later): round 1's baseline is 40 % a post-shift evaluation.  The
+       arithmetic is on evaluation indices, so it is the same for this project's evaluations (the end of every
+       block of I epochs, and a round's last epoch) as for the release's (epochs 0, I, 2I, …).  I is read from
+       the data, as the first evaluation's ``epoch_in_round`` + 1 (the release takes it from its settings, and in
+       its correlation hard-codes I = 100 for its ReDo condition).  A read epoch beyond the stretched curve (a
+       run with missing evaluations) gives NaN.
+
+    Everything else — the subtraction of round 1, which rounds a run averages, the extra weight on the last
+    round — is done by the summaries: :func:`release_summary` (t-tests) and :func:`release_points`
+    (correlations and the GLM).
+
+    Columns: identity, ``round``, ``train_release_readout``, ``test_release_readout`` and
+    ``<diagnostic>_release_readout`` for the diagnostics present.  A stored study keeps these columns in its
+    per-round table (``Results.rounds``), computed from every epoch before its curves are subsampled.
+    ``.attrs`` holds offset, read_epoch, epochs_per_round.
+    """
+    keys = _keys(df, by)
+    _require_columns(df, list(_TIME_COLUMNS) + ["train_return", "test_return"], "release_readouts")
+    if "epochs_averaged" in df.columns and (df["epochs_averaged"] > 1).any():
+        raise ValueError("release_readouts: this table holds subsampled curves (epochs_averaged > 1), not single "
+                         "epochs; use the per-epoch table, or a stored study's rounds table")
+    E = _epochs_per_round(df)
+    offset = release_offset(E) if offset is None else int(offset)
+    if not 1 <= offset <= E:
+        raise ValueError(f"offset must be in [1, E={E}] so the read point E - offset lies in the round, got {offset}")
+    _check_unique(df, keys)
+    read_epoch = E - offset
+    metrics = ["train_return", *[c for c in diagnostics if c in df.columns]]
+    d = df.sort_values(keys + list(_TIME_COLUMNS), kind="stable").reset_index(drop=True)
+    d["_run"] = d.groupby(keys, dropna=False, sort=True).ngroup() if keys else 0
+    runs = d[keys + ["_run", "round"]].drop_duplicates()
+    at_read = d.loc[d["epoch_in_round"] == read_epoch, ["_run", "round"] + metrics]
+    tests = []
+    for run_id, run in d.groupby("_run", sort=False):
+        rounds = np.sort(run["round"].unique())
+        tests.append(pd.DataFrame({"_run": run_id, "round": rounds,
+                                   "test_return": _stretched_test_readouts(run, E, read_epoch, rounds)}))
+    out = runs.merge(at_read, on=["_run", "round"], how="left").merge(pd.concat(tests), on=["_run", "round"])
+    measured = ["train_return", "test_return", *metrics[1:]]
+    out = out[keys + ["round"] + measured].rename(columns={m: _release_column(m) for m in measured})
+    out = out.sort_values(keys + ["round"], kind="stable").reset_index(drop=True)
+    out.attrs.update(offset=offset, read_epoch=read_epoch, epochs_per_round=E, readout="release")
+    return out
+
+
+def _release_rounds(df: pd.DataFrame, offset: int | None, by, diagnostics, what: str) -> pd.DataFrame:
+    """The release's per-round read-outs of a per-epoch table, or a per-round table that already holds them."""
+    if not isinstance(df, pd.DataFrame):
+        raise ValueError(f"{what} expects a pandas DataFrame, got {type(df).__name__}")
+    if "epoch_in_round" in df.columns:
+        return release_readouts(df, offset=offset, by=by, diagnostics=diagnostics)
+    if not _has_release_readouts(df):
+        raise ValueError(_no_release_readouts(what))
+    if offset is not None:
+        raise ValueError(f"{what}: this per-round table was read at a fixed offset when it was stored; offset= "
+                         f"re-reads only a per-epoch table")
+    _require_columns(df, ["round"], what)
+    keys = _keys(df, by)
+    if df.duplicated(subset=keys + ["round"]).any():
+        raise ValueError(f"{what}: the per-round table has several rows for the same run and round with identity "
+                         f"columns by={tuple(keys)}; add the missing identity column(s) to by=")
+    return df
+
+
+def _complete_runs(rounds: pd.DataFrame, keys: list[str]) -> pd.Series:
+    """Whether each row's run reaches its experiment's last round R (a boolean per row of ``rounds``).
+
+    An experiment is what the release analyses at once: one env x shift (and any identity column other than
+    condition and seed); R is its largest round.  The release skips a curve shorter than the experiment's
+    epochs, so a run that ends before R counts nowhere."""
+    experiment = [k for k in keys if k not in ("condition", "seed")]
+    if experiment:
+        last = rounds.groupby(experiment, dropna=False)["round"].transform("max")
+    else:
+        last = pd.Series(rounds["round"].max(), index=rounds.index)
+    if keys:
+        per_run = rounds.groupby(keys, dropna=False)["round"]
+        count, top = per_run.transform("nunique"), per_run.transform("max")
+    else:
+        count, top = rounds["round"].nunique(), rounds["round"].max()
+    return (count == last) & (top == last)
+
+
+def _run_values(rounds: pd.DataFrame, keys: list[str], column: str) -> list[np.ndarray]:
+    """Per run of a per-round table (in the order of its identity, so seed order within a condition), the values of
+    ``column`` for rounds 1..R."""
+    return [run.sort_values("round")[column].to_numpy(float) for _, run in _by_group(rounds, keys)]
+
+
+def release_summary(
+    df: pd.DataFrame,
+    offset: int | None = None,
+    by: Sequence[str] = DEFAULT_BY,
+) -> pd.DataFrame:
+    """One row per run: the per-seed value of the authors' release's t-tests (``plot_metrics_figure`` with
+    ``ttest=True`` in the release's ``shared/plotting.py``, then its ``run_ttests``).
+
+    Per run and split, from the read-outs of :func:`release_readouts` (unsmoothed; the test curve stretched):
+    the read-outs at the R − 1 shifts, i.e. of rounds 1..R−1, each minus round 1's, averaged:
+
+        value = mean over r = 1..R−1 of (x_r − x_1)
+
+    Round 1's zero is one of the R − 1 terms averaged, and round R (read ``offset`` epochs before the end) is
+    left out: the release's t-tests read only its list of shift points, to which only its correlation appends
+    the end.  (The project averages rounds 2..R: :func:`run_summary`.)  R is the experiment's last round (the
+    largest of the run's env x shift); a run that ends earlier gets NaN, as the release skips curves shorter
+    than the experiment.  A one-round experiment (no shift) gives NaN.
+
+    Accepts a per-epoch table or a per-round table holding the release's read-outs (a stored study's
+    ``rounds``).  Columns: identity, ``n_rounds`` (the run's last round), ``normalised_train_return``,
+    ``normalised_test_return``; ``.attrs``: ``readout="release"``, ``at="mean"``, ``offset``.
+    """
+    rounds = _release_rounds(df, offset, by, (), "release_summary")
+    read_at = rounds.attrs.get("offset")
+    keys = _keys(rounds, by)
+    rows = []
+    for ident, run in _by_group(rounds.assign(_complete=_complete_runs(rounds, keys)), keys):
+        run = run.sort_values("round")
+        row = {**ident, "n_rounds": int(run["round"].max())}
+        usable = bool(run["_complete"].all()) and len(run) >= 2
+        for split in SPLITS:
+            x = run[_release_column(f"{split}_return")].to_numpy(float)
+            row[f"normalised_{split}_return"] = float(np.mean(x[:-1] - x[0])) if usable else np.nan
+        rows.append(row)
+    out = pd.DataFrame(rows, columns=keys + ["n_rounds", "normalised_train_return", "normalised_test_return"])
+    out = out.sort_values(keys, kind="stable").reset_index(drop=True)
+    out.attrs.update(readout="release", at="mean", offset=read_at)
+    return out
+
+
+def _select_conditions(present: Sequence[str], conditions: Sequence[str] | str | None, what: str) -> list[str]:
+    """The analysis conditions to fit: ``conditions`` in its order (checked), else :data:`ANALYSIS_CONDITIONS`
+    in its order, those present."""
+    if conditions is None:
+        conds = [c for c in ANALYSIS_CONDITIONS if c in present]
+        if not conds:
+            raise ValueError(
+                f"{what}: none of the analysis conditions {ANALYSIS_CONDITIONS!r} is in the table "
+                f"(conditions present: {tuple(present)!r}); pass conditions= explicitly"
+            )
+        return conds
+    conds = [conditions] if isinstance(conditions, str) else list(conditions)
+    bad = [c for c in conds if c not in present]
+    if bad:
+        raise ValueError(f"{what}: condition(s) {bad} not in the table; conditions present: {tuple(present)!r}")
+    return conds
+
+
+def _mean_or_nan(values: list[float]) -> float:
+    return float(np.mean(values)) if values else np.nan
+
+
+def _release_mean(values: np.ndarray, copies: int) -> float:
+    """The release's "mean over rounds" of one curve in its correlation pass: rounds 1..R−1 once each and round R
+    ``copies`` times, all relative to round 1."""
+    relative = values - values[0]
+    return float((relative[:-1].sum() + copies * relative[-1]) / (len(values) - 1 + copies))
+
+
+def release_points(
+    df: pd.DataFrame,
+    split: str = "train",
+    conditions: Sequence[str] | None = None,
+    diagnostics: Sequence[str] = DIAGNOSTICS,
+    offset: int | None = None,
+    by: Sequence[str] = DEFAULT_BY,
+) -> pd.DataFrame:
+    """The authors' release's points for its correlations and GLM: one per env x shift x condition, the
+    normalised reward and each diagnostic (``calculate_correlation`` in the release's ``shared/plotting.py``,
+    called by ``process_corrs`` and fitted by ``plot_corr_row`` in its ``analyze_helpers.py``).
+
+    Steps, from the read-outs of :func:`release_readouts` (unsmoothed; the test curve stretched):
+
+    1. **Diagnostics relative to round 1, like reward.**  Every curve read — the reward's and each diagnostic's —
+       has its round-1 read-out subtracted.  (The project relates reward to diagnostic *levels*.)
+    2. **A "mean over rounds" that over-weights round R, more for later conditions.**  For each experiment
+       (env x shift) and each diagnostic the release makes one pass over the conditions in the order of its list
+       (``conditions``; by default :data:`ANALYSIS_CONDITIONS`, which is the release's list and order), reading
+       first the condition's reward curves, then its diagnostic curves, one per seed (here in seed order; the
+       release takes its files in the order the file system lists them).  The list of read points (the R − 1
+       shifts) is shared by the whole pass and the end point is appended to it once for every curve read, so
+       the j-th curve of a pass averages rounds 1..R−1 once and round R j times:
+
+           value_j = (sum over r < R of (x_r − x_1) + j · (x_R − x_1)) / (R − 1 + j)
+
+       With 9 conditions of 5 seeds and R = 10, round R is 1/10 of warm-start's first reward value and about
+       9/10 of ReDo's (the ninth).  A curve of a run that ends before R is skipped and not counted (the release
+       skips it before appending).  Every pass counts the same curves, so the reward's values are the same in
+       every diagnostic's pass, and the GLM (which in the release takes the last pass's reward) sees them too.
+    3. A point is the mean over seeds of its curves' values: the reward's at its place in the pass, each
+       diagnostic's at its own (after the condition's reward curves).
+
+    Accepts a per-epoch table or a per-round table holding the release's read-outs (a stored study's
+    ``rounds``).  Columns: the identity columns but ``seed``, ``normalised_<split>_return``, then the
+    diagnostics; ``.attrs``: ``readout="release"``, ``at="mean"``, ``split``.
+    """
+    _check_choice("split", split, SPLITS)
+    return _release_points(df, split, conditions, diagnostics, offset, by, "release_points")
+
+
+def _release_points(df, split, conditions, diagnostics, offset, by, what: str) -> pd.DataFrame:
+    rounds = _release_rounds(df, offset, by, diagnostics, what)
+    _require_columns(rounds, ["condition", _release_column(f"{split}_return")]
+                     + [_release_column(d) for d in diagnostics], what)
+    conds = _select_conditions(list(pd.unique(rounds["condition"])), conditions, what)
+    keys = _keys(rounds, by)
+    rounds = rounds[_complete_runs(rounds, keys) & rounds["condition"].isin(conds)]
+    experiment = [k for k in keys if k not in ("condition", "seed")]
+    point_keys = [k for k in keys if k not in experiment and k != "seed"]  # condition and e.g. variant
+    ycol = f"normalised_{split}_return"
+    rows = []
+    for ident, part in _by_group(rounds, experiment):
+        read = 0  # curves read so far in this experiment's pass: the j-th curve gets j copies of round R
+        for condition in conds:
+            for point, runs in _by_group(part[part["condition"] == condition], point_keys):
+                reward = _run_values(runs, keys, _release_column(f"{split}_return"))
+                n = len(reward)
+                row = {**ident, **point,
+                       ycol: _mean_or_nan([_release_mean(v, read + j) for j, v in enumerate(reward, 1)])}
+                for diag in diagnostics:  # read after the condition's n reward curves
+                    values = _run_values(runs, keys, _release_column(diag))
+                    row[diag] = _mean_or_nan([_release_mean(v, read + n + j) for j, v in enumerate(values, 1)])
+                rows.append(row)
+                read += 2 * n
+    out = pd.DataFrame(rows, columns=experiment + point_keys + [ycol] + list(diagnostics))
+    out.attrs.update(readout="release", at="mean", split=split)
+    return out
+
+
 # --------------------------------------------------------------------------------------------- t-tests
 def condition_ttests(
     df_or_summary: pd.DataFrame,
     baseline: str = "reset_all",
-    at: str = "mean",
+    at: str | None = "mean",
     window: int | None = None,
     offset: int | None = None,
     by: Sequence[str] = DEFAULT_BY,
+    readout: str = "project",
 ) -> pd.DataFrame:
     """Two-sample equal-variance t-test of each condition against ``baseline`` (PROTOCOL, "Statistics").
 
     Per (env, shift) — and any extra identity column such as ``variant`` — and per split (train/test), the
-    per-seed values of the run summary (:func:`run_summary`; default ``at="mean"``: mean over rounds 2..R of
-    normalised reward, as the PROTOCOL says) are compared with ``scipy.stats.ttest_ind(equal_var=True)``.
+    per-seed values of a run summary are compared with ``scipy.stats.ttest_ind(equal_var=True)``, as the release
+    does.  The per-seed value depends on ``readout``:
+
+    * ``"project"`` (default): :func:`run_summary` — with the default ``at="mean"``, each run's mean over rounds
+      2..R of normalised reward read from smoothed curves (the reasons are given there and in
+      :func:`round_readout`); ``at="final"``: round R's.
+    * ``"release"``: :func:`release_summary` — the release's value, the mean of the unsmoothed read-outs of
+      rounds 1..R−1 relative to round 1 (round 1's zero in, round R out), the test curve stretched as the
+      release stretches it.  ``at`` must be ``"mean"`` (or None) and ``window`` None.
 
     SIGN CONVENTION — READ THIS: ``t = ttest_ind(baseline_values, condition_values).statistic``, i.e.
     t ∝ mean(baseline) − mean(condition).  A condition with a HIGHER normalised reward than the baseline gets
-    a NEGATIVE t.  "Negative t = better than reset-all", as in the paper.
+    a NEGATIVE t.  "Negative t = better than reset-all", as in the paper (and the release's ``run_ttests``).
 
-    Accepts the per-epoch table or a :func:`run_summary` table (which must then have the same ``at``).
+    Accepts the per-epoch table or a run summary (a :func:`run_summary` with the same ``at``; for
+    ``readout="release"`` a :func:`release_summary` or a per-round table holding the release's read-outs, such as
+    a stored study's ``rounds``).  A :func:`release_summary` is tested as given whatever ``readout`` says.
     Columns: identity (minus seed), ``condition, split, t, p, dof, mean, baseline_mean, n, n_baseline``
     with ``dof = n + n_baseline − 2``.  Seeds with a NaN value are dropped; groups without the baseline or
-    with fewer than 2 values on a side get NaN t and p.
+    with fewer than 2 values on a side get NaN t and p.  ``.attrs`` holds baseline, at, readout.
     """
-    s = _summary(df_or_summary, at, window, offset, by, "condition_ttests")
+    at = _resolve_at(at, readout, default="mean", window=window)
+    s = _summary(df_or_summary, at, window, offset, by, "condition_ttests", readout)
     _require_columns(s, ["condition", "seed", "normalised_train_return", "normalised_test_return"], "condition_ttests")
     conditions = list(pd.unique(s["condition"]))
     if baseline not in conditions:
@@ -468,7 +855,8 @@ def condition_ttests(
                 )
     cols = gkeys + ["condition", "split", "t", "p", "dof", "mean", "baseline_mean", "n", "n_baseline"]
     out = pd.DataFrame(rows, columns=cols)
-    out.attrs.update(baseline=baseline, at=at, sign="t < 0 means the condition beats the baseline")
+    out.attrs.update(baseline=baseline, at=at, readout=s.attrs.get("readout", "project"),
+                     sign="t < 0 means the condition beats the baseline")
     return out
 
 
@@ -677,7 +1065,7 @@ def ranking_agreement(first: pd.DataFrame, second: pd.DataFrame) -> dict:
 def _points(
     df: pd.DataFrame,
     split: str,
-    at: str,
+    at: str | None,
     unit: str,
     conditions: Sequence[str] | None,
     diagnostics: Sequence[str],
@@ -685,77 +1073,89 @@ def _points(
     offset,
     by,
     what: str,
-) -> tuple[pd.DataFrame, list[str], str]:
-    """Analysis points: per-run rows (unit="seed") or shift x condition means over seeds (unit="condition")."""
+    readout: str = "project",
+) -> tuple[pd.DataFrame, list[str], str, str]:
+    """``(points, group keys, reward column, at)``: per-run rows (unit="seed") or shift x condition means over
+    seeds (unit="condition") for the project's read-out; the release's points (:func:`release_points`) for its."""
+    at = _resolve_at(at, readout, default="final", window=window)
     _check_choice("split", split, SPLITS)
     _check_choice("unit", unit, UNITS)
-    s = _summary(df, at, window, offset, by, what)
     ycol = f"normalised_{split}_return"
+    if readout == "release":
+        if unit != "condition":
+            raise ValueError(f"{what}: readout='release' fits the release's shift x condition points; "
+                             f"unit={unit!r} has no release counterpart (use unit='condition')")
+        points = _release_points(df, split, conditions, diagnostics, offset, by, what)
+        keys = _keys(points, by)
+        return points, [k for k in keys if k not in ("shift", "condition", "seed")], ycol, at
+    s = _summary(df, at, window, offset, by, what)
     _require_columns(s, ["condition", ycol] + list(diagnostics), what)
-    present = list(pd.unique(s["condition"]))
-    if conditions is None:
-        conds = [c for c in ANALYSIS_CONDITIONS if c in present]
-        if not conds:
-            raise ValueError(
-                f"{what}: none of the analysis conditions {ANALYSIS_CONDITIONS!r} is in the table "
-                f"(conditions present: {tuple(present)!r}); pass conditions= explicitly"
-            )
-    else:
-        conds = [conditions] if isinstance(conditions, str) else list(conditions)
-        bad = [c for c in conds if c not in present]
-        if bad:
-            raise ValueError(f"{what}: condition(s) {bad} not in the table; conditions present: {tuple(present)!r}")
+    conds = _select_conditions(list(pd.unique(s["condition"])), conditions, what)
     s = s[s["condition"].isin(conds)]
     keys = _keys(s, by)
     if unit == "condition":
         mkeys = [k for k in keys if k != "seed"]
         s = s.groupby(mkeys, dropna=False, sort=True)[[ycol] + list(diagnostics)].mean().reset_index()
-    return s.reset_index(drop=True), [k for k in keys if k not in ("shift", "condition", "seed")], ycol
+    return s.reset_index(drop=True), [k for k in keys if k not in ("shift", "condition", "seed")], ycol, at
 
 
 def analysis_points(
     df: pd.DataFrame,
     split: str = "train",
-    at: str = "final",
+    at: str | None = None,
     unit: str = "condition",
     conditions: Sequence[str] | None = None,
     diagnostics: Sequence[str] = DIAGNOSTICS,
     window: int | None = None,
     offset: int | None = None,
     by: Sequence[str] = DEFAULT_BY,
+    readout: str = "project",
 ) -> pd.DataFrame:
     """The points that :func:`diagnostic_correlations` and :func:`diagnostics_glm` fit: one row per shift x
     condition (``unit="condition"``, means over seeds) or per run (``unit="seed"``), with the run-identity
-    columns, ``normalised_<split>_return`` and the diagnostics.  Arguments as in :func:`diagnostics_glm`.
+    columns, ``normalised_<split>_return`` and the diagnostics.  Arguments as in :func:`diagnostics_glm`;
+    ``readout="release"`` gives :func:`release_points`.
     """
-    points, _, _ = _points(df, split, at, unit, conditions, diagnostics, window, offset, by, "analysis_points")
-    points.attrs.update(at=at, split=split, unit=unit)
+    points, _, _, at = _points(df, split, at, unit, conditions, diagnostics, window, offset, by, "analysis_points",
+                               readout)
+    points.attrs.update(at=at, split=split, unit=unit, readout=readout)
     return points
 
 
 def diagnostic_correlations(
     df: pd.DataFrame,
-    at: str = "final",
+    at: str | None = None,
     conditions: Sequence[str] | None = None,
     diagnostics: Sequence[str] = DIAGNOSTICS,
     split: str = "train",
     window: int | None = None,
     offset: int | None = None,
     by: Sequence[str] = DEFAULT_BY,
+    readout: str = "project",
 ) -> pd.DataFrame:
     """Linear fit of normalised reward on each diagnostic across shift x condition points (PROTOCOL, "Statistics").
 
-    Points are the (shift x condition) means over seeds of the run summary — 3 shifts x 9 conditions = 27 in
-    the paper's gridworld analysis.  ``conditions`` defaults to :data:`ANALYSIS_CONDITIONS` (those present).
-    ``at`` defaults to ``"final"`` (the paper's words "after ten rounds"); ``"mean"`` is the release's average
-    over rounds (see :func:`run_summary`).  For each diagnostic: ``scipy.stats.linregress`` slope and
-    intercept, Pearson ``r`` and two-sided ``p`` (``scipy.stats.pearsonr``), ``r2 = r**2``, ``n_points`` and
-    ``significant = p < 0.05`` (the paper's bold).  Points with NaN are dropped per diagnostic; fewer than 3
-    points or a constant diagnostic give NaN statistics.  With several envs (or other identity columns
-    besides shift/condition/seed) one fit per env is returned.  Accepts a per-epoch table or a run summary.
+    Points are shift x condition means over seeds — 3 shifts x 9 conditions = 27 in the paper's gridworld
+    analysis.  ``conditions`` defaults to :data:`ANALYSIS_CONDITIONS` (those present).  What a point holds
+    depends on ``readout``:
+
+    * ``"project"`` (default): the means of :func:`run_summary` — diagnostics as levels.  ``at`` defaults to
+      ``"final"``, the paper's words "after ten rounds" (round R's read-outs); ``"mean"`` is the project's clean
+      mean over rounds 2..R, each round once.
+    * ``"release"``: :func:`release_points` — diagnostics relative to round 1 like reward, unsmoothed read-outs,
+      the test curve stretched, and the release's "mean over rounds", which over-weights round R more the later
+      a condition comes in ``conditions`` (so the order of ``conditions`` matters).  ``at`` must be ``"mean"``
+      (or None) and ``window`` None.
+
+    For each diagnostic: ``scipy.stats.linregress`` slope and intercept, Pearson ``r`` and two-sided ``p``
+    (``scipy.stats.pearsonr``), ``r2 = r**2`` (the release's R² of its ``np.polyfit`` line is the same number),
+    ``n_points`` and ``significant = p < 0.05`` (the paper's bold).  Points with NaN are dropped per diagnostic;
+    fewer than 3 points or a constant diagnostic give NaN statistics.  With several envs (or other identity
+    columns besides shift/condition/seed) one fit per env is returned.  Accepts a per-epoch table or a run
+    summary (``readout="release"``: a per-epoch table or a per-round table holding the release's read-outs).
     """
-    pts, gkeys, ycol = _points(
-        df, split, at, "condition", conditions, diagnostics, window, offset, by, "diagnostic_correlations"
+    pts, gkeys, ycol, at = _points(
+        df, split, at, "condition", conditions, diagnostics, window, offset, by, "diagnostic_correlations", readout
     )
     rows = []
     for ident, g in _by_group(pts, gkeys):
@@ -774,14 +1174,14 @@ def diagnostic_correlations(
             rows.append(row)
     cols = gkeys + ["split", "diagnostic", "slope", "intercept", "r", "r2", "p", "n_points", "significant"]
     out = pd.DataFrame(rows, columns=cols)
-    out.attrs.update(at=at, split=split)
+    out.attrs.update(at=at, split=split, readout=readout)
     return out
 
 
 def diagnostics_glm(
     df: pd.DataFrame,
     split: str = "train",
-    at: str = "final",
+    at: str | None = None,
     unit: str = "condition",
     conditions: Sequence[str] | None = None,
     diagnostics: Sequence[str] = DIAGNOSTICS,
@@ -789,14 +1189,19 @@ def diagnostics_glm(
     window: int | None = None,
     offset: int | None = None,
     by: Sequence[str] = DEFAULT_BY,
+    readout: str = "project",
 ) -> pd.DataFrame:
     """Gaussian GLM (identity link) of normalised reward on a constant + the diagnostics (PROTOCOL, "Statistics").
 
     Fitted with ``statsmodels.api.GLM(y, X, family=Gaussian())``; the scale is statsmodels' default Pearson
     chi²/(n − k) (= residual sum of squares / (n − k)), so coefficients equal OLS and standard errors are the
-    OLS ones; z and p use the normal distribution, CI is 95%.  ``unit="condition"`` fits the shift x condition
-    means over seeds (27 points in the paper), ``unit="seed"`` fits one point per run.  ``at`` defaults to
-    ``"final"``.  The paper's headline: weight magnitude and dead units are significant (p < 0.05) predictors.
+    OLS ones; z and p use the normal distribution, CI is 95% (the release fits ``sm.GLM`` with its default,
+    Gaussian, family).  ``unit="condition"`` fits the shift x condition means over seeds (27 points in the
+    paper), ``unit="seed"`` fits one point per run.  The paper's headline: weight magnitude and dead units are
+    significant (p < 0.05) predictors.
+
+    ``readout`` and ``at`` as in :func:`diagnostic_correlations`: ``"project"`` with ``at="final"`` by default
+    (diagnostic levels), or ``"release"`` (:func:`release_points`; ``unit="condition"`` only, as in the release).
 
     Fit one env at a time: if the table has several envs (or other identity groups), pass ``env=`` or filter.
     Rows with NaN are dropped.  Returns a DataFrame indexed by term (``const`` then each diagnostic) with
@@ -805,12 +1210,14 @@ def diagnostics_glm(
     """
     import statsmodels.api as sm
 
+    _check_choice("readout", readout, READOUTS)
     if env is not None:
         _require_columns(df, ["env"], "diagnostics_glm")
         if env not in set(df["env"]):
             raise ValueError(f"env={env!r} is not in the table; envs present: {tuple(pd.unique(df['env']))!r}")
         df = df[df["env"] == env]
-    pts, gkeys, ycol = _points(df, split, at, unit, conditions, diagnostics, window, offset, by, "diagnostics_glm")
+    pts, gkeys, ycol, at = _points(df, split, at, unit, conditions, diagnostics, window, offset, by,
+                                   "diagnostics_glm", readout)
     if gkeys and len(pts[gkeys].drop_duplicates()) > 1:
         found = pts[gkeys].drop_duplicates().to_dict("records")
         raise ValueError(f"diagnostics_glm fits one group at a time; the table has {found}: pass env= or filter it")
@@ -842,6 +1249,7 @@ def diagnostics_glm(
         split=split,
         at=at,
         unit=unit,
+        readout=readout,
     )
     return out
 

@@ -5,6 +5,7 @@
     plasticity-lab run --env gridworld --shift permute --condition warm_start,reset_all --seeds 0-4 --preset smoke
     plasticity-lab sweep sweeps/gridworld-book.toml --workers 2     # a grid, stored as data/<study>/, resumable
     plasticity-lab report data/gridworld-book                        # the paper's tables for a stored study
+    plasticity-lab report data/gridworld-book --readout release      # ... read as the authors' release reads them
     plasticity-lab report data/gridworld-book --against data/<other-study>       # two studies side by side
     plasticity-lab fetch gridworld-book                              # a stored study from the repository
     plasticity-lab conditions
@@ -70,8 +71,13 @@ def _parser() -> argparse.ArgumentParser:
 
     report = sub.add_parser("report", help="print the paper's tables (t-tests, correlations, GLM) for a study")
     report.add_argument("study", help="a study folder, e.g. data/gridworld-book")
-    report.add_argument("--at", default="mean", help="run summary for rewards and t-tests: mean (rounds 2..R) or final")
-    report.add_argument("--fit-at", default="final", help="run summary for correlations and the GLM: final or mean")
+    report.add_argument("--readout", default="project",
+                        help="project (default: this project's smoothed read-outs) or release (the authors' release's "
+                             "read-outs and summaries, step by step, quirks included)")
+    report.add_argument("--at", default=None, help="run summary for rewards and t-tests: mean (rounds 2..R; the "
+                                                   "default) or final; --readout release has its own")
+    report.add_argument("--fit-at", default=None, help="run summary for correlations and the GLM: final (the "
+                                                       "default) or mean; --readout release has its own")
     report.add_argument("--baseline", default="reset_all", help="the condition the t-tests compare against")
     report.add_argument("--against", default=None, help="another study folder to compare with (the conditions "
                                                         "both hold: ranking and the paper's verdicts in each)")
@@ -168,7 +174,8 @@ def _sweep(args) -> int:
 def _report(args) -> int:
     from .report import report
 
-    print(report(args.study, at=args.at, fit_at=args.fit_at, baseline=args.baseline, against=args.against))
+    print(report(args.study, at=args.at, fit_at=args.fit_at, baseline=args.baseline, against=args.against,
+                 readout=args.readout))
     return 0
 
 

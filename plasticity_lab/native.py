@@ -1,25 +1,18 @@
-"""Native operators, compiled on first use: oneDNN's float32 products with a matrix per population member, and a
-first layer that skips the zeros of its input.
+"""Native operators, compiled on first use: a first linear layer that skips the zeros of its input.
 
-PyTorch's batched products on the CPU call MKL, which runs its AVX2 code on CPUs that are not Intel's, and its
-Python API reaches oneDNN's float32 matmul only one matrix at a time. ``csrc/member_matmul.cpp`` calls oneDNN's
-batched matmul (a weight per batch entry) through ``at::native::mkldnn_matmul``, which PyTorch exports from
-``libtorch_cpu`` but does not bind. It gives the same numbers as a loop of oneDNN products over members, one call
-for all of them: on the AMD EPYC (Zen 5) this project develops on, one thread, a 15-member forward of the
-gridworld's first layer takes 1.0 ms against 2.1 ms through MKL and 2.6 ms looping over members.
+The gridworld's observation has 363 inputs of which about 58 are non-zero, and 40 of those are the border walls,
+the same in every row. ``sparse_input_linear`` and ``sparse_input_weight_grad`` compute such a layer with its
+weight input-major (``[M, in, out]``): per member, the columns that every row shares are added to the bias once,
+and each row adds only the weight rows of its other non-zeros. Their inner loop runs AVX-512, AVX2 with FMA, or
+portable C++, whichever the CPU has (:func:`sparse_kernels_isa`); ``PLASTICITY_LAB_NATIVE_ISA`` (``avx512``,
+``avx2`` or ``portable``, read when the library loads) caps it, so every version can be tested on one machine.
 
-``sparse_input_linear`` and ``sparse_input_weight_grad`` compute a first layer whose input is mostly zeros, with
-its weight input-major (``[M, in, out]``): per member, the input columns that every row shares (the gridworld's 40
-border walls) are added to the bias once, and each row adds only the weight rows of its other non-zeros (about 18
-of 363). Measured as above, hot in cache: 0.21 ms against 0.94 ms for oneDNN's dense forward of 64 rows, and
-0.43 ms against 0.87 ms for the weight gradient. They use AVX-512 where the CPU has it (``sparse_kernels_vectorized()``) and portable loops elsewhere, which
-are several times slower than oneDNN's dense product (``PLASTICITY_LAB_NATIVE_PORTABLE=1``, read when the library
-loads, runs them anyway).
-
-The source is compiled by ``torch.utils.cpp_extension`` the first time a process asks for it (about 30 s; it
-needs a C++ compiler and ``ninja``) and cached in ``$TORCH_EXTENSIONS_DIR`` (default
-``~/.cache/torch_extensions``), so later processes only load it. Where it cannot be built, :func:`member_ops`
-returns ``None`` and :func:`unavailable_reason` says why; ``PLASTICITY_LAB_NATIVE=0`` turns it off.
+``csrc/sparse_input.cpp`` uses only PyTorch's public C++ extension API. It is compiled by
+``torch.utils.cpp_extension`` the first time a process asks for it (10–30 s; it needs a C++ compiler and
+``ninja``) and cached in ``$TORCH_EXTENSIONS_DIR`` (default ``~/.cache/torch_extensions``), so later processes
+only load it. Where it cannot be built, :func:`member_ops` returns ``None`` and :func:`unavailable_reason` says
+why; ``PLASTICITY_LAB_NATIVE=0`` turns it off. Building says nothing about whether the operators compute the
+right numbers here: :mod:`plasticity_lab.fastpath` runs them on a small problem before any run uses them.
 """
 
 from __future__ import annotations
@@ -32,8 +25,10 @@ from pathlib import Path
 import torch
 
 NATIVE_VARIABLE = "PLASTICITY_LAB_NATIVE"  # "0" turns the native operators off (they are never built)
-EXTENSION_NAME = "plasticity_lab_member_matmul"
-SOURCE = Path(__file__).resolve().parent / "csrc" / "member_matmul.cpp"
+NATIVE_ISA_VARIABLE = "PLASTICITY_LAB_NATIVE_ISA"  # caps the kernels' instruction set: avx512, avx2 or portable
+NATIVE_ISA_CHOICES = ("avx512", "avx2", "portable")
+EXTENSION_NAME = "plasticity_lab_sparse_input"
+SOURCE = Path(__file__).resolve().parent / "csrc" / "sparse_input.cpp"
 
 _lock = threading.Lock()
 _loaded: bool | None = None  # None: not tried yet in this process
@@ -72,19 +67,19 @@ def _summary(error: Exception) -> str:
 
 
 def member_ops():
-    """``torch.ops.plasticity_lab`` with ``member_matmul(a [M, R, K], b [M, K, C])``,
-    ``member_linear(x [M, B, in], weight [M, out, in], bias [M, out] | None)``,
-    ``sparse_input_linear(x [M, B, in], weight_t [M, in, out], bias [M, out] | None)`` and
-    ``sparse_input_weight_grad(x [M, B, in], grad [M, B, out]) -> [M, in, out]`` and
-    ``sparse_kernels_vectorized()``, built and loaded on the first call; ``None`` where they cannot be built (see :func:`unavailable_reason`)."""
+    """``torch.ops.plasticity_lab`` with ``sparse_input_linear(x [M, B, in], weight_t [M, in, out], bias [M, out] |
+    None) -> [M, B, out]``, ``sparse_input_weight_grad(x [M, B, in], grad [M, B, out]) -> [M, in, out]`` and
+    ``sparse_kernels_isa()``, built and loaded on the first call; ``None`` where they cannot be built (see
+    :func:`unavailable_reason`)."""
     global _loaded, _reason
     if _loaded is None:
         with _lock:
             if _loaded is None:
+                cap = os.environ.get(NATIVE_ISA_VARIABLE)
                 if os.environ.get(NATIVE_VARIABLE, "1") == "0":
                     _loaded, _reason = False, f"turned off by {NATIVE_VARIABLE}=0"
-                elif not torch.backends.mkldnn.is_available():
-                    _loaded, _reason = False, "this PyTorch is built without oneDNN"
+                elif cap is not None and cap not in NATIVE_ISA_CHOICES:
+                    raise ValueError(f"unknown {NATIVE_ISA_VARIABLE}={cap!r}; valid: {', '.join(NATIVE_ISA_CHOICES)}")
                 else:
                     try:
                         _build()
@@ -92,6 +87,13 @@ def member_ops():
                     except Exception as error:  # no compiler, no ninja, a failed compile or link: all mean "none"
                         _loaded, _reason = False, f"the native operators could not be built: {_summary(error)}"
     return torch.ops.plasticity_lab if _loaded else None
+
+
+def sparse_kernels_isa() -> str | None:
+    """The instruction set the sparse kernels run here (``"avx512"``, ``"avx2"`` or ``"portable"``), or ``None``
+    where the native operators are unavailable."""
+    ops = member_ops()
+    return None if ops is None else ops.sparse_kernels_isa()
 
 
 def unavailable_reason() -> str:

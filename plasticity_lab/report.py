@@ -2,7 +2,8 @@
 conclusions checked one by one (PROTOCOL §7), per-diagnostic correlations and the GLM (PROTOCOL §6) — and,
 beyond the paper, the power of each t-test, interquartile means with stratified bootstrap intervals per condition
 and the test of soft shrink+perturb's and LayerNorm's interaction.
-``plasticity-lab report data/<study>`` prints :func:`report`."""
+``plasticity-lab report data/<study>`` prints :func:`report`; ``--readout release`` computes every table from the
+authors' release's read-outs instead of the project's (:mod:`plasticity_lab.analysis`, ``readout=``)."""
 
 from __future__ import annotations
 
@@ -13,11 +14,29 @@ from .claims import check_claims, compare_claims
 from .results import Results, load_results
 
 _SPLITS = ("train", "test")
+#: How the release's tables say what they summarise (the project's say at=...).
+_RELEASE_HOW = "the release's read-out"
 
 
-def reward_table(results: Results, at: str = "mean") -> pd.DataFrame:
+def runs_table(results: Results, at: str = "mean", readout: str = "project") -> pd.DataFrame:
+    """One row per run of a stored study, as the t-tests take it: the stored ``runs(at)`` for the project's
+    read-out; for the release's, :func:`~plasticity_lab.analysis.release_summary` of the stored per-round table
+    (the release's read-outs are kept there, computed from every epoch, in studies stored since they were added)."""
+    if readout not in analysis.READOUTS:
+        raise ValueError(f"unknown readout={readout!r}; valid values are {analysis.READOUTS!r}")
+    if readout == "project":
+        return results.runs(at)
+    missing = [c for c in ("train_release_readout", "test_release_readout") if c not in results.rounds.columns]
+    if missing:
+        raise ValueError(f"study {results.path.name} was stored without the release's read-outs (its rounds table "
+                         f"lacks {missing}), so readout='release' cannot be computed for it; studies stored by "
+                         f"this version of plasticity-lab, and run folders with their epochs.parquet, have them")
+    return analysis.release_summary(results.rounds)
+
+
+def reward_table(results: Results, at: str = "mean", readout: str = "project") -> pd.DataFrame:
     """Normalised reward per env × shift × condition: mean and std over seeds, train and test."""
-    runs = results.runs(at)
+    runs = runs_table(results, at, readout)
     keys = [k for k in ("env", "shift", "condition") if k in runs.columns]
     grouped = runs.groupby(keys)
     out = grouped.size().rename("seeds").to_frame()
@@ -28,11 +47,12 @@ def reward_table(results: Results, at: str = "mean") -> pd.DataFrame:
     return out.reset_index()
 
 
-def interval_table(results: Results, at: str = "mean", reps: int = 2000, seed: int = 0) -> pd.DataFrame:
+def interval_table(results: Results, at: str = "mean", reps: int = 2000, seed: int = 0,
+                   readout: str = "project") -> pd.DataFrame:
     """Per env × condition, the interquartile mean of each run's normalised reward (train and test) over all of its
     runs, with a 95 % bootstrap interval that resamples runs within each shift
     (:func:`~plasticity_lab.analysis.aggregate_ci` with ``strata="shift"``)."""
-    runs = results.runs(at)
+    runs = runs_table(results, at, readout)
     tables = []
     for env, part in runs.groupby("env", sort=True) if "env" in runs.columns else [(None, runs)]:
         strata = "shift" if "shift" in part.columns and part["shift"].nunique() > 1 else None
@@ -71,7 +91,8 @@ def _claims_text(runs: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def comparison_table(results: Results, other: Results, at: str = "mean") -> tuple[pd.DataFrame, dict]:
+def comparison_table(results: Results, other: Results, at: str = "mean",
+                     readout: str = "project") -> tuple[pd.DataFrame, dict]:
     """Two studies over the conditions both hold: per condition, its mean normalised reward (train and test pooled)
     and rank in each study, and each of the paper's claims' verdict in each (:func:`~plasticity_lab.claims.
     compare_claims`); with :func:`~plasticity_lab.analysis.ranking_agreement` of the two orders.
@@ -81,7 +102,7 @@ def comparison_table(results: Results, other: Results, at: str = "mean") -> tupl
     same); ``agreement`` is ``ranking_agreement``'s dict plus ``"names"``, ``"claims"`` (the verdicts table) and
     ``"rankings"`` (each study's :func:`~plasticity_lab.analysis.condition_ranking` over the shared conditions, as
     :func:`~plasticity_lab.plots.ranking_comparison_figure` takes them)."""
-    first, second = results.runs(at), other.runs(at)
+    first, second = runs_table(results, at, readout), runs_table(other, at, readout)
     shared = sorted(set(first["condition"]) & set(second["condition"]))
     if len(shared) < 3:
         raise ValueError(f"a comparison needs at least 3 conditions in both studies; shared: {shared}")
@@ -94,9 +115,9 @@ def comparison_table(results: Results, other: Results, at: str = "mean") -> tupl
                    "claims": compare_claims(dict(zip(names, (first, second))))}
 
 
-def _comparison_text(results: Results, other: Results, at: str) -> str:
+def _comparison_text(results: Results, other: Results, at: str, readout: str) -> str:
     try:
-        ranks, agreement = comparison_table(results, other, at)
+        ranks, agreement = comparison_table(results, other, at, readout)
     except ValueError as error:
         return f"(not computed: {error})"
     p = agreement["p"]
@@ -107,60 +128,84 @@ def _comparison_text(results: Results, other: Results, at: str) -> str:
         "The paper's conclusions over these conditions:\n" + agreement["claims"].to_string()])
 
 
-def report(study: str | Results, at: str = "mean", fit_at: str = "final", baseline: str = "reset_all",
-           against: str | Results | None = None) -> str:
+def report(study: str | Results, at: str | None = None, fit_at: str | None = None, baseline: str = "reset_all",
+           against: str | Results | None = None, readout: str = "project") -> str:
     """The report of a stored study (a path or loaded :class:`~plasticity_lab.results.Results`).
 
     ``against`` (another stored study, e.g. the same grid at another round length) adds a section comparing the
     two over the conditions both hold (:func:`comparison_table`).
 
-    The fits use the paper's nine analysis conditions where the study has them, and every condition otherwise.
-    ``at`` summarises each run for the reward table and the t-tests (``"mean"`` over rounds 2..R, as PROTOCOL
-    §6 says; or ``"final"``); ``fit_at`` for the correlations and the GLM (default ``"final"``, the paper's
-    "after ten rounds").
+    The fits use the paper's nine analysis conditions where the study has them (in the release's order, which its
+    correlation's weighting depends on), and every condition otherwise.
+
+    ``readout="project"`` (default): ``at`` summarises each run for the reward table, the t-tests and the rest
+    (default ``"mean"``, the mean over rounds 2..R; or ``"final"``); ``fit_at`` for the correlations and the GLM
+    (default ``"final"``, the paper's "after ten rounds").  ``readout="release"``: every table from the authors'
+    release's read-outs (:func:`~plasticity_lab.analysis.release_summary` for the per-run tables and the t-tests,
+    :func:`~plasticity_lab.analysis.release_points` for the fits), which have one summary each, so ``at`` and
+    ``fit_at`` must be left out (or ``"mean"``); the study must have been stored with the release's read-outs.
     """
-    results = study if isinstance(study, Results) else load_results(study)
+    if readout not in analysis.READOUTS:
+        raise ValueError(f"unknown readout={readout!r}; valid values are {analysis.READOUTS!r}")
+    if readout == "release":
+        for name, value in (("at", at), ("fit_at", fit_at)):
+            if value not in (None, "mean"):
+                raise ValueError(f"readout='release' summarises runs only the release's way (its own mean over "
+                                 f"rounds); {name}={value!r} does not apply: leave it out")
+        at = fit_at = "mean"
+    at = "mean" if at is None else at
+    fit_at = "final" if fit_at is None else fit_at
     for name, value in (("at", at), ("fit_at", fit_at)):
         if value not in analysis.AT_CHOICES:
             raise ValueError(f"unknown {name}={value!r}; valid: {', '.join(analysis.AT_CHOICES)}")
-    runs, fit_runs = results.runs(at), results.runs(fit_at)
+    results = study if isinstance(study, Results) else load_results(study)
+    release = readout == "release"
+    runs = runs_table(results, at, readout)
+    fit_runs = runs if release else results.runs(fit_at)
+    how, fit_how = (_RELEASE_HOW, _RELEASE_HOW) if release else (f"at={at}", f"at={fit_at}")
     present = sorted(fit_runs["condition"].unique())
     # the paper's nine conditions where the study has them; otherwise (e.g. a coefficient sweep) every condition
     fit_conditions = [c for c in analysis.ANALYSIS_CONDITIONS if c in present] or present
     text = [f"# {results.describe()}",
-            f"{len(runs)} runs; conditions: {', '.join(sorted(runs['condition'].unique()))}"]
+            f"{len(runs)} runs; conditions: {', '.join(sorted(runs['condition'].unique()))}",
+            f"read-out: {readout}" + (" (the authors' release, step by step, quirks included: "
+                                      "plasticity_lab.analysis.release_summary / release_points)" if release else
+                                      " (this project's: smoothed read-outs, see plasticity_lab.analysis)")]
     wall = results.manifest.get("wall_time_s")
     if wall is not None:
         text.append(f"training wall time: {wall / 3600:.2f} h")
-    text.append(_section(f"Normalised reward (at={at}; negative = plasticity lost)",
-                         _safe(lambda: reward_table(results, at))))
-    text.append(_section(f"t-tests against {baseline} (at={at}; negative t = better than {baseline}); beyond the "
+    text.append(_section(f"Normalised reward ({how}; negative = plasticity lost)",
+                         _safe(lambda: reward_table(results, at, readout))))
+    text.append(_section(f"t-tests against {baseline} ({how}; negative t = better than {baseline}); beyond the "
                          "paper, each gap's effect size d, the test's power against an effect that large and the "
                          "seeds per condition for 80 % power",
                          _safe(lambda: analysis.ttest_power(
-                             analysis.condition_ttests(runs, baseline=baseline, at=at)))))
+                             analysis.condition_ttests(runs, baseline=baseline, at=at, readout=readout)))))
     for env in sorted(runs["env"].unique()):
-        text.append(_section(f"The paper's conclusions (PROTOCOL §7) against this study ({env}, at={at})",
+        text.append(_section(f"The paper's conclusions (PROTOCOL §7) against this study ({env}, {how})",
                              _claims_text(runs[runs["env"] == env])))
     text.append(_section(f"Beyond the paper: interquartile mean of normalised reward per condition, 95 % bootstrap "
-                         f"interval resampling runs within each shift (at={at})",
-                         _safe(lambda: interval_table(results, at))))
+                         f"interval resampling runs within each shift ({how})",
+                         _safe(lambda: interval_table(results, at, readout=readout))))
     text.append(_section(f"Beyond the paper: soft shrink+perturb and LayerNorm apart and together, mean normalised "
-                         f"reward and the interaction's test (positive = better than the two gains added; at={at})",
+                         f"reward and the interaction's test (positive = better than the two gains added; {how})",
                          _safe(lambda: analysis.interaction_test(runs, at=at))))
     if against is not None:
         other = against if isinstance(against, Results) else load_results(against)
         text.append(_section(f"Against {other.describe()}: mean normalised reward over shifts and splits, its rank, "
-                             f"and the verdicts (at={at}; the conditions both studies hold)",
-                             _comparison_text(results, other, at)))
+                             f"and the verdicts ({how}; the conditions both studies hold)",
+                             _comparison_text(results, other, at, readout)))
+    # the release's fits read its per-round read-outs (its weighting needs them); the project's, the run summary
+    fit_source = results.rounds if release else fit_runs
+    fit_kwargs = {"readout": "release"} if release else {"at": fit_at}
     for split in _SPLITS:
-        text.append(_section(f"Correlations of normalised {split} reward with each diagnostic (at={fit_at}, "
+        text.append(_section(f"Correlations of normalised {split} reward with each diagnostic ({fit_how}, "
                              "shift × condition means)",
-                             _safe(lambda s=split: analysis.diagnostic_correlations(fit_runs, at=fit_at, split=s,
-                                                                             conditions=fit_conditions))))
+                             _safe(lambda s=split: analysis.diagnostic_correlations(
+                                 fit_source, split=s, conditions=fit_conditions, **fit_kwargs))))
     for split in _SPLITS:
         for env in sorted(fit_runs["env"].unique()):
-            text.append(_section(f"GLM of normalised {split} reward on the diagnostics ({env}, at={fit_at})",
+            text.append(_section(f"GLM of normalised {split} reward on the diagnostics ({env}, {fit_how})",
                                  _safe(lambda s=split, e=env: analysis.diagnostics_glm(
-                                     fit_runs, split=s, at=fit_at, env=e, conditions=fit_conditions))))
+                                     fit_source, split=s, env=e, conditions=fit_conditions, **fit_kwargs))))
     return "\n".join(text)

@@ -47,13 +47,33 @@ def git_commit() -> str | None:
         return None
 
 
+#: The libraries whose versions can change a run's numbers or its statistics: recorded where installed.
+COMPUTING_LIBRARIES = ("torch", "numpy", "pandas", "scipy", "statsmodels", "gymnasium", "procgen-mirror", "procgen",
+                       "ale-py")
+
+
+def library_versions() -> dict:
+    """The installed version of each of :data:`COMPUTING_LIBRARIES` (``None`` where it is not installed)."""
+    from importlib import metadata
+
+    versions = {}
+    for name in COMPUTING_LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
 def environment_info() -> dict:
-    """Package versions and hardware, for manifests."""
+    """Package versions and hardware, for manifests: where a run's numbers came from, down to the CPU's vector
+    extensions and the path its products took (and why: see :mod:`plasticity_lab.fastpath`)."""
     import numpy
     import torch
 
-    from . import __version__, stacked
+    from . import __version__, fastpath, native
 
+    path = fastpath.cpu_matmul()
     return {
         "package_version": __version__,
         "git_commit": git_commit(),
@@ -61,14 +81,16 @@ def environment_info() -> dict:
         "torch": torch.__version__,
         "numpy": numpy.__version__,
         "pandas": pd.__version__,
+        "libraries": library_versions(),
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
+        **fastpath.cpu_info(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "cpu_matmul": stacked.cpu_matmul(),
-        # with oneDNN: its products batched over members (plasticity_lab.native) or one per member, same numbers
-        "onednn_batched": stacked.onednn_batched() if stacked.cpu_matmul().startswith("onednn") else None,
+        "cpu_matmul": path,
+        "cpu_matmul_reason": fastpath.cpu_matmul_reason(),
+        "sparse_kernels_isa": native.sparse_kernels_isa() if path == "onednn+sparse" else None,
     }
 
 
@@ -158,8 +180,11 @@ def curve_table(df: pd.DataFrame, stride: int) -> pd.DataFrame:
 
 def round_table(df: pd.DataFrame) -> pd.DataFrame:
     """One row per run × round: the read-outs and normalised rewards (PROTOCOL §5), the round's mean returns and
-    the diagnostics' round means and read-outs (``<diagnostic>_readout``)."""
-    from .analysis import normalised_reward, round_readout
+    the diagnostics' round means and read-outs (``<diagnostic>_readout``) — and the authors' release's unsmoothed
+    read-outs (``train_release_readout``, ``test_release_readout``, ``<diagnostic>_release_readout``:
+    :func:`~plasticity_lab.analysis.release_readouts`), which the statistics' ``readout="release"`` reads, as they
+    cannot be recovered from the subsampled curves."""
+    from .analysis import normalised_reward, release_readouts, round_readout
     from .experiment import DIAGNOSTICS
 
     keys = [k for k in RUN_KEYS if k in df.columns]
@@ -170,7 +195,7 @@ def round_table(df: pd.DataFrame) -> pd.DataFrame:
     for metric in DIAGNOSTICS:
         readout = round_readout(df, metric).rename(columns={metric: f"{metric}_readout"})
         out = out.merge(readout, on=[*keys, "round"])
-    return out
+    return out.merge(release_readouts(df, by=keys, diagnostics=DIAGNOSTICS), on=[*keys, "round"])
 
 
 def summarise(df: pd.DataFrame, stride: int = 1) -> dict[str, pd.DataFrame]:
@@ -243,7 +268,8 @@ class Results:
     """A stored study, loaded: tidy pandas tables plus the manifest(s).
 
     * ``curves`` — per-epoch curves, one row per run and block of ``epochs_averaged`` epochs (for plots);
-    * ``rounds`` — one row per run × round: read-outs, normalised rewards, round means of returns and diagnostics;
+    * ``rounds`` — one row per run × round: read-outs, normalised rewards, round means of returns and diagnostics,
+      and (in studies stored since they were added) the release's read-outs that ``readout="release"`` reads;
     * ``runs(at)`` — one row per run: normalised reward (mean over rounds 2..R for ``at="mean"``, round R for
       ``"final"``) and diagnostics; what :func:`~plasticity_lab.analysis.condition_ttests`,
       :func:`~plasticity_lab.analysis.diagnostic_correlations` and

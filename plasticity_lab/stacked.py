@@ -14,28 +14,19 @@ or ``CReLU``), linear heads, and any module that defines ``stacked_forward(param
 head of plasticity injection does). :func:`supports` says whether a template qualifies; the population falls
 back to ``vmap`` for anything else (the CNN). Results equal ``vmap(functional_call)`` up to float rounding.
 
-On an AMD CPU the matrix products go to oneDNN instead (:func:`set_cpu_matmul`): PyTorch's batched products
-call MKL, which runs its AVX2 code on CPUs that are not Intel's, while oneDNN's kernels use whatever vector width
-the CPU has. Measured on the 2-core AMD EPYC (Zen 5) this project develops on, one thread: a 2048² float32 product
-runs at 95 GFLOP/s through MKL and 220 through oneDNN. PyTorch's Python API has no oneDNN product with a weight per
-member; :mod:`plasticity_lab.native` compiles one (oneDNN's batched matmul) on first use, and where it cannot be
-built this path loops over members instead, with the same numbers (:class:`_OneDNNLinear`). oneDNN works
-batch-major. With ``"onednn+sparse"`` the first layer, whose input is the observation (about 58 of the gridworld's
-363 inputs are non-zero, 40 of them the border walls that every row shares), is computed by
-:mod:`plasticity_lab.native`'s kernels, which skip the zeros (:class:`_SparseInputLinear`). All are float32
-throughout; they round differently, so a run repeats bit for bit only with the same choice on the same machine.
+On the CPU the products can go to oneDNN, one member at a time, and the first layer to
+:mod:`plasticity_lab.native`'s kernels, which skip the observation's zeros (about 58 of the gridworld's 363
+inputs are non-zero, 40 of them the border walls that every row shares): :mod:`plasticity_lab.fastpath` decides
+which, and proves a fast path on the machine at hand before it is used. All are float32 throughout; they round
+differently, so a run repeats bit for bit only with the same path on the same machine.
 """
 
 from __future__ import annotations
 
-import functools
-import os
-import platform
-
 import torch
 from torch import nn
 
-from . import native
+from . import fastpath, native
 from .nets import ActorCritic, Block, CReLU
 
 
@@ -60,93 +51,16 @@ FEATURE_MAJOR, BATCH_MAJOR = 1, 2  # the axis of the activations that holds the 
 FEATURE_MAJOR_FROM = 32  # rows per member from which the feature-major layout is the faster one (measured)
 ONEDNN_MIN_OUTPUTS = 8  # narrower layers (the heads) stay one batched product: a loop over members costs more
 
-CPU_MATMUL_CHOICES = ("auto", "onednn", "onednn+sparse", "blas")
 SPARSE_LANES = 64  # the sparse first layer's outputs must be a multiple of this (its kernel's register block)
-CPU_MATMUL_VARIABLE = "PLASTICITY_LAB_CPU_MATMUL"  # the default choice, inherited by a sweep's worker processes
-_cpu_matmul: str | None = None  # None: the environment variable decides
 
-
-@functools.cache
-def onednn_available() -> bool:
-    """Whether this PyTorch can run oneDNN's float32 linear on this machine (an x86 CPU with oneDNN built in)."""
-    return (platform.machine().lower() in ("x86_64", "amd64") and torch.backends.mkldnn.is_available()
-            and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
-
-
-@functools.cache
-def cpu_vendor() -> str:
-    """The CPU's vendor string (``"AuthenticAMD"``, ``"GenuineIntel"``, …), or ``""`` where it cannot be read."""
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("vendor_id"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    processor = platform.processor()  # e.g. "AMD64 Family 26 Model 2 Stepping 1, AuthenticAMD" on Windows
-    return processor.rsplit(",", 1)[-1].strip() if "," in processor else ""
-
-
-def checked_cpu_matmul(kind: str, source: str) -> str:
-    """``kind`` if it is a valid choice here, else one ``ValueError`` naming ``source`` and the valid choices."""
-    if kind not in CPU_MATMUL_CHOICES:
-        raise ValueError(f"unknown CPU matmul {kind!r} ({source}); valid: {', '.join(CPU_MATMUL_CHOICES)}")
-    if kind in ("onednn", "onednn+sparse") and not onednn_available():
-        raise ValueError(f"CPU matmul {kind!r} ({source}) needs an x86 CPU and a PyTorch built with oneDNN; "
-                         "valid here: auto, blas")
-    if kind == "onednn+sparse" and native.member_ops() is None:
-        raise ValueError(f"CPU matmul 'onednn+sparse' ({source}) needs plasticity_lab.native, and here "
-                         f"{native.unavailable_reason()}; valid here: auto, onednn, blas")
-    return kind
-
-
-def set_cpu_matmul(kind: str | None) -> None:
-    """Choose the library for the float32 matrix products on the CPU, in this process.
-
-    ``"onednn"``: oneDNN, batch-major, for every layer of at least :data:`ONEDNN_MIN_OUTPUTS` outputs (acting,
-    evaluating and training), as one batched product over members where :func:`onednn_batched`, else one product
-    per member, with the same numbers. The narrow heads of a training minibatch stay batched products.
-    ``"onednn+sparse"``: the same, except for a first linear layer of a multiple of :data:`SPARSE_LANES` outputs
-    whose weight is stored input-major (:func:`input_major`; a population on the CPU stores it so when it is
-    created under this choice), which :mod:`plasticity_lab.native`'s kernels compute by skipping the zeros of the
-    observation (about 300 of the gridworld's 363 inputs) and adding the inputs that every row of a member shares
-    (its border walls) once. It needs :mod:`plasticity_lab.native`, and rounds differently from
-    ``"onednn"``. ``"blas"``: one batched product (MKL in PyTorch's x86 builds), feature-major for training
-    minibatches. ``"auto"``: on an AMD CPU where :func:`onednn_available`, ``"onednn+sparse"`` where
-    :mod:`plasticity_lab.native` builds and its sparse kernels run their AVX-512 code (their portable loops are
-    several times slower than oneDNN's dense product), else ``"onednn"`` where the native operators build or
-    PyTorch runs one thread per process; BLAS otherwise.
-    On Intel's CPUs MKL runs its AVX-512 code, which is what oneDNN gains elsewhere, so BLAS keeps its batched
-    product there. Looping over members gives oneDNN little to share between threads, while BLAS shares the members
-    out (measured on 2 threads, 15 members: an epoch takes 0.73 s with the loop, 0.66 s with BLAS); oneDNN's
-    batched product and the sparse kernels share them out too. ``None`` returns to the default: the environment
-    variable ``PLASTICITY_LAB_CPU_MATMUL`` (which a sweep's worker processes inherit), else ``"auto"``. The GPU
-    path does not depend on it.
-    """
-    global _cpu_matmul
-    _cpu_matmul = None if kind is None else checked_cpu_matmul(kind, "set_cpu_matmul")
-
-
-def onednn_batched() -> bool:
-    """Whether oneDNN's products run as one batched product over members here (:mod:`plasticity_lab.native`
-    built), not one per member. Both give the same numbers."""
-    return onednn_available() and native.member_ops() is not None
-
-
-def cpu_matmul() -> str:
-    """The library the CPU's products use now: ``"onednn"``, ``"onednn+sparse"`` or ``"blas"`` (see
-    :func:`set_cpu_matmul`)."""
-    kind = _cpu_matmul
-    if kind is None:
-        kind = checked_cpu_matmul(os.environ.get(CPU_MATMUL_VARIABLE, "auto"), CPU_MATMUL_VARIABLE)
-    if kind == "auto":
-        amd = "AMD" in cpu_vendor()
-        if amd and onednn_available() and onednn_batched() and native.member_ops().sparse_kernels_vectorized():
-            return "onednn+sparse"
-        if amd and onednn_available() and (torch.get_num_threads() == 1 or onednn_batched()):
-            return "onednn"
-        return "blas"
-    return kind
+# The choice of path lives in fastpath; these names stay here, where the layers that use them are.
+CPU_MATMUL_CHOICES = fastpath.CHOICES
+CPU_MATMUL_VARIABLE = fastpath.VARIABLE
+cpu_matmul = fastpath.cpu_matmul
+cpu_matmul_reason = fastpath.cpu_matmul_reason
+set_cpu_matmul = fastpath.set_cpu_matmul
+checked_cpu_matmul = fastpath.checked_cpu_matmul
+onednn_available = fastpath.onednn_available
 
 
 def _training_minibatch(rows: int) -> bool:
@@ -202,19 +116,13 @@ def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
 
 
 class _OneDNNLinear(torch.autograd.Function):
-    """``x W^T + b`` per member through oneDNN: ``x [M, B, in]``, ``W [M, out, in]``, ``b [M, out]`` or ``None``.
-
-    One batched product for all members where :func:`onednn_batched`, else one product per member; each member's
-    result is the same either way."""
+    """``x W^T + b`` per member through oneDNN, one product per member: ``x [M, B, in]``, ``W [M, out, in]``,
+    ``b [M, out]`` or ``None``."""
 
     @staticmethod
     def forward(ctx, x, weight, bias):
         ctx.save_for_backward(x, weight)
-        ops = native.member_ops()
-        if ops is not None:
-            return ops.member_linear(x, weight, bias)
-        return torch.stack([onednn_linear(x[m], weight[m], None if bias is None else bias[m])
-                            for m in range(weight.shape[0])])
+        return _onednn_members(x, weight, bias)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -222,23 +130,21 @@ class _OneDNNLinear(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         members = range(weight.shape[0])
         need_x, need_weight, need_bias = ctx.needs_input_grad
-        ops = native.member_ops()
         grad_x = grad_weight = None
-        if ops is not None:  # oneDNN reads grad^T as a transposed view, without a copy
-            if need_x:
-                grad_x = ops.member_matmul(grad, weight)
-            if need_weight:
-                grad_weight = ops.member_matmul(grad.transpose(1, 2), x)
-        else:
-            # dx = grad W and dW = grad^T x, each as oneDNN's "input times transposed weight". oneDNN copies an
-            # input that is not contiguous, so grad^T is made contiguous once for all members.
-            if need_x:
-                grad_x = torch.stack([onednn_linear(grad[m], weight[m].t()) for m in members])
-            if need_weight:
-                grad_t = grad.transpose(1, 2).contiguous()
-                grad_weight = torch.stack([onednn_linear(grad_t[m], x[m].t()) for m in members])
+        # dx = grad W and dW = grad^T x, each as oneDNN's "input times transposed weight". oneDNN copies an input
+        # that is not contiguous, so grad^T is made contiguous once for all members.
+        if need_x:
+            grad_x = torch.stack([onednn_linear(grad[m], weight[m].t()) for m in members])
+        if need_weight:
+            grad_t = grad.transpose(1, 2).contiguous()
+            grad_weight = torch.stack([onednn_linear(grad_t[m], x[m].t()) for m in members])
         grad_bias = grad.sum(1) if need_bias else None
         return grad_x, grad_weight, grad_bias
+
+
+def _onednn_members(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    return torch.stack([onednn_linear(x[m], weight[m], None if bias is None else bias[m])
+                        for m in range(weight.shape[0])])
 
 
 class _SparseInputLinear(torch.autograd.Function):
@@ -304,9 +210,8 @@ def linear(params: dict[str, torch.Tensor], prefix: str, x: torch.Tensor, featur
         return _SparseInputLinear.apply(x, weight, bias)
     if features_axis == BATCH_MAJOR and _uses_onednn(x):
         if weight.shape[1] >= ONEDNN_MIN_OUTPUTS:
-            ops = native.member_ops()
-            if ops is not None and not torch.is_grad_enabled():  # acting and evaluating: no graph to record
-                return ops.member_linear(x, weight, bias)
+            if not torch.is_grad_enabled():  # acting and evaluating: no graph to record
+                return _onednn_members(x, weight, bias)
             return _OneDNNLinear.apply(x, weight, bias)
         if _training_minibatch(x.shape[1]):
             return _NarrowLinear.apply(x, weight, bias)

@@ -1,6 +1,9 @@
 """The helpers of ``benchmarks/population_speed.py`` (the benchmark itself prints timings and is not a test)."""
 
 import importlib.util
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -39,8 +42,32 @@ def test_computing_ops_counts_a_native_operation_once_whatever_it_calls():
     ops = native.member_ops()
     if ops is None:
         pytest.skip(f"native operators unavailable: {native.unavailable_reason()}")
-    x, weight, bias = torch.randn(2, 5, 8), torch.randn(2, 6, 8), torch.randn(2, 6)
+    x, weight_t, bias = torch.randn(2, 5, 8), torch.randn(2, 8, 64), torch.randn(2, 64)
     with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
-        y = ops.member_linear(x, weight, bias)   # 1: its bias copy inside is part of it
-        torch.relu(y)                            # 1
+        y = ops.sparse_input_linear(x, weight_t, bias)  # 1: whatever it calls
+        torch.relu(y)                                                                          # 1
     assert population_speed.computing_ops(prof.events()) == 2
+
+
+@pytest.mark.parametrize("choice", [None, "blas"])
+def test_the_benchmark_prints_a_row_for_the_default_path_and_honours_the_environments_choice(choice):
+    env = {k: v for k, v in os.environ.items() if k != "PLASTICITY_LAB_CPU_MATMUL"}
+    if choice:
+        env["PLASTICITY_LAB_CPU_MATMUL"] = choice
+    done = subprocess.run([sys.executable, str(_path), "--sizes", "1", "--epochs", "1", "--threads", "1"], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.split()[:2] == ["members", "matmul"])
+    row = lines[header + 1].split()
+    assert row[0] == "1" and float(row[3]) > 0  # members, s/agent-epoch
+    # the path is the environment's choice, or auto's resolution named as such, and the reason is printed
+    assert row[1] == (choice or row[1]) and (choice or row[1].startswith("auto→"))
+    assert any(line.startswith(f"{row[1]}: ") for line in lines)
+
+
+def test_the_benchmark_refuses_an_unknown_path_in_one_line():
+    done = subprocess.run([sys.executable, str(_path), "--cpu-matmul", "mkl"], capture_output=True, text=True)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1].endswith(
+        "error: unknown CPU matmul 'mkl' (--cpu-matmul); valid: auto, onednn, onednn+sparse, blas")

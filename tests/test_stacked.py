@@ -1,13 +1,12 @@
 """The stacked-parameter forward against the network's own forward, member by member."""
 
 import copy
-from types import SimpleNamespace
 
 import pytest
 import torch
 from torch.func import functional_call
 
-from plasticity_lab import native, stacked
+from plasticity_lab import fastpath, stacked
 from plasticity_lab.conditions import InjectedHead
 from plasticity_lab.nets import NetworkSpec, fresh_parameters
 from plasticity_lab.ppo import PPOConfig, Population, ppo_loss
@@ -41,17 +40,22 @@ def _params(module):
     return {k: v.requires_grad_() for k, v in params.items()}
 
 
-# "onednn-loop": oneDNN one member at a time, as where its batched product (plasticity_lab.native) cannot be built
-CPU_MATMULS = ["blas"] + (["onednn", "onednn-loop"] if stacked.onednn_available() else [])
+def fast_path(path: str):
+    """``path`` as a test parameter, skipped with its probe's reason where it cannot run here."""
+    reason = fastpath.probe(path)
+    return pytest.param(path, marks=pytest.mark.skipif(bool(reason), reason=f"{path} cannot run here: {reason}"))
+
+
+CPU_MATMULS = ["blas", fast_path("onednn")]
+SPARSE = fastpath.probe("onednn+sparse")
+ONEDNN = fastpath.probe("onednn")
 
 
 @pytest.fixture
-def cpu_matmul(request, monkeypatch):
-    """Train with the given CPU matmul library; the default choice is restored afterwards."""
-    if request.param == "onednn-loop":
-        monkeypatch.setattr(native, "member_ops", lambda: None)
-    stacked.set_cpu_matmul(request.param.removesuffix("-loop"))
-    yield request.param.removesuffix("-loop")
+def cpu_matmul(request):
+    """Train with the given CPU matmul path; the default choice is restored afterwards."""
+    stacked.set_cpu_matmul(request.param)
+    yield request.param
     stacked.set_cpu_matmul(None)
 
 
@@ -79,7 +83,7 @@ def test_stacked_forward_and_gradients_equal_each_members_own_module(name, rows,
             torch.testing.assert_close(params[k].grad[m], v.grad, rtol=1e-4, atol=1e-5, msg=lambda text: f"{k}: {text}")
 
 
-@pytest.mark.skipif(not stacked.onednn_batched(), reason="needs plasticity_lab.native")
+@pytest.mark.skipif(bool(SPARSE), reason=f"onednn+sparse cannot run here: {SPARSE}")
 @pytest.mark.parametrize("rows", [5, stacked.FEATURE_MAJOR_FROM + 8], ids=["few-rows", "training-minibatch"])
 @pytest.mark.parametrize("options", [{}, {"layernorm": True}, {"crelu": True}], ids=["plain", "layernorm", "crelu"])
 def test_sparse_first_layer_equals_each_members_own_module_and_keeps_its_weight_input_major(options, rows):
@@ -115,8 +119,7 @@ def test_sparse_first_layer_equals_each_members_own_module_and_keeps_its_weight_
 
 def test_a_population_stores_its_first_layer_input_major_only_for_the_sparse_kernels():
     for kind in ("blas", "onednn", "onednn+sparse"):
-        if kind != "blas" and (not stacked.onednn_available() or (kind == "onednn+sparse"
-                                                                   and not stacked.onednn_batched())):
+        if fastpath.probe(kind):
             continue
         stacked.set_cpu_matmul(kind)
         try:
@@ -188,19 +191,9 @@ def test_layout_is_feature_major_only_for_a_blas_training_minibatch_and_all_give
         torch.testing.assert_close(got, want.detach(), rtol=1e-5, atol=1e-6)
 
 
-@pytest.fixture(params=["batched", "loop"])
-def onednn_path(request, monkeypatch):
-    """oneDNN's products as one batched product (where plasticity_lab.native builds) or one per member."""
-    if request.param == "loop":
-        monkeypatch.setattr(native, "member_ops", lambda: None)
-    elif native.member_ops() is None:
-        pytest.skip(f"oneDNN's batched product is unavailable: {native.unavailable_reason()}")
-    return request.param
-
-
-@pytest.mark.skipif(not stacked.onednn_available(), reason="needs oneDNN on an x86 CPU")
+@pytest.mark.skipif(bool(ONEDNN), reason=f"onednn cannot run here: {ONEDNN}")
 @pytest.mark.parametrize("with_bias", [True, False])
-def test_onednn_linear_and_its_gradients_equal_a_float64_reference(with_bias, onednn_path):
+def test_onednn_linear_and_its_gradients_equal_a_float64_reference(with_bias):
     g = torch.Generator().manual_seed(4)
     x = torch.randn(3, 40, 24, generator=g, requires_grad=True)
     weight = torch.randn(3, 12, 24, generator=g, requires_grad=True)
@@ -218,8 +211,8 @@ def test_onednn_linear_and_its_gradients_equal_a_float64_reference(with_bias, on
         torch.testing.assert_close(bias.grad.double(), u64.sum(1), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.skipif(not stacked.onednn_available(), reason="needs oneDNN on an x86 CPU")
-def test_onednn_linear_computes_no_gradient_for_a_frozen_weight(onednn_path):
+@pytest.mark.skipif(bool(ONEDNN), reason=f"onednn cannot run here: {ONEDNN}")
+def test_onednn_linear_computes_no_gradient_for_a_frozen_weight():
     x = torch.randn(2, 40, 8, requires_grad=True)
     frozen = torch.randn(2, 16, 8)
     stacked._OneDNNLinear.apply(x, frozen, None).sum().backward()
@@ -240,50 +233,3 @@ def test_narrow_linear_gradients_equal_autograd_of_the_same_product():
     torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2)).backward(upstream)
     for mine, reference in zip(got, (x.grad, weight.grad, bias.grad), strict=True):
         torch.testing.assert_close(mine, reference, rtol=1e-5, atol=1e-5)
-
-
-def test_cpu_matmul_choice_is_validated_and_auto_resolves_to_a_library(monkeypatch):
-    with pytest.raises(ValueError,
-                       match=r"unknown CPU matmul 'mkl' \(set_cpu_matmul\); valid: auto, onednn, onednn\+sparse, blas"):
-        stacked.set_cpu_matmul("mkl")
-    monkeypatch.delenv(stacked.CPU_MATMUL_VARIABLE, raising=False)
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        monkeypatch.setattr(stacked, "cpu_vendor", lambda: "AuthenticAMD")
-        built = "onednn+sparse" if stacked.onednn_batched() else None  # needs plasticity_lab.native
-        assert stacked.cpu_matmul() == (built or ("onednn" if stacked.onednn_available() else "blas"))
-        monkeypatch.setattr(stacked, "cpu_vendor", lambda: "GenuineIntel")
-        assert stacked.cpu_matmul() == "blas"  # MKL runs its AVX-512 code on Intel's CPUs
-        monkeypatch.setattr(stacked, "cpu_vendor", lambda: "AuthenticAMD")
-        torch.set_num_threads(2)
-        # oneDNN's batched product shares the members out between threads; its loop over members does not
-        assert stacked.cpu_matmul() == (built or "blas")
-        if built:  # without the sparse kernels' vector code, oneDNN's dense products are the faster
-            ops = native.member_ops()
-            monkeypatch.setattr(native, "member_ops", lambda: SimpleNamespace(
-                member_linear=ops.member_linear, sparse_kernels_vectorized=lambda: False))
-            assert stacked.cpu_matmul() == "onednn"
-        monkeypatch.setattr(native, "member_ops", lambda: None)
-        assert stacked.cpu_matmul() == "blas"
-        torch.set_num_threads(1)
-        assert stacked.cpu_matmul() == ("onednn" if stacked.onednn_available() else "blas")
-    finally:
-        torch.set_num_threads(threads)
-    monkeypatch.setenv(stacked.CPU_MATMUL_VARIABLE, "blas")
-    assert stacked.cpu_matmul() == "blas"
-    monkeypatch.setenv(stacked.CPU_MATMUL_VARIABLE, "fast")
-    with pytest.raises(ValueError, match=r"unknown CPU matmul 'fast' \(PLASTICITY_LAB_CPU_MATMUL\)"):
-        stacked.cpu_matmul()
-    if stacked.onednn_available():
-        monkeypatch.setattr(native, "member_ops", lambda: None)
-        monkeypatch.setattr(native, "_reason", "no C++ compiler: 'c++' is not on PATH")
-        with pytest.raises(ValueError, match=r"CPU matmul 'onednn\+sparse' \(set_cpu_matmul\) needs plasticity_lab"
-                                             r"\.native, and here no C\+\+ compiler: 'c\+\+' is not on PATH; "
-                                             r"valid here: auto, onednn, blas"):
-            stacked.set_cpu_matmul("onednn+sparse")
-    stacked.set_cpu_matmul("blas")  # the call wins over the variable
-    try:
-        assert stacked.cpu_matmul() == "blas"
-    finally:
-        stacked.set_cpu_matmul(None)

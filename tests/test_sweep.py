@@ -112,7 +112,7 @@ def test_study_holds_what_the_runner_computes(small_study):
     folder, results = small_study
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["sweep"]["conditions"] == ["warm_start", "reset_all"] and manifest["seeds"] == [0, 1, 2]
-    for key in ("package_version", "git_commit", "torch", "platform", "cpu_count", "cpu_matmul", "onednn_batched",
+    for key in ("package_version", "git_commit", "torch", "platform", "cpu_count", "cpu_matmul", "cpu_matmul_reason",
                 "wall_time_s", "populations"):
         assert key in manifest
     assert len(manifest["populations"]) == 2

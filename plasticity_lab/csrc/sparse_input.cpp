@@ -1,17 +1,13 @@
-// Batched float32 matrix products with a matrix per population member, through oneDNN.
+// A first linear layer whose input is mostly zeros, for a matrix per population member.
 //
-// PyTorch's CPU batched products (bmm, baddbmm) call MKL, which runs its AVX2 code on CPUs that are not Intel's.
-// oneDNN's matmul primitive takes a batch of weights as well as a batch of inputs and uses the CPU's full vector
-// width; PyTorch routes float32 products to it only through `at::native::mkldnn_matmul`, which its Python API
-// does not expose. These two operators call it for all members at once.
+// The gridworld's observation is mostly zeros and partly the same in every row (the border walls). These
+// operators compute the layer by skipping the zeros and computing the shared part once per member. Skipping zeros
+// reads whole rows of the weight's transpose, so both take and give the weight input-major: [M, in, out].
 //
-// Both accept operands that are contiguous or transposed in their last two dimensions (oneDNN reads either
-// without a copy) and return a new contiguous result.
-//
-// sparse_input_linear and sparse_input_weight_grad compute a first layer, whose input (the gridworld's
-// observation) is mostly zeros and partly the same in every row (the border walls), by skipping the zeros and
-// computing the shared part once per member. Skipping zeros reads whole rows of the weight's transpose, so
-// both take and give the weight input-major: [M, in, out].
+// Only PyTorch's public C++ API is used (at::Tensor, at::empty, at::parallel_for, TORCH_LIBRARY), so the file
+// builds against any PyTorch release that has the extension API. The inner loop has three versions, chosen when the
+// library loads from what the CPU supports: AVX-512, AVX2 with FMA, and portable C++. PLASTICITY_LAB_NATIVE_ISA
+// (avx512, avx2 or portable) caps the choice, so that every version can be tested on a machine that has them all.
 
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
@@ -19,7 +15,7 @@
 #include <c10/util/Exception.h>
 #include <torch/library.h>
 
-#include <cmath>
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <string>
@@ -29,49 +25,7 @@
 #include <immintrin.h>
 #endif
 
-namespace at {
-namespace native {
-// Defined in libtorch_cpu (aten/src/ATen/native/mkldnn/Matmul.cpp): result = alpha * mat1 @ mat2 + beta * result.
-void mkldnn_matmul(const Tensor& mat1, const Tensor& mat2, const Tensor& result, float beta, float alpha);
-}  // namespace native
-}  // namespace at
-
 namespace {
-
-void check_operands(const at::Tensor& a, const at::Tensor& b, const char* name) {
-  TORCH_CHECK(a.dim() == 3 && b.dim() == 3, name, ": operands must be [members, rows, inner] and "
-              "[members, inner, columns]; got ", a.sizes(), " and ", b.sizes());
-  TORCH_CHECK(a.size(0) == b.size(0) && a.size(2) == b.size(1), name, ": shapes do not match: ", a.sizes(),
-              " and ", b.sizes());
-  TORCH_CHECK(a.scalar_type() == at::kFloat && b.scalar_type() == at::kFloat, name, ": float32 only");
-  TORCH_CHECK(a.device().is_cpu() && b.device().is_cpu(), name, ": CPU tensors only");
-}
-
-// a [M, R, K] @ b [M, K, C] -> [M, R, C]
-at::Tensor member_matmul(const at::Tensor& a, const at::Tensor& b) {
-  check_operands(a, b, "member_matmul");
-  at::Tensor out = at::empty({a.size(0), a.size(1), b.size(2)}, a.options());
-  at::native::mkldnn_matmul(a, b, out, /*beta=*/0.0f, /*alpha=*/1.0f);
-  return out;
-}
-
-// x [M, B, in] @ weight [M, out, in]^T + bias [M, out] -> [M, B, out]: a linear layer per member. The bias is
-// written first and the product added to it in the same oneDNN call.
-at::Tensor member_linear(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias) {
-  at::Tensor weight_t = weight.transpose(1, 2);
-  check_operands(x, weight_t, "member_linear");
-  if (!bias.has_value()) {
-    return member_matmul(x, weight_t);
-  }
-  TORCH_CHECK(bias->dim() == 2 && bias->size(0) == weight.size(0) && bias->size(1) == weight.size(1),
-              "member_linear: bias must be [members, out] = ", weight.size(0), "x", weight.size(1), "; got ",
-              bias->sizes());
-  TORCH_CHECK(bias->scalar_type() == at::kFloat, "member_linear: float32 only");
-  at::Tensor out = bias->unsqueeze(1).expand({x.size(0), x.size(1), weight.size(1)}).contiguous();
-  at::native::mkldnn_matmul(x, weight_t, out, /*beta=*/1.0f, /*alpha=*/1.0f);
-  return out;
-}
-
 
 // ---- the sparse first layer ---------------------------------------------------------------------------------
 
@@ -98,15 +52,38 @@ __attribute__((target("avx512f"))) void axpy64_avx512(const float* rows, int64_t
   _mm512_storeu_ps(out, a0), _mm512_storeu_ps(out + 16, a1);
   _mm512_storeu_ps(out + 32, a2), _mm512_storeu_ps(out + 48, a3);
 }
-// PLASTICITY_LAB_NATIVE_PORTABLE=1 (read when the library loads) runs the portable loops instead, to test them
-bool portable_requested() {
-  const char* value = std::getenv("PLASTICITY_LAB_NATIVE_PORTABLE");
-  return value != nullptr && std::string(value) == "1";
+__attribute__((target("avx2,fma"))) void axpy64_avx2(const float* rows, int64_t stride, const int32_t* index,
+                                                    const float* value, int64_t n, const float* init, float* out) {
+  __m256 a[8];
+  for (int k = 0; k < 8; ++k) a[k] = init != nullptr ? _mm256_loadu_ps(init + 8 * k) : _mm256_setzero_ps();
+  for (int64_t p = 0; p < n; ++p) {
+    const float* row = rows + index[p] * stride;
+    const __m256 v = _mm256_set1_ps(value[p]);
+    for (int k = 0; k < 8; ++k) a[k] = _mm256_fmadd_ps(v, _mm256_loadu_ps(row + 8 * k), a[k]);
+  }
+  for (int k = 0; k < 8; ++k) _mm256_storeu_ps(out + 8 * k, a[k]);
 }
-const bool kHasAvx512 = (__builtin_cpu_init(), __builtin_cpu_supports("avx512f")) && !portable_requested();
-#else
-const bool kHasAvx512 = false;
 #endif
+
+// The instruction set the kernels use: 2 = AVX-512, 1 = AVX2 with FMA, 0 = portable loops. The best the CPU has,
+// capped by PLASTICITY_LAB_NATIVE_ISA (read once, when the library loads).
+int detect_isa() {
+  int best = 0;
+#if defined(__x86_64__)
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) best = 1;
+  if (best == 1 && __builtin_cpu_supports("avx512f")) best = 2;
+#endif
+  const char* cap = std::getenv("PLASTICITY_LAB_NATIVE_ISA");
+  if (cap != nullptr) {
+    const std::string name(cap);
+    if (name == "portable") best = 0;
+    if (name == "avx2") best = std::min(best, 1);
+  }
+  return best;
+}
+const int kIsa = detect_isa();
+const bool kHasAvx512 = kIsa == 2;
 
 void axpy64_portable(const float* rows, int64_t stride, const int32_t* index, const float* value, int64_t n,
                      const float* init, float* out) {
@@ -122,7 +99,8 @@ void axpy64_portable(const float* rows, int64_t stride, const int32_t* index, co
 void axpy64(const float* rows, int64_t stride, const int32_t* index, const float* value, int64_t n,
             const float* init, float* out) {
 #if defined(__x86_64__)
-  if (kHasAvx512) return axpy64_avx512(rows, stride, index, value, n, init, out);
+  if (kIsa == 2) return axpy64_avx512(rows, stride, index, value, n, init, out);
+  if (kIsa == 1) return axpy64_avx2(rows, stride, index, value, n, init, out);
 #endif
   axpy64_portable(rows, stride, index, value, n, init, out);
 }
@@ -317,23 +295,18 @@ at::Tensor sparse_input_weight_grad(const at::Tensor& x_, const at::Tensor& grad
   return out;
 }
 
-// Whether the sparse kernels run their AVX-512 code; elsewhere their portable loops are several times slower than
-// oneDNN's dense product.
-bool sparse_kernels_vectorized() { return kHasAvx512; }
+// The instruction set the kernels run: "avx512", "avx2" or "portable".
+std::string sparse_kernels_isa() { return kIsa == 2 ? "avx512" : kIsa == 1 ? "avx2" : "portable"; }
 
 }  // namespace
 
 TORCH_LIBRARY(plasticity_lab, m) {
-  m.def("member_matmul(Tensor a, Tensor b) -> Tensor");
-  m.def("member_linear(Tensor x, Tensor weight, Tensor? bias) -> Tensor");
   m.def("sparse_input_linear(Tensor x, Tensor weight_t, Tensor? bias) -> Tensor");
   m.def("sparse_input_weight_grad(Tensor x, Tensor grad) -> Tensor");
-  m.def("sparse_kernels_vectorized() -> bool", sparse_kernels_vectorized);
+  m.def("sparse_kernels_isa() -> str", sparse_kernels_isa);
 }
 
 TORCH_LIBRARY_IMPL(plasticity_lab, CPU, m) {
-  m.impl("member_matmul", member_matmul);
-  m.impl("member_linear", member_linear);
   m.impl("sparse_input_linear", sparse_input_linear);
   m.impl("sparse_input_weight_grad", sparse_input_weight_grad);
 }
