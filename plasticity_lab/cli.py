@@ -153,10 +153,59 @@ def _run(args) -> int:
     df = pd.concat(tables, ignore_index=True)
     write_run(out, df, [c for configs in populations for c in configs], wall_time=time.time() - start,
               environment=environment)
-    with pd.option_context("display.width", 160, "display.max_columns", 30):
-        print(normalised_table(df).to_string())
+    print(normalised_summary(df, normalised_table(df)))
     print(f"\nresults written to {out}/")
     return 0
+
+
+def _describe_condition(name: str) -> str:
+    """A condition's one-line description (a ``+`` combination: its parts' descriptions)."""
+    parts = [CONDITIONS[part].description if part in CONDITIONS else part for part in name.split("+")]
+    return " + ".join(parts)
+
+
+def normalised_summary(df: pd.DataFrame, table: pd.DataFrame, width: int = 100) -> str:
+    """``run``'s printout: the normalised-reward table (``results.normalised_table``) with headers a reader can
+    follow, a sentence on what its numbers are, and a line per row saying what the row is."""
+    import textwrap
+
+    from .analysis import readout_defaults
+
+    rounds = int(df["round"].max())
+    epochs = int(df["epoch_in_round"].max()) + 1
+    window, offset = readout_defaults(epochs)
+    later = f"r2-{rounds}" if rounds > 2 else "r2"
+    names = {"train r2..R mean": f"train: mean {later}", "train ±std": "±sd",
+             "test r2..R mean": f"test: mean {later}", "test ±std": "±sd",
+             **{f"r{r}": f"round {r}" for r in range(1, rounds + 1)}}
+    shown = table.drop(columns=[c for c in ("env",) if c in table and table[c].nunique() == 1])
+    shown = shown.rename(columns=names)
+    seeds = " or ".join(str(n) for n in sorted(table["seeds"].unique()))
+
+    def para(text: str, indent: str = "", hang: str = "") -> str:
+        return textwrap.fill(text, width, initial_indent=indent, subsequent_indent=indent + hang)
+
+    lines = [para(
+        "Normalised reward: each round's return, smoothed and read just before the round ends (a centred mean "
+        f"over {window} epoch(s), read {offset} epoch(s) before the round's end), minus the same read-out of round 1. "
+        "0 = as good as at the end of round 1; below 0 = worse (plasticity lost); above 0 = better. "
+        f"Train: on the training levels; test: on unseen levels. Means over {seeds} seeds."), ""]
+    with pd.option_context("display.width", 250, "display.max_columns", 60):
+        lines.append(shown.to_string(index=False))
+    lines += ["", "Rows, one per shift and condition:"]
+    lines += [para(f"{row['condition']} under {row['shift']}: {_describe_condition(row['condition'])}", "  ", "  ")
+              for _, row in table.iterrows()]
+    if "reset_all" in set(table["condition"]) and table["condition"].nunique() > 1:
+        lines.append(para("reset_all learns every round with a fresh network, so it cannot lose plasticity: a "
+                          "condition whose later rounds end below reset_all's has lost some.", "  ", "  "))
+    if rounds > 1:
+        lines += ["Columns:",
+                  para(f"train: mean {later}, test: mean {later}: each seed's normalised reward averaged over rounds 2 "
+                       f"to {rounds}, then the mean over seeds; ±sd: the standard deviation of those averages "
+                       "between seeds.", "  ", "  "),
+                  para("round r: the normalised train reward in round r, mean over seeds (round 1 is 0 by "
+                       "definition).", "  ", "  ")]
+    return "\n".join(lines)
 
 
 def _sweep(args) -> int:

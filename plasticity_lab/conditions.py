@@ -10,7 +10,7 @@ hook                           when
 ``extra_loss(population)``     in every minibatch: a per-member term ``[M]`` added to the PPO loss
 ``after_optimizer_step(...)``   after every AdamW step
 ``at_shift(...)``              at every round boundary, after the distribution changes and before AdamW is re-created
-``after_epoch(...)``           after every epoch's update
+``after_epoch(...)``           after every epoch's update (may return diagnostics to log instead of the update's)
 =============================  ==================================================================================
 
 The conditions of PROTOCOL §4:
@@ -64,7 +64,7 @@ from typing import ClassVar, Union
 import torch
 from torch import nn
 
-from .metrics import dormant_scores
+from .metrics import SCORES, dormant_scores
 from . import stacked
 from .nets import CReLU, fresh_parameters
 
@@ -96,8 +96,10 @@ class Condition:
     def at_shift(self, population, generator: torch.Generator) -> None:
         pass
 
-    def after_epoch(self, population, epoch: int, generator: torch.Generator) -> None:
-        pass
+    def after_epoch(self, population, epoch: int, generator: torch.Generator) -> dict[str, torch.Tensor] | None:
+        """Act after the epoch's update. May return diagnostics (``[M]`` tensors by name) that the run loop logs
+        for this epoch instead of the update's own (ReDo's ``log_weights="after"``); None leaves them."""
+        return None
 
     def parameters(self) -> dict:
         """The condition's coefficients, by name (empty for conditions without any)."""
@@ -149,6 +151,40 @@ def check_coefficient(condition: str, name: str, value, lo: float = 0.0, hi: flo
     extra = " or None" if allow_none else ""
     raise ValueError(f"{condition}: {name} must be {_range_text(lo, hi, integer)}{extra}, or a list of one such "
                      f"value per population member; got {value!r}")
+
+
+def check_option(condition: str, name: str, value, valid: Sequence):
+    """Validate a named option: one of ``valid`` (strings, or ``True``/``False``), or a non-empty sequence of them
+    (one per member). Returns it normalised (the value, or a tuple of values); raises one ``ValueError`` naming the
+    value and the valid ones."""
+
+    def ok(x) -> bool:
+        # True == 1 in Python: compare types too, so that 1 is not taken for true nor "1" for anything
+        return any(type(x) is type(v) and x == v for v in valid)
+
+    if ok(value):
+        return value
+    if not isinstance(value, (str, bytes, dict, bool)) and value is not None:
+        try:
+            items = list(value)
+        except TypeError:
+            items = None
+        if items and all(ok(x) for x in items):
+            return tuple(items)
+    shown = ", ".join(str(v).lower() if isinstance(v, bool) else str(v) for v in valid)
+    raise ValueError(f"{condition}: {name} must be one of {shown}, or a list of one such value per population "
+                     f"member; got {value!r}")
+
+
+def per_member_option(value, population, condition: str, name: str) -> list:
+    """An option (one value, or one per member) as a list of ``population.members`` values."""
+    members = population.members
+    if isinstance(value, tuple):
+        if len(value) != members:
+            raise ValueError(f"{condition}: {name} has {len(value)} values {list(value)!r} but the population has "
+                             f"{members} member(s); give one value, or exactly one per member")
+        return list(value)
+    return [value] * members
 
 
 def per_member(value, population, condition: str = "", name: str = "coefficient") -> torch.Tensor:
@@ -610,13 +646,13 @@ class Injection(Condition):
 
 @dataclass
 class ReDo(Condition):
-    """ReDo — recycling dormant neurons (Sokar et al., 2023), as PROTOCOL §4 specifies it.
+    """ReDo — recycling dormant neurons (Sokar et al., 2023), as PROTOCOL §4 specifies it, with the authors'
+    release's variant of each step available as a named option.
 
-    Every ``period`` epochs (after the update of epochs ``period − 1``, ``2·period − 1``, …), on the observations of
-    the last minibatch, each encoder layer's units are scored on their activations ``a`` (the output of each
-    :class:`~plasticity_lab.nets.Block`)::
+    Every ``period`` epochs, after that epoch's update, on the observations of the last minibatch, each encoder
+    layer's units are scored on their activations ``a`` (the output of each :class:`~plasticity_lab.nets.Block`)::
 
-        score_i = mean_batch(a_i) / mean_units(mean_batch(a))          (metrics.dormant_scores)
+        score_i = mean_batch(a_i) / mean_units(mean_batch(a))          (metrics.dormant_scores, score="project")
 
     (for a convolution a unit is a channel, and spatial positions count as batch). A unit with ``score ≤ tau`` is
     dormant: its incoming weights (its row of the block's ``layer`` weight, or its output channel of a convolution)
@@ -627,15 +663,42 @@ class ReDo(Condition):
     weights are re-drawn before the outgoing ones are zeroed, so a recycled unit's outgoing weights are 0 even into
     a unit of the next layer that was recycled too. A norm layer's gain and bias are left alone.
 
-    * ``outgoing="all"`` (default) is the documented method; ``"policy_only"`` reproduces the authors' release, which
+    Options — each default is this project's choice; the other value is what the authors' release
+    (github.com/awjuliani/deep-rl-plasticity) does, read from its ``shared/modules.py`` (``redo_reset``,
+    ``calculate_s_scores_multilayer``, ``reinitialize_weights``) and ``algos/ppo/trainer.py`` (``update_model``,
+    ``train``):
+
+    * ``score``: ``"project"`` (default) is the ReDo paper's ratio of batch means above; ``"release"`` is the
+      release's batch mean of the per-sample ratio ``a_i(x) / mean_units a(x)``. Under ``"release"`` a sample whose
+      whole layer is 0 makes the score 0/0 = NaN for every unit of that layer, and then **no unit of that layer is
+      recycled** in that member at that step (``NaN ≤ tau`` is false); see
+      :func:`~plasticity_lab.metrics.dormant_scores`.
+    * ``timing``: ``"project"`` (default) acts after the update of epochs ``period − 1, 2·period − 1, …``
+      (0-based epochs counted over the whole run; when ``period`` divides the round length, the last epoch of
+      every round is among them); ``"release"`` acts after epochs ``period, 2·period, …`` (the release's
+      ``epoch % redo_freq == 0 and epoch > 0``; then the first epoch of every round but the first is among them,
+      right after the shift's first update).
+    * ``reset_optimizer_state``: ``True`` (default) zeroes AdamW's moment estimates (``exp_avg``, ``exp_avg_sq``)
+      of every touched weight, as the ReDo paper does; ``False`` leaves them, as the release does (AdamW is
+      re-created at each shift anyway).
+    * ``log_weights``: ``"before"`` (default) logs the epoch's weight magnitude and weight difference as the update
+      left them, before ReDo recycles; ``"after"`` logs them after it (the weight difference then includes the
+      recycling), as the release does, which measures both after ``update_model`` returns with ReDo done. Only
+      these two diagnostics move: the others are measured during the update in both.
+    * ``outgoing``: ``"all"`` (default) is the documented method; ``"policy_only"`` reproduces the release, which
       zeroes the last layer's outgoing weights only toward the policy head, not the value head.
-    * ``reset_optimizer_state=True`` zeroes AdamW's moment estimates (``exp_avg``, ``exp_avg_sq``) of every
-      touched weight, as the ReDo paper does; PROTOCOL is silent on it (and AdamW is re-created at each shift anyway).
+
+    ReDo as released is therefore ``condition_params={"score": "release", "timing": "release",
+    "reset_optimizer_state": False, "log_weights": "after", "outgoing": "policy_only"}``. (The release's ReDo also
+    finds no ReLU to score behind a LayerNorm and none in its CReLU, so there it never acts; here it does.)
+
     * CReLU: a pre-activation unit ``i`` feeds outputs ``i`` and ``i + W``; one of them is non-zero whenever its
       input is, so the unit counts as dormant only when **both** outputs score ``≤ tau``; its outgoing columns are
       those of both outputs.
     * ``tau`` = 0.025 (PROTOCOL §4; the paper tuned it per environment) and ``period`` = 10 may each be one value per
-      member; members that do not act at a given epoch are left untouched.
+      member, and so may ``score``, ``timing``, ``reset_optimizer_state`` and ``log_weights`` (a sweep over them
+      trains as one population); members that do not act at a given epoch are left untouched. ``outgoing`` is one
+      value for the whole population.
     """
 
     name: ClassVar[str] = "redo"
@@ -644,33 +707,60 @@ class ReDo(Condition):
     tau: Coefficient = 0.025
     period: Union[int, Sequence[int]] = 10
     outgoing: str = "all"
-    reset_optimizer_state: bool = True
+    reset_optimizer_state: Union[bool, Sequence[bool]] = True
+    score: Union[str, Sequence[str]] = "project"
+    timing: Union[str, Sequence[str]] = "project"
+    log_weights: Union[str, Sequence[str]] = "before"
 
     OUTGOING: ClassVar[tuple[str, ...]] = ("all", "policy_only")
+    SCORES: ClassVar[tuple[str, ...]] = SCORES
+    TIMINGS: ClassVar[tuple[str, ...]] = ("project", "release")
+    LOG_WEIGHTS: ClassVar[tuple[str, ...]] = ("before", "after")
 
     def __post_init__(self):
         self.tau = check_coefficient(self.name, "tau", self.tau, 0.0, 1.0)
         self.period = check_coefficient(self.name, "period", self.period, 1, math.inf, integer=True)
         if self.outgoing not in self.OUTGOING:
             raise ValueError(f"{self.name}: outgoing must be one of {', '.join(self.OUTGOING)}; got {self.outgoing!r}")
-        if not isinstance(self.reset_optimizer_state, bool):
-            raise ValueError(f"{self.name}: reset_optimizer_state must be true or false; "
-                             f"got {self.reset_optimizer_state!r}")
+        self.reset_optimizer_state = check_option(self.name, "reset_optimizer_state", self.reset_optimizer_state,
+                                                  (True, False))
+        self.score = check_option(self.name, "score", self.score, self.SCORES)
+        self.timing = check_option(self.name, "timing", self.timing, self.TIMINGS)
+        self.log_weights = check_option(self.name, "log_weights", self.log_weights, self.LOG_WEIGHTS)
 
     def setup(self, population):
         per_member(self.tau, population, self.name, "tau")
         per_member(self.period, population, self.name, "period")
+        for name in ("reset_optimizer_state", "score", "timing"):
+            per_member_option(getattr(self, name), population, self.name, name)
+        logged = per_member_option(self.log_weights, population, self.name, "log_weights")
+        # "after" needs the parameters as they were before the update (weight difference): the population keeps them.
+        population.keep_update_start = population.keep_update_start or "after" in logged
 
     def _acting(self, population, epoch: int) -> torch.Tensor:
-        periods = self.period if isinstance(self.period, tuple) else (self.period,) * population.members
-        if len(periods) != population.members:
-            per_member(self.period, population, self.name, "period")  # raises the length error
-        return torch.tensor([(epoch + 1) % p == 0 for p in periods], device=population.device)
+        periods = per_member_option(self.period, population, self.name, "period")
+        timings = per_member_option(self.timing, population, self.name, "timing")
+        acting = [(epoch + 1) % p == 0 if t == "project" else epoch > 0 and epoch % p == 0
+                  for p, t in zip(periods, timings)]
+        return torch.tensor(acting, device=population.device)
 
     def after_epoch(self, population, epoch, generator):
+        """Recycle in the members whose epoch it is. With ``log_weights="after"`` returns the weight magnitude and
+        weight difference measured after recycling (``[M]`` each, for the run loop to log instead of the update's);
+        otherwise None."""
         acting = self._acting(population, epoch)
-        if bool(acting.any()):
-            self.recycle(population, generator, acting)
+        if not bool(acting.any()):
+            return None
+        logged = per_member_option(self.log_weights, population, self.name, "log_weights")
+        after = torch.tensor([v == "after" for v in logged], device=population.device)
+        before = population.weight_statistics() if bool(after.any()) and not bool(after.all()) else None
+        self.recycle(population, generator, acting)
+        if not bool(after.any()):
+            return None
+        now = population.weight_statistics()
+        if before is None:
+            return now
+        return {k: torch.where(after, now[k], before[k]) for k in now}
 
     def consumers(self, population) -> list[tuple[str, nn.Module, list[str]]]:
         """For each encoder block: (name of its ``layer``, the block, names of the modules that read its output)."""
@@ -690,6 +780,13 @@ class ReDo(Condition):
             out.append((names[id(block.layer)], block, readers))
         return out
 
+    def _scores(self, population, a: torch.Tensor) -> torch.Tensor:
+        kinds = per_member_option(self.score, population, self.name, "score")
+        if len(set(kinds)) == 1:
+            return dormant_scores(a, kinds[0])
+        release = torch.tensor([k == "release" for k in kinds], device=a.device)
+        return torch.where(release[:, None], dormant_scores(a, "release"), dormant_scores(a, "project"))
+
     @torch.no_grad()
     def recycle(self, population, generator, acting: torch.Tensor | None = None) -> list[torch.Tensor]:
         """Score every unit on ``population.last_minibatch_obs`` and recycle the dormant ones of the members in
@@ -708,7 +805,7 @@ class ReDo(Condition):
 
         plans = []
         for (layer_name, block, readers), a in zip(layers, hidden):
-            dormant = dormant_scores(a) <= tau[:, None]  # [M, outputs]
+            dormant = self._scores(population, a) <= tau[:, None]  # [M, outputs]; a NaN score is never dormant
             if isinstance(block.activation, CReLU):
                 width = dormant.shape[1] // 2
                 units = dormant[:, :width] & dormant[:, width:]
@@ -751,8 +848,12 @@ class ReDo(Condition):
         return [units for _, _, units, _, _ in plans]
 
     def _reset_moments(self, population, param: torch.Tensor, mask: torch.Tensor) -> None:
-        if not self.reset_optimizer_state:
+        resets = per_member_option(self.reset_optimizer_state, population, self.name, "reset_optimizer_state")
+        if not any(resets):
             return
+        if not all(resets):
+            chosen = torch.tensor(resets, device=mask.device).view(-1, *([1] * (mask.dim() - 1)))
+            mask = mask & chosen
         state = population.optimizer.state.get(param, {})
         for key in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
             if key in state:
@@ -794,8 +895,10 @@ class Composite(Condition):
             part.at_shift(population, generator)
 
     def after_epoch(self, population, epoch, generator):
+        revised: dict = {}
         for part in self.parts:
-            part.after_epoch(population, epoch, generator)
+            revised.update(part.after_epoch(population, epoch, generator) or {})
+        return revised or None
 
     def parameters(self):
         return {f"{part.name}.{k}": v for part in self.parts for k, v in part.parameters().items()}

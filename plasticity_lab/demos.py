@@ -44,6 +44,8 @@ Stored studies and figures
   variable ``PLASTICITY_LAB_STUDY_DIR``).
 * :func:`load_study` — a stored study, or ``None`` while it is still being computed (on Colab, downloaded
   from the repository first).
+* :func:`read_runs` — a study of one ``plasticity-lab run`` folder per condition, each condition's table and manifest
+  (on Colab, downloaded from the repository first).
 * :func:`study_section`, :class:`StudySection` — what a chapter's section on a stored study can show of a study
   that may hold only some of its conditions so far, and the note that says so.
 * :func:`compare_conditions`, :func:`tally` — t-tests of conditions against warm-start and reset-all, counted.
@@ -97,6 +99,7 @@ __all__ = [
     "load_study",
     "output_change",
     "random_walk_observations",
+    "read_runs",
     "recycle",
     "recycling_table",
     "regulariser_directions",
@@ -568,6 +571,50 @@ def load_study(path: str | Path, fetch: bool | None = None):
         if "no finished results" in str(error):
             return None
         raise
+
+
+def read_runs(path: str | Path, conditions: Sequence[str], fetch: bool | None = None,
+              base_url: str | None = None) -> dict[str, tuple[pd.DataFrame, dict]]:
+    """A study stored as one ``plasticity-lab run`` folder per condition (``path/<condition>/``, each with
+    ``epochs.parquet`` and ``manifest.json``): condition → (its per-epoch table, its manifest), as
+    :func:`plasticity_lab.results.read_run` reads them.
+
+    Where ``path`` does not exist and ``fetch`` is true — by default only on Colab, which opens a chapter without
+    the repository — the conditions' folders are downloaded once into ``data/<name>`` of the working folder, from
+    ``base_url/<name>`` (default: :data:`plasticity_lab.results.DATA_URL`, or the URL in
+    ``$PLASTICITY_LAB_DATA_URL``), and read from there. The files land in a temporary folder that is renamed into
+    place once all have arrived, so a failed download leaves nothing behind and raises its ``OSError``.
+    """
+    import shutil
+    import sys
+    import tempfile
+    import urllib.request
+
+    from .results import DATA_URL, DATA_URL_VARIABLE, read_run
+
+    path = Path(path)
+    if not path.is_dir():
+        if fetch is None:
+            fetch = "google.colab" in sys.modules
+        if not fetch:
+            raise FileNotFoundError(f"no study folder at {path}")
+        local = Path("data") / path.name
+        if not local.is_dir():
+            base = (base_url or os.environ.get(DATA_URL_VARIABLE) or DATA_URL).rstrip("/") + f"/{path.name}"
+            local.parent.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(dir=local.parent, prefix=f".{local.name}."))
+            try:
+                for condition in conditions:
+                    (staging / condition).mkdir()
+                    for name in ("manifest.json", "epochs.parquet"):
+                        with urllib.request.urlopen(f"{base}/{condition}/{name}", timeout=60) as response:
+                            (staging / condition / name).write_bytes(response.read())
+                os.replace(staging, local)
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+        path = local
+    return {condition: read_run(path / condition) for condition in conditions}
 
 
 def _names(names: Sequence[str], markup: bool, last: str = "and") -> str:

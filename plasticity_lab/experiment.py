@@ -136,7 +136,9 @@ class Experiment:
             population.new_optimizer()
         rollout = collect_episodes(population, self.train_env, self.generator)
         stats = population.update(rollout, self.generator)
-        self.condition.after_epoch(population, self.epoch, self.generator)
+        revised = self.condition.after_epoch(population, self.epoch, self.generator)
+        if revised:  # diagnostics measured again after the condition acted (ReDo's log_weights="after")
+            stats.update(revised)
         stats["train_return"] = rollout.episode_returns().mean(1)
         last = epoch_in_round == cfg.epochs_per_round - 1
         if (epoch_in_round + 1) % cfg.test_interval == 0 or last:

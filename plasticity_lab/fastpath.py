@@ -65,7 +65,7 @@ VECTOR_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512dq", "
 @functools.cache
 def cpu_info() -> dict:
     """The CPU's model, vendor and vector extensions (those of :data:`VECTOR_FLAGS` it has), and the widest
-    vector code PyTorch's own kernels run here (``torch.backends.cpu.get_cpu_capability()``), for manifests."""
+    vector code PyTorch's own kernels run here (:func:`torch_cpu_capability`), for manifests."""
     model, flags = "", set()
     try:
         with open("/proc/cpuinfo") as cpuinfo:
@@ -91,12 +91,22 @@ def cpu_info() -> dict:
         "cpu_vendor": cpu_vendor(),
         "cpu_arch": platform.machine(),
         "cpu_vector_extensions": [f for f in VECTOR_FLAGS if f in flags],
-        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "torch_cpu_capability": torch_cpu_capability(),
     }
 
 
+def torch_cpu_capability() -> str:
+    """The widest vector code PyTorch's own kernels run here (``"AVX512"``, ``"AVX2"``, ``"DEFAULT"``, …; it honours
+    ``ATEN_CPU_CAPABILITY``), or ``""`` in a PyTorch too old to say."""
+    get = getattr(getattr(torch.backends, "cpu", None), "get_cpu_capability", None)
+    return get() if get is not None else ""
+
+
 def _avx512() -> bool:
-    return torch.backends.cpu.get_cpu_capability() == "AVX512"
+    capability = torch_cpu_capability()
+    if capability:
+        return capability == "AVX512"
+    return "avx512f" in cpu_info()["cpu_vector_extensions"]
 
 
 def onednn_available() -> bool:

@@ -46,20 +46,49 @@ def dead_unit_fraction(activations: torch.Tensor) -> torch.Tensor:
     return zeros.to(torch.float32) / activations[0].numel()
 
 
-def dormant_scores(activations: torch.Tensor) -> torch.Tensor:
-    """ReDo's per-unit score: ``mean_batch(|a_i|) / mean_units(mean_batch(|a|))``.
+#: How :func:`dormant_scores` scores a unit: the ReDo paper's ratio of batch means (``"project"``), or the batch
+#: mean of per-sample ratios, as the authors' release computes it (``"release"``).
+SCORES: tuple[str, ...] = ("project", "release")
 
-    ``activations [M, B, units]`` (or ``[M, B, C, H, W]`` for a convolution: the spatial positions count as
-    batch) → ``[M, units]``. A unit whose score is at most τ is "dormant". ReLU outputs are non-negative, so
-    the absolute value only matters for other activations.
+
+def dormant_scores(activations: torch.Tensor, score: str = "project") -> torch.Tensor:
+    """ReDo's per-unit score → ``[M, units]``; a unit whose score is at most τ is "dormant".
+
+    ``activations [M, B, units]``, or ``[M, B, C, H, W]`` for a convolution: a unit is a channel and every
+    (sample, position) counts as one row of the batch.
+
+    * ``score="project"`` (default) — the ReDo paper's (Sokar et al., 2023) ratio of batch means::
+
+          score_i = mean_batch(|a_i|) / (mean_units(mean_batch(|a|)) + 1e-9)
+
+      A layer that is 0 on the whole batch scores 0 in every unit: every unit is dormant.
+    * ``score="release"`` — the authors' release (``calculate_s_scores_multilayer`` in its ``shared/modules.py``):
+      each sample's activations divided by that sample's mean over the layer's units, then averaged over the
+      batch::
+
+          score_i = mean_batch( a_i(x) / mean_units(a(x)) )
+
+      with no ε and no absolute value (ReLU outputs are ≥ 0, so the absolute value changes nothing there). A sample
+      on which every unit of the layer is 0 gives 0/0 = NaN for every unit, so the batch mean is NaN in every
+      unit of that layer, and since ``NaN ≤ τ`` is false, ReDo then recycles **no unit of that layer** (of that
+      member) at that step. For a convolution the ratio is taken per sample and position (the release's mean over
+      the channel axis), then averaged over samples and positions.
+
+    The two agree when every sample has the same layer mean; otherwise the release's weights each sample
+    equally, the project's weights each sample by its share of the layer's total activity.
     """
-    a = activations.abs()
+    if score not in SCORES:
+        raise ValueError(f"dormant_scores: score must be one of {', '.join(SCORES)}; got {score!r}")
+    a = activations if score == "release" else activations.abs()
     if a.dim() == 5:
         a = a.movedim(2, -1).reshape(a.shape[0], -1, a.shape[2])
+    if score == "release":
+        return (a / a.mean(2, keepdim=True)).mean(1)
     per_unit = a.mean(1)
     return per_unit / (per_unit.mean(1, keepdim=True) + 1e-9)
 
 
-def dormant_fraction(activations: torch.Tensor, tau: float) -> torch.Tensor:
-    """Fraction of units whose ReDo score is ≤ τ → ``[M]``."""
-    return (dormant_scores(activations) <= tau).float().mean(1)
+def dormant_fraction(activations: torch.Tensor, tau: float, score: str = "project") -> torch.Tensor:
+    """Fraction of units whose ReDo score (:func:`dormant_scores` with ``score``) is ≤ τ → ``[M]`` (a NaN score
+    counts as not dormant)."""
+    return (dormant_scores(activations, score) <= tau).float().mean(1)

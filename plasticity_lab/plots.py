@@ -320,11 +320,8 @@ def learning_curve_figure(df: pd.DataFrame, baselines: Mapping[str, float] | Non
     for x in starts:
         fig.add_vline(x=x - 0.5, line=dict(color="#555555", dash="dot", width=1.5))
     fig.update_layout(template=TEMPLATE, height=460, xaxis_title="epoch (one epoch = 11 episodes of 100 steps)",
-                      yaxis_title="return per episode", margin=dict(l=60, r=20, t=75 if title else 40, b=40),
-                      legend=dict(orientation="h", yanchor="top", y=-0.2, x=0),
-                      # the title sits just above the plot, below the toolbar (modebar) at the top right
-                      title=dict(text=title, x=0, xref="paper", y=1, yref="paper", yanchor="bottom", pad=dict(b=8),
-                                 font=dict(size=14)) if title else None)
+                      yaxis_title="return per episode", margin=dict(l=60, r=20, t=_top(title, 40), b=40),
+                      legend=dict(orientation="h", yanchor="top", y=-0.2, x=0), title=_title(title))
     return fig
 
 
@@ -576,7 +573,10 @@ def _shift_lines(fig: go.Figure, df: pd.DataFrame, rows: int | None = None) -> N
                 fig.add_vline(x=float(x) - 0.5, line=line, row=r, col=1)
 
 
-_TITLE_CHARS, _TITLE_LINE_PX = 100, 18
+#: A title line holds about this many characters at the title's 13 px on the book's page (≈ 660 px wide) and takes
+#: ``_TITLE_LINE_PX``; the title starts ``_MODEBAR_PX`` below the figure's top edge, under the modebar (the toolbar at
+#: the top right).
+_TITLE_CHARS, _TITLE_LINE_PX, _MODEBAR_PX = 88, 18, 46
 
 
 def _wrap(text: str, width: int = _TITLE_CHARS) -> list[str]:
@@ -591,17 +591,19 @@ def _wrap(text: str, width: int = _TITLE_CHARS) -> list[str]:
 
 
 def _title(title: str | None, above: int = 0) -> dict | None:
-    """A figure title just above the plot area, left-aligned and wrapped (long study captions would otherwise run
-    off the figure); ``above`` leaves that many pixels free under it, e.g. for subplot titles."""
+    """A figure title at the top left of the figure, under the modebar's row, wrapped (long study captions would
+    otherwise run off the figure). It hangs down from the figure's top edge, so whatever sits between it and the
+    plot area — subplot titles, a dropdown — has the room that :func:`_top` leaves (``above``: as there)."""
     if not title:
         return None
-    return dict(text="<br>".join(_wrap(title)), x=0, xref="paper", xanchor="left", y=1, yref="paper",
-                yanchor="bottom", pad=dict(b=14 + above), font=dict(size=13))
+    return dict(text="<br>".join(_wrap(title)), x=0, xref="container", xanchor="left", y=1, yref="container",
+                yanchor="top", pad=dict(l=12, t=_MODEBAR_PX), font=dict(size=13))
 
 
 def _top(title: str | None, base: int, above: int = 0) -> int:
-    """The top margin that fits ``base`` pixels (modebar, menus) plus the wrapped title and ``above``."""
-    return base + above + (len(_wrap(title)) * _TITLE_LINE_PX + 14 if title else 0)
+    """The top margin that fits ``base`` pixels (modebar, menus) plus the wrapped title and ``above`` (e.g. subplot
+    titles or a dropdown between the title and the plot area)."""
+    return base + above + (len(_wrap(title)) * _TITLE_LINE_PX + _MODEBAR_PX - 20 if title else 0)
 
 
 def _group_menu(fig: go.Figure, owner: Sequence[str], groups: Sequence[str], label=str,
@@ -1146,7 +1148,8 @@ def coefficient_sweep_figure(results, slider: str = "perturb", lines: str = "shr
         steps.append({"method": "update", "label": f"{s_value:g}", "args": [{"visible": visible}]})
     fig.update_layout(
         sliders=[{"active": 0, "currentvalue": {"prefix": f"{slider} = "}, "pad": {"t": 40}, "steps": steps}],
-        height=260 * len(panels) + 120, margin={"t": _top(title, 60)}, title=_title(title),
+        template=TEMPLATE, height=260 * len(panels) + 60 + _top(title, 60, 10),
+        margin={"t": _top(title, 60, 10)}, title=_title(title, above=10),
         legend={"title": {"text": lines}})
     fig.update_xaxes(title_text="round", row=len(panels), col=1)
     return fig
@@ -1199,9 +1202,9 @@ def condition_summary_figure(runs: pd.DataFrame, conditions: Sequence[str] | Non
                              showticklabels=i == 1, row=i + 1, col=j + 1)
         fig.update_yaxes(title_text=f"normalised reward<br>({what})", row=1, col=1)
         fig.update_yaxes(title_text=f"normalised reward<br>({what})", row=2, col=1)
-    top = 60 + (18 * (1 + len(title) // 100) if title else 0)
+    top = _top(title, 60)
     fig.update_layout(template=TEMPLATE, height=700 + top, margin=dict(l=80, r=20, t=top, b=170), barmode="overlay",
-                      title=dict(text=title, x=0, font=dict(size=13)) if title else None,
+                      title=_title(title),
                       legend=dict(orientation="h", yanchor="bottom", y=0, yref="container", x=0))
     return fig
 

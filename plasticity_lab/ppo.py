@@ -256,6 +256,10 @@ class Population:
         self.member_seeds = list(member_seeds)
         self.members = len(self.member_seeds)
         self.condition = condition
+        #: Keep the parameters as they were before the last update (``update_start``), for
+        #: :meth:`weight_statistics`; a condition that logs the weights after its own changes sets it in ``setup``.
+        self.keep_update_start = False
+        self.update_start: list[torch.Tensor] | None = None
         self.weight_decay = torch.full((self.members,), ppo.weight_decay, device=self.device)
         module = spec.build()
         # Each member's initial weights come from its own seed, so they do not depend on the population.
@@ -383,11 +387,25 @@ class Population:
                     totals[key] = totals.get(key, 0) + value.detach()
                 steps += 1
         self.last_minibatch_obs = minibatch[0]
+        self.update_start = before if self.keep_update_start else None
         out = {k: v / steps for k, v in totals.items()}
         after = [p.detach() for p in self.params.values()]
         out["weight_magnitude"] = weight_magnitude(after)
         out["weight_difference"] = weight_difference(before, after)
         return out
+
+    def weight_statistics(self) -> dict[str, torch.Tensor]:
+        """``weight_magnitude`` and ``weight_difference`` (``[M]`` each) of the parameters as they are now, the
+        difference against the parameters before the last update: what :meth:`update` logs, measured again after
+        a condition changed the weights (ReDo's ``log_weights="after"``). Needs ``keep_update_start``."""
+        if self.update_start is None:
+            raise RuntimeError("weight_statistics needs the parameters before the last update: set "
+                               "keep_update_start before calling update")
+        now = [p.detach() for p in self.params.values()]
+        if len(now) != len(self.update_start):
+            raise RuntimeError("the network's parameters changed since the last update")
+        return {"weight_magnitude": weight_magnitude(now),
+                "weight_difference": weight_difference(self.update_start, now)}
 
     def _optimizer_step(self) -> None:
         """``self.optimizer.step()``, except for parameters stored input-major (see

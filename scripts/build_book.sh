@@ -11,8 +11,10 @@
 # book/_extra/vendor/ (git-ignored) if missing, and copied into the site's root (html_extra_path in _config.yml):
 # the built pages load them from there, never from a CDN.
 # Chapters: executed several at a time into the build's execution cache first (scripts/execute_book.py; BOOK_JOBS
-# sets how many, default the usable cores up to 4), then read from there by the build.
-# The build fails on any cell error (nb_execution_raise_on_error) and on any Sphinx warning (-W).
+# sets how many, default the usable cores up to 4; one line per chapter as it starts and finishes), then read from
+# there by the build.
+# The build fails (non-zero exit) on any cell error and on any Sphinx warning (-W), but builds every page it can
+# first (--keep-going); each failed chapter is one line: its cell and the error's first line.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 if [ "${BOOK_SKIP_SETUP:-0}" != "1" ]; then
@@ -30,7 +32,11 @@ vendor="$root/book/_extra/vendor"
 stamp="$vendor/.versions"
 want="html-manager@$HTML_MANAGER_VERSION requirejs@$REQUIREJS_VERSION mathjax@$MATHJAX_VERSION"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-    command -v npm >/dev/null || { echo "build_book.sh: npm is needed to fetch the widget JavaScript" >&2; exit 1; }
+    if ! command -v npm >/dev/null; then
+        echo "build_book.sh: npm is needed (once) to fetch the widget JavaScript, require.js and MathJax into" \
+             "book/_extra/vendor/: apt-get install npm, or bash scripts/setup_browser.sh (as root)" >&2
+        exit 1
+    fi
     tmp="$(mktemp -d)"
     trap 'rm -rf "$tmp"' EXIT
     (cd "$tmp" && npm pack --silent "@jupyter-widgets/html-manager@$HTML_MANAGER_VERSION" \
@@ -73,9 +79,28 @@ fi
 mkdir -p "$out/_build" && echo "$package_hash" > "$hash_file"
 
 export PLOTLY_RENDERER="plotly_mimetype+notebook"  # else plotly figures are silently dropped from the pages
-# The chapters run several at a time into the execution cache first (BOOK_JOBS sets how many; 1 leaves it to the
-# build, which runs them one after another); the build then reads them from the cache.
+# The chapters run several at a time into the execution cache first, one line each as it starts and finishes
+# (BOOK_JOBS sets how many; 1 leaves them to the build, which runs them one after another); the build then reads them
+# from the cache. A chapter that fails there is one line (its cell and error); the build makes its page from the
+# source without running it again (book/_ext/failed_chapters.py) and builds every other page.
+failed_list="$out/_build/.failed-chapters"
+rm -f "$failed_list"
+export PLASTICITY_BOOK_FAILED=""  # the chapters the build must not run again (book/_ext/failed_chapters.py)
 if [ "${BOOK_JOBS:-}" != "1" ]; then
-    python "$root/scripts/execute_book.py" "$out/_build/.jupyter_cache"
+    executed=0
+    python "$root/scripts/execute_book.py" "$out/_build/.jupyter_cache" --failed-list "$failed_list" || executed=$?
+    if [ "$executed" != 0 ] && [ ! -s "$failed_list" ]; then
+        exit "$executed"  # not a chapter's failure (e.g. a bad BOOK_JOBS): its message is above
+    fi
+    PLASTICITY_BOOK_FAILED="$(cat "$failed_list" 2>/dev/null || true)"
+    export PLASTICITY_BOOK_FAILED
 fi
-exec jupyter-book build "$root" -W --keep-going "$@"
+status=0
+jupyter-book build "$root" -W --keep-going "$@" || status=$?
+# One line per chapter whose execution failed (here or in the build); the build then fails even if Sphinx did not.
+if ! python "$root/scripts/execute_book.py" "$out/_build/.jupyter_cache" --report; then
+    echo "build_book.sh: chapters failed (above); every other page is built in $out/_build/html" >&2
+    [ "$status" != 0 ] || status=1
+fi
+echo "build_book.sh: $([ "$status" = 0 ] && echo "built" || echo "FAILED (exit $status)") in $((SECONDS / 60)) min $((SECONDS % 60)) s"
+exit "$status"

@@ -3,16 +3,21 @@
 * Every chapter (a MyST-markdown notebook listed in ``_toc.yml``) executes in smoke mode through papermill
   (``smoke = True`` injected after its ``parameters`` cell); any cell error fails.
 * Each chapter has an ``.ipynb`` twin beside it (what Colab opens) with the same cells; its first code cell installs
-  the package only on Colab, from the repository named in ``_config.yml``; a cell tagged ``parameters`` sets
-  ``smoke = False``.
+  the package only on Colab, from the repository named in ``_config.yml``; a cell tagged ``parameters`` (and
+  ``remove-cell``: it is not on the web page) sets ``smoke = False``.
 * ``scripts/execute_book.py`` (the build's first step) finds the same chapters, caches what it executes where the build
-  reads it, and leaves a failing chapter out of the cache, for the build to run again and report.
+  reads it, and leaves a failing chapter out of the cache.
 * The book is built once per session (``scripts/build_book.sh`` into a temporary folder: every chapter runs at its
   default scale, fresh, several at a time, with the plotly renderer the build uses; the build itself then executes
-  none of them again) and opened in headless Chromium: plotly figures are
-  drawn, the shifts chapter has a working slider and a rendered widget, widget JavaScript comes from the site itself
-  (no CDN). Screenshots are kept in ``_build/screenshots/``. These tests skip only when Chromium is not installed
-  (``bash scripts/setup_browser.sh`` installs it).
+  none of them again) and opened in headless Chromium: plotly figures are drawn, the shifts chapter has a working
+  slider and a rendered widget, every script comes from the site itself (no CDN, nothing from the network), plotly.js
+  is one file shared by every page, no page shows the parameters cell or a traceback, and no figure or table is
+  clipped (wide tables and terminal dumps scroll, printed text wraps). The build's progress lines (one per chapter as
+  it starts and finishes) are shown as it runs. Its log and the screenshots go to a temporary folder (printed;
+  ``BOOK_TEST_ARTIFACTS=DIR`` keeps them in DIR instead): the tests write nothing into the checkout. These tests skip
+  only when Chromium is not installed (``bash scripts/setup_browser.sh`` installs it).
+* A chapter that fails makes the build exit non-zero with one line naming the chapter, the cell and the error, after
+  building every other page (a three-chapter book in a temporary folder).
 """
 
 from __future__ import annotations
@@ -37,7 +42,6 @@ except ImportError as error:  # not a skip: the book is part of the product
 
 ROOT = Path(__file__).resolve().parent.parent
 BOOK = ROOT / "book"
-SCREENSHOTS = ROOT / "_build" / "screenshots"
 
 
 def _toc_files() -> list[str]:
@@ -112,6 +116,7 @@ def test_colab_install_cell_and_parameters(chapter: Path):
     assert all(line.startswith((" ", "\t")) or not line.strip() for line in body.splitlines()), first
     params = [c for c in code if "parameters" in c.metadata.get("tags", [])]
     assert len(params) == 1, f"{chapter.name}: exactly one cell tagged 'parameters'"
+    assert "remove-cell" in params[0].metadata["tags"], f"{chapter.name}: the parameters cell is left out of the page"
     assert re.search(r"^smoke\s*=\s*False\b", params[0].source, re.M), f"{chapter.name}: smoke = False"
     assert code.index(params[0]) == 1, f"{chapter.name}: the parameters cell comes right after the install cell"
 
@@ -203,7 +208,51 @@ def _chromium() -> str | None:
 
 
 @pytest.fixture(scope="session")
-def built_book(tmp_path_factory) -> Path:
+def artifacts(tmp_path_factory) -> Path:
+    """Where the build's log and the screenshots go: ``$BOOK_TEST_ARTIFACTS`` if set, else a temporary folder."""
+    chosen = os.environ.get("BOOK_TEST_ARTIFACTS")
+    folder = Path(chosen) if chosen else tmp_path_factory.mktemp("book-artifacts")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _say(config, line: str) -> None:
+    """One progress line on the terminal as soon as it happens, while a test or fixture runs (pytest captures their
+    own output, at the file-descriptor level)."""
+    reporter = config.pluginmanager.getplugin("terminalreporter")
+    capture = config.pluginmanager.getplugin("capturemanager")
+    if reporter is None:
+        return
+    if capture is None:
+        reporter.write_line(line)
+        reporter.flush()
+        return
+    with capture.global_and_fixture_disabled():
+        reporter.write_line(line)
+        reporter.flush()
+
+
+def _run_streaming(cmd, *, config, log: Path, prefixes: tuple[str, ...], timeout: float, **kwargs) -> int:
+    """Run ``cmd``, keep its whole output in ``log`` and show the lines that start with one of ``prefixes`` as they
+    come; its exit status."""
+    start = time.perf_counter()
+    process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
+    with open(log, "w", buffering=1) as out, process:  # the log line by line: readable while the build runs
+        for line in process.stdout:
+            out.write(line)
+            if line.startswith(prefixes):
+                _say(config, f"  [{time.perf_counter() - start:4.0f} s] {line.rstrip()}")
+            if time.perf_counter() - start > timeout:
+                process.kill()
+                raise TimeoutError(f"{cmd[:2]} ran for more than {timeout:.0f} s (log: {log})")
+        return process.wait()
+
+
+PROGRESS = ("execute_book.py:", "build_book.sh:", "book:")
+
+
+@pytest.fixture(scope="session")
+def built_book(tmp_path_factory, artifacts, pytestconfig) -> Path:
     """Build the whole book once (fresh execution cache) and return its html folder."""
     if _chromium() is None:
         pytest.skip("Chromium is not installed (bash scripts/setup_browser.sh installs it)")
@@ -211,20 +260,25 @@ def built_book(tmp_path_factory) -> Path:
     env = dict(os.environ, BOOK_SKIP_SETUP="1",
                PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
     env.pop("BOOK_JOBS", None)  # the default: chapters run in parallel before the build
+    log = artifacts / "build.log"
+    _say(pytestconfig, f"building the book (every chapter at full scale; about 10 min on 2 cores), log: {log}")
     start = time.perf_counter()
-    result = subprocess.run(["bash", str(ROOT / "scripts" / "build_book.sh"), "--path-output", str(out)],
-                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
-    log = result.stdout + result.stderr
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    (SCREENSHOTS / "build.log").write_text(log)
-    assert result.returncode == 0, f"the book build failed (log: _build/screenshots/build.log):\n{log[-6000:]}"
-    print(f"book built in {time.perf_counter() - start:.0f} s")
+    code = _run_streaming(["bash", str(ROOT / "scripts" / "build_book.sh"), "--path-output", str(out)],
+                          config=pytestconfig, log=log, prefixes=PROGRESS, timeout=1800, cwd=ROOT, env=env)
+    text = log.read_text()
+    assert code == 0, f"the book build failed (log: {log}):\n{text[-6000:]}"
+    _say(pytestconfig, f"book built in {time.perf_counter() - start:.0f} s")
     return out / "_build" / "html"
 
 
-def test_build_reads_every_chapter_from_the_parallel_execution(built_book):
-    log = (SCREENSHOTS / "build.log").read_text()
+def test_build_reads_every_chapter_from_the_parallel_execution(built_book, artifacts):
+    log = (artifacts / "build.log").read_text()
     assert f"execute_book.py: {len(CHAPTERS)} executed" in log, log[:2000]
+    for chapter in CHAPTERS:  # one line as each chapter starts, one as it finishes
+        name = chapter.relative_to(ROOT)
+        assert f"execute_book.py: {name} started" in log, name
+        assert re.search(rf"execute_book\.py: \[\d+/{len(CHAPTERS)}\] {re.escape(str(name))} done in \d+ s", log), name
+    assert "Kernel is running over TCP" not in log, "the kernels' warning is not silenced"
     assert "Executing notebook" not in log, "the build executed a chapter that execute_book.py should have cached"
     cached = set(re.findall(r"([\w.]+\.md): Using cached notebook", log))
     assert cached == {p.name for p in CHAPTERS}, cached
@@ -238,18 +292,22 @@ def _browser(page: Path, tmp: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="session")
-def pages(built_book, tmp_path_factory) -> dict[str, tuple[str, str]]:
+def pages(built_book, tmp_path_factory, artifacts, pytestconfig) -> dict[str, tuple[str, str]]:
     """Chapter stem → (the page's HTML as built, its DOM after the browser ran its scripts); screenshots too."""
     tmp = tmp_path_factory.mktemp("chromium")
     out = {}
-    for chapter in CHAPTERS:
+    for k, chapter in enumerate(CHAPTERS, 1):
+        start = time.perf_counter()
         page = built_book / chapter.relative_to(ROOT).with_suffix(".html")
         assert page.exists(), page
         dom = _browser(page, tmp / "profile", "--dump-dom").stdout
         assert "<html" in dom, f"Chromium returned no DOM for {page.name}"
-        shot = SCREENSHOTS / f"{chapter.stem}.png"
+        shot = artifacts / f"{chapter.stem}.png"
         _browser(page, tmp / "profile", f"--screenshot={shot}", "--window-size=1280,2000")
         out[chapter.stem] = (page.read_text(), dom)
+        seconds = time.perf_counter() - start
+        _say(pytestconfig, f"  [{k}/{len(CHAPTERS)}] {page.name} opened in Chromium in {seconds:.0f} s")
+    _say(pytestconfig, f"screenshots: {artifacts}")
     return out
 
 
@@ -264,7 +322,7 @@ def test_static_pages_draw_plotly_figures(pages):
             assert "Plotly is not defined" not in dom
 
 
-def test_shifts_page_has_a_drawn_figure_and_a_slider(pages, built_book, tmp_path):
+def test_shifts_page_has_a_drawn_figure_and_a_slider(pages, built_book, artifacts, tmp_path):
     html, dom = pages[SHIFTS]
     assert dom.count('class="plot-container') >= 3, "the shifts chapter should show several plotly figures"
     assert 'class="slider-container"' in dom, "the plotly figure with a slider over rounds is missing"
@@ -273,9 +331,9 @@ def test_shifts_page_has_a_drawn_figure_and_a_slider(pages, built_book, tmp_path
     assert "widget-image" in dom and "widget-dropdown" in dom
     assert "Error displaying widget" not in dom
     # the 1280×2000 screenshot shows the top of the page; keep the whole page too (explorer and slider figure)
-    assert (SCREENSHOTS / f"{SHIFTS}.png").stat().st_size > 20_000, "the screenshot looks empty"
+    assert (artifacts / f"{SHIFTS}.png").stat().st_size > 20_000, "the screenshot looks empty"
     page = built_book / "book" / f"{SHIFTS}.html"
-    shot = SCREENSHOTS / f"{SHIFTS}-full.png"
+    shot = artifacts / f"{SHIFTS}-full.png"
     _browser(page, tmp_path / "profile", f"--screenshot={shot}", "--window-size=1280,10000")
     assert shot.stat().st_size > 100_000, "the full-page screenshot looks empty"
 
@@ -283,7 +341,8 @@ def test_shifts_page_has_a_drawn_figure_and_a_slider(pages, built_book, tmp_path
 SOFT_SP = "08_soft_shrink_perturb"
 
 
-def test_soft_shrink_perturb_page_has_figures_a_coefficient_slider_and_the_live_sliders(pages, built_book, tmp_path):
+def test_soft_shrink_perturb_page_has_figures_a_coefficient_slider_and_the_live_sliders(pages, built_book, artifacts,
+                                                                                       tmp_path):
     html, dom = pages[SOFT_SP]
     assert dom.count('class="plot-container') >= 3 and "main-svg" in dom, "plotly figures were not drawn"
     # the plotly slider over the stored coefficient sweep (works without a kernel)
@@ -293,7 +352,7 @@ def test_soft_shrink_perturb_page_has_figures_a_coefficient_slider_and_the_live_
     assert dom.count("widget-slider") >= 2 or dom.count("widget-hslider") >= 2, "the live sliders were not rendered"
     assert "Error displaying widget" not in dom
     page = built_book / "book" / f"{SOFT_SP}.html"
-    shot = SCREENSHOTS / f"{SOFT_SP}-full.png"
+    shot = artifacts / f"{SOFT_SP}-full.png"
     _browser(page, tmp_path / "profile", f"--screenshot={shot}", "--window-size=1280,9000")
     assert shot.stat().st_size > 100_000, "the full-page screenshot looks empty"
 
@@ -320,8 +379,135 @@ def test_widget_javascript_is_served_locally(pages, built_book):
         assert len(srcs) == len(set(srcs)), f"{stem}: a script is included twice"
 
 
+EXTERNAL = re.compile(r'<(?:script|link|img|iframe|source|video|audio|embed|object)\b[^>]*\b(?:src|href|data)='
+                      r'"((?:https?:)?//[^"]+)"')
+
+
+def test_pages_load_nothing_from_the_network(pages):
+    for stem, (html, dom) in pages.items():
+        for text in (html, dom):
+            assert not EXTERNAL.findall(text), f"{stem}: loads from the network: {EXTERNAL.findall(text)[:5]}"
+
+
+def test_plotly_js_is_one_shared_file_of_the_site(pages, built_book, pytestconfig):
+    shared = sorted((built_book / "vendor" / "plotly").glob("plotly-*.min.js"))
+    assert len(shared) == 1, f"one copy of plotly.js for the whole site, found {shared}"
+    with_figures = 0
+    for stem, (html, dom) in pages.items():
+        assert "plotly.js v" not in html, f"{stem}: plotly.js is inlined in the page"
+        srcs = re.findall(r'<script[^>]*src="([^"]*vendor/plotly/plotly-[0-9a-f]+\.min\.js)"', html)
+        if 'class="plotly-graph-div' in html:
+            with_figures += 1
+            assert len(srcs) == 1 and srcs[0].endswith(shared[0].name), f"{stem}: {srcs}"
+    assert with_figures >= 5
+    size = sum(p.stat().st_size for p in built_book.rglob("*") if p.is_file())
+    _say(pytestconfig, f"site: {size / 2**20:.1f} MiB, of which plotly.js {shared[0].stat().st_size / 2**20:.1f} MiB")
+
+
+def test_pages_hide_the_parameters_cell_and_show_no_traceback(pages):
+    for stem, (html, dom) in pages.items():
+        text = re.sub(r"<[^>]+>", "", dom)
+        assert not re.search(r"^\s*smoke\s*=\s*False", text, re.M), f"{stem}: the parameters cell is shown"
+        assert "Traceback (most recent call last)" not in text and 'class="output traceback' not in dom, stem
+        assert 'class="output error' not in dom, f"{stem}: a cell shows an error"
+
+
+#: Run in each page after its own scripts: every output that is wider than its cell's output area must be inside an
+#: element that scrolls sideways (a table, a terminal dump); a figure or an image must fit; printed text wraps.
+CLIP_PROBE = r"""<script>
+window.addEventListener('load', function () { setTimeout(function () {
+  var bad = [];
+  document.querySelectorAll('div.cell_output').forEach(function (out) {
+    var limit = out.getBoundingClientRect().right + 1;
+    out.querySelectorAll('table, pre, .plot-container, img').forEach(function (el) {
+      var r = el.getBoundingClientRect();
+      if (r.width === 0 || r.right <= limit) return;
+      var name = el.tagName + '.' + String(el.className).slice(0, 30) + ' (' + Math.round(r.width) + ' px)';
+      if (el.matches('.plot-container, img')) { bad.push('figure too wide: ' + name); return; }
+      for (var e = el.parentElement; e && e !== out.parentElement; e = e.parentElement) {
+        var ox = getComputedStyle(e).overflowX;
+        if ((ox === 'auto' || ox === 'scroll') && e.getBoundingClientRect().right <= limit) return;
+      }
+      bad.push('clipped: ' + name);
+    });
+    out.querySelectorAll('.output.stream pre, .output.text_plain pre').forEach(function (pre) {
+      if (!pre.closest('.tag_no-wrap') && pre.scrollWidth > pre.clientWidth + 1)
+        bad.push('printed text does not wrap: ' + pre.textContent.slice(0, 60));
+    });
+  });
+  var d = document.createElement('pre'); d.id = 'CLIP-PROBE'; d.textContent = JSON.stringify(bad);
+  document.body.appendChild(d);
+}, 1500); });
+</script>"""
+
+
+@pytest.mark.parametrize("width", [1280, 1024])
+def test_no_page_clips_a_figure_or_a_table(pages, built_book, tmp_path, width):
+    import html as html_module
+
+    problems = {}
+    for chapter in CHAPTERS:
+        page = built_book / chapter.relative_to(ROOT).with_suffix(".html")
+        probe = page.with_name(f"clip-probe-{page.name}")
+        probe.write_text(page.read_text().replace("</body>", CLIP_PROBE + "</body>"))
+        try:
+            dom = _browser(probe, tmp_path / "profile", "--dump-dom", f"--window-size={width},2000").stdout
+        finally:
+            probe.unlink()
+        found = re.search(r'<pre id="CLIP-PROBE">(.*?)</pre>', dom, re.S)
+        assert found, f"{chapter.stem}: the probe did not run"
+        bad = json.loads(html_module.unescape(found.group(1)))
+        if bad:
+            problems[chapter.stem] = bad
+    assert not problems, f"at {width} px: {problems}"
+
+
 def test_colab_button_opens_the_ipynb_twin(pages):
     repo = _repository_url().removeprefix("https://github.com/")
     for stem, (html, _) in pages.items():
         link = f"https://colab.research.google.com/github/{repo}/blob/main/book/{stem}.ipynb"
         assert link in html, f"{stem}: no Colab button pointing at {link}"
+
+
+# ------------------------------------------------------------------------------------ a failing chapter
+@pytest.mark.parametrize("jobs", ["2", "1"], ids=["parallel", "BOOK_JOBS=1"])
+def test_a_failed_chapter_is_one_line_and_every_other_page_is_built(jobs: str, tmp_path: Path):
+    """A book of three chapters, the second raising in its second code cell: the build exits non-zero, says so in
+    one line naming the chapter, the cell and the error (no traceback, no colour codes), and builds the other pages —
+    whether the chapters ran before the build (the default) or in it (``BOOK_JOBS=1``)."""
+    vendor = BOOK / "_extra" / "vendor"
+    if not (vendor / ".versions").exists() and shutil.which("npm") is None:
+        pytest.skip("the widget JavaScript is not fetched yet and npm is missing (bash scripts/setup_browser.sh)")
+    book = tmp_path / "book"
+    for name in ("build_book.sh", "execute_book.py", "setup.sh"):
+        (tmp_path / "scripts").mkdir(exist_ok=True)
+        shutil.copy(ROOT / "scripts" / name, tmp_path / "scripts" / name)
+    shutil.copy(ROOT / "_config.yml", tmp_path / "_config.yml")
+    for folder in ("_ext", "_static"):
+        shutil.copytree(BOOK / folder, book / folder)
+    if (vendor / ".versions").exists():
+        shutil.copytree(vendor, book / "_extra" / "vendor")
+    (tmp_path / "plasticity_lab").mkdir()
+    (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: book/01_good\n"
+                                       "chapters:\n  - file: book/02_bad\n  - file: book/03_good\n")
+    good = "x = 6\n```\n\nText.\n\n```{code-cell} ipython3\nprint(x * 7)"
+    bad = "x = 6\n```\n\nText.\n\n```{code-cell} ipython3\ndef f():\n    raise ValueError('broken chapter')\n\nf()"
+    for name, code in (("01_good", good), ("02_bad", bad), ("03_good", good)):
+        (book / f"{name}.md").write_text(MYST_NOTEBOOK.format(title=name, code=code))
+    env = dict(os.environ, BOOK_SKIP_SETUP="1", BOOK_JOBS=jobs,
+               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    result = subprocess.run(["bash", str(tmp_path / "scripts" / "build_book.sh")], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=900)
+    log = result.stdout + result.stderr
+    assert result.returncode != 0, log[-3000:]
+    lines = [line for line in log.splitlines() if line.startswith("book: ")]
+    assert lines == ["book: book/02_bad.md failed at cell 2 (line 18): ValueError: broken chapter"], log[-3000:]
+    assert "Traceback (most recent call last)" not in log and "\x1b[0;31m" not in log, log[-3000:]
+    assert "Kernel is running over TCP" not in log or jobs == "1"
+    html = tmp_path / "_build" / "html" / "book"
+    for name in ("01_good", "03_good"):
+        assert "42" in (html / f"{name}.html").read_text(), f"{name} was not built with its outputs"
+    assert (html / "02_bad.html").exists(), "the failed chapter's page is missing"
+    if jobs != "1":
+        assert "execute_book.py: [" in log and "book/02_bad.md FAILED after" in log, log[-3000:]
+        assert "Not executed" in (html / "02_bad.html").read_text()

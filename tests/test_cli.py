@@ -24,6 +24,10 @@ def test_run_writes_results_and_manifest(tmp_path, capsys):
         assert key in manifest
     printed = capsys.readouterr().out
     assert "warm_start" in printed and "reset_all" in printed and str(out) in printed
+    # the table is explained: what the numbers are, what each row is, what each column is
+    assert "Normalised reward: each round's return" in printed and "r2..R" not in printed
+    assert "warm_start under permute: Keep training" in printed and "reset_all under permute:" in printed
+    assert "Columns:" in printed and "round r: the normalised train reward" in printed
 
 
 @pytest.mark.parametrize(

@@ -521,7 +521,8 @@ def test_every_condition_is_registered_with_a_description_and_parameters():
     assert CONDITIONS["regen_l2"]().parameters() == {"coef": 1e-2}
     assert CONDITIONS["regen_w2"]().parameters() == {"coef": 1e-2}
     assert CONDITIONS["redo"]().parameters() == {"tau": 0.025, "period": 10, "outgoing": "all",
-                                                 "reset_optimizer_state": True}
+                                                 "reset_optimizer_state": True, "score": "project",
+                                                 "timing": "project", "log_weights": "before"}
 
 
 def test_composition_runs_both_and_accepts_both_override_spellings():
@@ -557,6 +558,13 @@ def test_composition_runs_both_and_accepts_both_override_spellings():
     ("redo", {"period": 0}, r"redo: period must be a positive integer.*got 0"),
     ("redo", {"period": 2.5}, r"period must be a positive integer.*got 2.5"),
     ("redo", {"outgoing": "value"}, r"outgoing must be one of all, policy_only; got 'value'"),
+    ("redo", {"score": "paper"}, r"^redo: score must be one of project, release, or a list .*; got 'paper'$"),
+    ("redo", {"score": ["project", "mean"]}, r"redo: score must be one of project, release.*got \['project', 'mean'\]"),
+    ("redo", {"timing": "late"}, r"^redo: timing must be one of project, release, or a list .*; got 'late'$"),
+    ("redo", {"timing": 10}, r"redo: timing must be one of project, release.*got 10"),
+    ("redo", {"log_weights": "during"}, r"^redo: log_weights must be one of before, after, or a list .*got 'during'$"),
+    ("redo", {"reset_optimizer_state": "yes"}, r"reset_optimizer_state must be one of true, false.*got 'yes'"),
+    ("redo", {"reset_optimizer_state": 1}, r"reset_optimizer_state must be one of true, false.*got 1"),
     ("soft_shrink_perturb+layernorm", {"beta": 1e-5},
      r"unknown parameter\(s\) \['beta'\].*soft_shrink_perturb.perturb"),
     ("layernorm", {"perturb": 0.1}, r"unknown parameter\(s\) \['perturb'\].*valid: none"),

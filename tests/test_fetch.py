@@ -88,3 +88,31 @@ def test_fetch_command_stores_a_study_and_refuses_to_overwrite_it(tmp_path, caps
     assert sorted(p.stat().st_mtime_ns for p in (tmp_path / STUDY).rglob("*")) == before
     assert main(["fetch", "no-such-study", "--root", str(tmp_path), "--url", DATA.as_uri()]) == 1
     assert "could not download no-such-study" in capsys.readouterr().err
+
+
+def test_read_runs_downloads_a_study_of_run_folders_on_colab_only(tmp_path, monkeypatch):
+    """Chapters 4 and 5 read a study of one `plasticity-lab run` folder per condition in one call, which on Colab
+    downloads it first."""
+    name, conditions = "gridworld-permute-warm-vs-reset", ["warm_start", "reset_all"]
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(DATA_URL_VARIABLE, DATA.as_uri())
+    missing = tmp_path / "elsewhere" / name
+    with pytest.raises(FileNotFoundError, match="no study folder"):
+        demos.read_runs(missing, conditions)  # not on Colab: nothing fetched
+    assert not (tmp_path / "data").exists()
+    monkeypatch.setitem(sys.modules, "google.colab", object())  # on Colab
+    fetched, stored = demos.read_runs(missing, conditions), demos.read_runs(DATA / name, conditions)
+    for condition in conditions:
+        pd.testing.assert_frame_equal(fetched[condition][0], stored[condition][0])
+        assert fetched[condition][1] == stored[condition][1]
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == [name]  # no staging folder left
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("a downloaded study is read from its local copy")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(urllib.request, "urlopen", no_network)
+        assert set(demos.read_runs(missing, conditions)) == set(conditions)
+    with pytest.raises(OSError):  # a failed download leaves nothing behind
+        demos.read_runs(tmp_path / "nowhere" / "no-such-study", conditions, base_url=DATA.as_uri())
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == [name]

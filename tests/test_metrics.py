@@ -65,3 +65,51 @@ def test_member_norm_of_a_weight_stored_input_major_equals_the_contiguous_ones()
     want = torch.sqrt((weight.double() ** 2).sum((1, 2)) + (bias.double() ** 2).sum(1))
     torch.testing.assert_close(member_norm([stored, bias]).double(), want, rtol=1e-6, atol=0)
     torch.testing.assert_close(member_norm([weight, bias]).double(), want, rtol=1e-6, atol=0)
+
+
+# ReDo's score, the project's (the ReDo paper's ratio of batch means) and the authors' release's (the batch mean of
+# per-sample ratios), on layers whose activations are chosen by hand.
+
+# member 0: samples [0, 1, 2], [3, 0, 3], [2, 2, 2]; member 1: the same two, then a sample whose whole layer is 0
+LAYER = torch.tensor([[[0.0, 1.0, 2.0], [3.0, 0.0, 3.0], [2.0, 2.0, 2.0]],
+                      [[0.0, 1.0, 2.0], [3.0, 0.0, 3.0], [0.0, 0.0, 0.0]]])
+
+
+def test_project_score_divides_batch_means():
+    # member 0: unit means [5/3, 1, 7/3], layer mean 5/3 -> [1, 0.6, 1.4]
+    # member 1: unit means [1, 1/3, 5/3], layer mean 1 -> [1, 1/3, 5/3] (the zero sample only lowers the means)
+    scores = dormant_scores(LAYER, score="project")
+    assert scores[0].tolist() == pytest.approx([1.0, 0.6, 1.4], abs=1e-6)
+    assert scores[1].tolist() == pytest.approx([1.0, 1 / 3, 5 / 3], abs=1e-6)
+    assert torch.equal(scores, dormant_scores(LAYER))  # the default
+
+
+def test_release_score_averages_per_sample_ratios_and_a_zero_sample_makes_the_layer_nan():
+    # member 0: the samples' layer means are 1, 2 and 2, so the per-sample ratios are
+    #   [0, 1, 2], [1.5, 0, 1.5], [1, 1, 1] -> batch means [2.5/3, 2/3, 4.5/3]
+    # member 1: the third sample is 0 / 0 in every unit -> NaN everywhere
+    scores = dormant_scores(LAYER, score="release")
+    assert scores[0].tolist() == pytest.approx([2.5 / 3, 2 / 3, 1.5], abs=1e-6)
+    assert torch.isnan(scores[1]).all()
+    # a NaN score is never dormant: no unit of member 1's layer counts, whatever tau
+    assert dormant_fraction(LAYER, 1.0, score="release").tolist() == pytest.approx([2 / 3, 0.0])
+    assert dormant_fraction(LAYER, 1.0, score="project").tolist() == pytest.approx([2 / 3, 2 / 3])
+    # the two scores disagree on member 0's second unit at tau = 0.62: 0.6 under the project's, 2/3 under the release's
+    assert dormant_fraction(LAYER, 0.62, score="project").tolist() == pytest.approx([1 / 3, 1 / 3])
+    assert dormant_fraction(LAYER, 0.62, score="release").tolist() == pytest.approx([0.0, 0.0])
+
+
+def test_release_score_on_a_convolution_takes_the_ratio_per_sample_and_position():
+    acts = torch.zeros(1, 2, 2, 1, 2)  # [M, B, C, H, W]
+    acts[0, 0, :, 0, 0] = torch.tensor([1.0, 3.0])  # ratios [0.5, 1.5]
+    acts[0, 0, :, 0, 1] = torch.tensor([2.0, 0.0])  # ratios [2, 0]
+    acts[0, 1] = acts[0, 0]
+    assert dormant_scores(acts, score="release")[0].tolist() == pytest.approx([1.25, 0.75])
+    assert dormant_scores(acts, score="project")[0].tolist() == pytest.approx([1.0, 1.0])
+    acts[0, 1, :, 0, 1] = 0.0  # one position of one sample is 0 in every channel: NaN for the whole layer
+    assert torch.isnan(dormant_scores(acts, score="release")).all()
+
+
+def test_unknown_score_is_one_clear_error():
+    with pytest.raises(ValueError, match=r"^dormant_scores: score must be one of project, release; got 'mean'$"):
+        dormant_scores(LAYER, score="mean")

@@ -273,7 +273,14 @@ def test_sweep_killed_at_random_moments_resumes_to_identical_results(tmp_path):
     for _ in range(4):
         process = subprocess.Popen(command, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
                                    stderr=subprocess.PIPE)
-        time.sleep(rng.uniform(4.0, 9.0))  # start-up takes a few seconds; then kill mid-training
+        # kill mid-training: a random moment after the study's first checkpoint is written (start-up takes a few
+        # seconds, more on a loaded machine, so a fixed delay could kill every process before it trained at all)
+        deadline = time.monotonic() + 120
+        checkpoints = tmp_path / "data" / "killed" / "checkpoints"
+        while (process.poll() is None and time.monotonic() < deadline
+               and not (checkpoints.is_dir() and any(checkpoints.rglob("*.pt")))):
+            time.sleep(0.1)
+        time.sleep(rng.uniform(0.0, 3.0))
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             kills += 1
