@@ -194,18 +194,40 @@ SETTINGS = {
 }
 
 
+@pytest.fixture(scope="module")
+def subset_runs(tmp_path_factory):
+    """The subset under every setting, started at once (two processes share the cores better than one after the
+    other): setting -> (process, output file), or the reason it cannot run here."""
+    runs = {}
+    for setting, extra in SETTINGS.items():
+        env = {**os.environ, **extra}
+        env.pop("PYTEST_ADDOPTS", None)
+        if fastpath.VARIABLE in extra:  # a forced path must first pass its probe under these settings
+            probe = subprocess.run([sys.executable, "-c", "from plasticity_lab import fastpath; "
+                                    f"print(fastpath.probe({extra[fastpath.VARIABLE]!r}))"],
+                                   env=env, capture_output=True, text=True, check=True, cwd=ROOT)
+            if probe.stdout.strip():
+                runs[setting] = f"{setting}: the path cannot run here: {probe.stdout.strip()}"
+                continue
+        output = tmp_path_factory.mktemp(setting) / "pytest.log"
+        with open(output, "w") as sink:
+            process = subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-k",
+                                        "not set_to_blas", *PORTABILITY_SUBSET], env=env, stdout=sink,
+                                       stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+        runs[setting] = (process, output)
+    yield runs
+    for run in runs.values():
+        if isinstance(run, tuple) and run[0].poll() is None:
+            run[0].kill()
+
+
 @pytest.mark.parametrize("setting", list(SETTINGS))
-def test_the_named_subset_passes_with_the_fast_paths_limited(setting):
-    env = {**os.environ, **SETTINGS[setting]}
-    env.pop("PYTEST_ADDOPTS", None)
-    if fastpath.VARIABLE in SETTINGS[setting]:  # a forced path must first pass its probe under these settings
-        probe = subprocess.run([sys.executable, "-c", "from plasticity_lab import fastpath; "
-                                f"print(fastpath.probe({SETTINGS[setting][fastpath.VARIABLE]!r}))"],
-                               env=env, capture_output=True, text=True, check=True, cwd=ROOT)
-        if probe.stdout.strip():
-            pytest.skip(f"{setting}: the path cannot run here: {probe.stdout.strip()}")
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
-                           "-k", "not set_to_blas", *PORTABILITY_SUBSET], env=env, capture_output=True, text=True, cwd=ROOT)
-    tail = "\n".join(done.stdout.splitlines()[-15:])
-    assert done.returncode == 0, f"{setting}:\n{tail}\n{done.stderr[-2000:]}"
+def test_the_named_subset_passes_with_the_fast_paths_limited(setting, subset_runs):
+    run = subset_runs[setting]
+    if isinstance(run, str):
+        pytest.skip(run)
+    process, output = run
+    returncode = process.wait(timeout=1200)
+    tail = "\n".join(output.read_text().splitlines()[-15:])
+    assert returncode == 0, f"{setting}:\n{tail}"
     assert " passed" in tail and " failed" not in tail
