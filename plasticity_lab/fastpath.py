@@ -252,6 +252,9 @@ def _auto() -> tuple[str, str]:
         reason = probe(path)
         if not reason:
             why = f"auto: {path} on an AMD CPU with AVX-512 at one thread, probe passed"
+            probe_failures = [f for f in failed if "failed its probe" in f]
+            if probe_failures:
+                log.warning("plasticity_lab: CPU matmul falls back to %s: %s", path, "; ".join(probe_failures))
             return path, why + "".join(f"; {f}" for f in failed)
         failed.append(f"'{path}' failed its probe: {reason}")
     why = "auto: blas, since " + "; ".join(failed)

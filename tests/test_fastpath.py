@@ -231,3 +231,22 @@ def test_the_named_subset_passes_with_the_fast_paths_limited(setting, subset_run
     tail = "\n".join(output.read_text().splitlines()[-15:])
     assert returncode == 0, f"{setting}:\n{tail}"
     assert " passed" in tail and " failed" not in tail
+
+
+def test_auto_takes_the_next_fast_path_with_one_warning_line_when_the_first_fails(monkeypatch, caplog):
+    if fastpath.probe("onednn") or native.sparse_kernels_isa() != "avx512":
+        pytest.skip("needs onednn and the AVX-512 sparse kernels to run here")
+    _pretend(monkeypatch)
+    ops = native.member_ops()
+
+    def broken_sparse(*args):
+        raise RuntimeError("illegal operand")
+
+    monkeypatch.setattr(native, "member_ops", lambda: SimpleNamespace(
+        sparse_input_linear=broken_sparse, sparse_input_weight_grad=broken_sparse,
+        sparse_kernels_isa=ops.sparse_kernels_isa))
+    with caplog.at_level(logging.WARNING, logger="plasticity_lab"):
+        assert fastpath.cpu_matmul() == "onednn"
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "RuntimeError: illegal operand" in warnings[0] and "falls back to onednn" in warnings[0]
+    assert "'onednn+sparse' failed its probe: RuntimeError: illegal operand" in fastpath.cpu_matmul_reason()
