@@ -130,17 +130,11 @@ def _requirements(path: str) -> str:
 def _probe_problem():
     """A small population (2 members of a 50 -> 64 -> 64 MLP) and inputs shaped like the gridworld's: mostly
     zeros, one column shared by every row, values ±0.75 and 1."""
-    from .nets import NetworkSpec
+    from .nets import NetworkSpec, fresh_parameters
 
     generator = torch.Generator().manual_seed(0)
-    template = NetworkSpec(obs_dim=50, hidden=64, n_actions=4).build()
-    members = [NetworkSpec(obs_dim=50, hidden=64, n_actions=4).build() for _ in range(2)]
-    with torch.no_grad():
-        for member in members:
-            for p in member.parameters():
-                p.copy_(torch.randn(p.shape, generator=generator) * 0.3)
-    params = {name: torch.stack([dict(m.named_parameters())[name].detach() for m in members])
-              for name, _ in template.named_parameters()}
+    template = NetworkSpec(obs_dim=50, hidden=64, n_actions=4).build().to("meta")
+    params = fresh_parameters(template, [torch.Generator().manual_seed(m) for m in range(2)])
     values = torch.tensor([-0.75, 0.75, 1.0])
 
     def observations(rows):
@@ -149,7 +143,7 @@ def _probe_problem():
         x[:, :, 7] = 1.0
         return x
 
-    return template.to("meta"), params, observations(5), observations(40)
+    return template, params, observations(5), observations(40)
 
 
 def _compute(template, params, acting_obs, training_obs):
