@@ -15,11 +15,12 @@ from . import envs  # noqa: F401  (registers the gymnasium id "plasticity_lab/Ga
 from .claims import check_claims
 from .conditions import CONDITIONS, Condition, parse_condition
 from .config import ENVS, PRESETS, RunConfig, parse_seeds
-from .experiment import DIAGNOSTICS, RUN_KEYS, run
+from .experiment import run
 from .fastpath import cpu_matmul, cpu_matmul_reason, set_cpu_matmul
 from .nets import ActorCritic, NetworkSpec
 from .ppo import Population, PPOConfig
 from .results import Results, load_results
+from .schema import DIAGNOSTICS, RUN_KEYS
 from .shifts import SHIFTS
 from .summary import round_summary
 from .sweep import Sweep, run_sweep

@@ -65,7 +65,6 @@ import torch
 from torch import nn
 
 from .metrics import SCORES, dormant_scores
-from . import stacked
 from .nets import CReLU, fresh_parameters
 
 #: A coefficient: one number for every member, or one number per member.
@@ -544,13 +543,10 @@ class InjectedHead(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.base(x) + (self.added(x) - self.subtracted(x))
 
-    def stacked_forward(self, params: dict[str, torch.Tensor], prefix: str, x: torch.Tensor,
-                        features_axis: int) -> torch.Tensor:
-        """The same sum for a whole population (see :mod:`plasticity_lab.stacked`)."""
-        base = stacked.apply(self.base, params, f"{prefix}base.", x, features_axis)
-        added = stacked.apply(self.added, params, f"{prefix}added.", x, features_axis)
-        subtracted = stacked.apply(self.subtracted, params, f"{prefix}subtracted.", x, features_axis)
-        return base + (added - subtracted)
+    def signed_terms(self) -> tuple[tuple[str, float], ...]:
+        """The output as a signed sum of child modules: how a batched backend evaluates this head for a whole
+        population without knowing the condition behind it."""
+        return (("base", 1.0), ("added", 1.0), ("subtracted", -1.0))
 
 
 @torch.no_grad()

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from .conditions import condition_names, parse_condition
 from .ppo import PPOConfig
+from .schema import check_choice, check_positive
 from .shifts import SHIFTS
 
 ENVS = ("gridworld",)
@@ -30,18 +31,6 @@ PRESETS: dict[str, dict] = {
 
 #: At paper scale the test environment is evaluated every 100 of 5 000 epochs: 50 evaluations per round.
 TESTS_PER_ROUND = 50
-
-
-def _check_choice(kind: str, value, valid) -> None:
-    if value not in valid:
-        raise ValueError(f"unknown {kind} {value!r}; valid: {', '.join(map(str, valid))}")
-
-
-def _check_positive(name: str, value, allow_none: bool = True) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer; got {value!r}")
 
 
 def _format_value(value) -> str:
@@ -78,16 +67,16 @@ class RunConfig:
     device: str = "cpu"
 
     def __post_init__(self):
-        _check_choice("env", self.env, ENVS)
-        _check_choice("shift", self.shift, [s for s in SHIFTS if s != "none"])
-        _check_choice("preset", self.preset, list(PRESETS))
+        check_choice("env", self.env, ENVS)
+        check_choice("shift", self.shift, [s for s in SHIFTS if s != "none"])
+        check_choice("preset", self.preset, list(PRESETS))
         condition_names(self.condition)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer; got {self.seed!r}")
         for name in ("rounds", "epochs_per_round", "pool_size", "test_interval"):
-            _check_positive(name, getattr(self, name))
+            check_positive(name, getattr(self, name))
         for name in ("test_episodes", "num_envs"):
-            _check_positive(name, getattr(self, name), allow_none=False)
+            check_positive(name, getattr(self, name), allow_none=False)
         if not (isinstance(self.reward_magnitude, (int, float)) and self.reward_magnitude > 0):
             raise ValueError(f"reward_magnitude must be a positive number; got {self.reward_magnitude!r}")
         if not isinstance(self.condition_params, dict):

@@ -25,6 +25,7 @@ import pandas as pd
 import torch
 
 from .config import RunConfig
+from .schema import DIAGNOSTICS, PPO_STATISTICS, RUN_KEYS
 from .conditions import injected_heads, parse_condition, restore_network
 from .envs.gridworld import N_ACTIONS, OBS_DIM
 from .envs.population import GridworldPopulation
@@ -33,11 +34,6 @@ from .ppo import Population, collect_episodes, play_episodes
 from .shifts import distribution
 from .storage import atomic_write
 
-#: Columns that identify a run inside a results table.
-RUN_KEYS = ("env", "shift", "condition", "seed")
-#: The per-epoch diagnostics of PROTOCOL §5, in the order the paper lists them.
-DIAGNOSTICS = ("entropy", "weight_magnitude", "weight_difference", "grad_norm", "dead_units")
-_EXTRA = ("policy_loss", "value_loss", "approx_kl", "clip_fraction")
 
 
 def population_seed(seeds: Sequence[int]) -> int:
@@ -268,7 +264,7 @@ def _table(configs: list[RunConfig], log: dict[str, list[torch.Tensor]]) -> pd.D
     n_epochs = len(log["epoch"])
     label = {"condition": lambda c: c.label}
     keys = {k: np.repeat([label.get(k, lambda c: getattr(c, k))(c) for c in configs], n_epochs) for k in RUN_KEYS}
-    ordered = ["round", "epoch", "epoch_in_round", "train_return", "test_return", *DIAGNOSTICS, *_EXTRA]
+    ordered = ["round", "epoch", "epoch_in_round", "train_return", "test_return", *DIAGNOSTICS, *PPO_STATISTICS]
     df = pd.DataFrame({**keys, **{k: columns[k] for k in ordered}})
     for k in ("round", "epoch", "epoch_in_round", "seed"):
         df[k] = df[k].astype(int)

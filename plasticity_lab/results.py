@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .experiment import RUN_KEYS
+from .schema import DIAGNOSTICS, RUN_KEYS
 from .storage import atomic_write
 
 MANIFEST_FORMAT = 1
@@ -185,7 +185,6 @@ def round_table(df: pd.DataFrame) -> pd.DataFrame:
     :func:`~plasticity_lab.analysis.release_readouts`), which the statistics' ``readout="release"`` reads, as they
     cannot be recovered from the subsampled curves."""
     from .analysis import normalised_reward, release_readouts, round_readout
-    from .experiment import DIAGNOSTICS
 
     keys = [k for k in RUN_KEYS if k in df.columns]
     out = normalised_reward(df)

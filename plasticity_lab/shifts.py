@@ -27,12 +27,13 @@ Everything here is a pure function of its arguments; σ is cached per ``(seed, s
 from __future__ import annotations
 
 import functools
-import numbers
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
+
+from .schema import SPLITS, check_choice, check_int, check_round, check_seed
 
 __all__ = [
     "SHIFTS",
@@ -48,31 +49,10 @@ __all__ = [
 ]
 
 SHIFTS = ("permute", "window", "expand", "none")
-SPLITS = ("train", "test")
 TRAIN_LEVEL_STRIDE = 10_000  # train levels of seed s start at s * 10_000
 TEST_LEVEL_OFFSET = 1_000_000  # test levels of seed s start at 1_000_000 + s * 10_000
 DEFAULT_POOL_SIZE = 100
 DEFAULT_OBS_SIZE = 363
-
-
-def _check_choice(name: str, value: Any, valid: tuple[str, ...]) -> str:
-    if not isinstance(value, str) or value not in valid:
-        raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(valid)}")
-    return value
-
-
-def _check_int(name: str, value: Any, minimum: int, hint: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < minimum:
-        raise ValueError(f"invalid {name} {value!r}; {hint}")
-    return int(value)
-
-
-def _check_seed(seed: Any) -> int:
-    return _check_int("seed", seed, 0, "valid: an integer >= 0")
-
-
-def _check_round(round: Any) -> int:  # noqa: A002 - "round" is the project's word
-    return _check_int("round", round, 1, "valid: an integer >= 1 (rounds are 1-based; round 1 = no shift yet)")
 
 
 @functools.lru_cache(maxsize=256)
@@ -94,9 +74,9 @@ def permute_mapping(seed: int, round: int, size: int = DEFAULT_OBS_SIZE) -> np.n
 
     Returns a new int64 array of length ``size`` (a permutation of ``0..size-1``).
     """
-    seed = _check_seed(seed)
-    round = _check_round(round)
-    size = _check_int("size", size, 1, "valid: an integer >= 1")
+    seed = check_seed(seed)
+    round = check_round(round)
+    size = check_int("size", size, 1, "valid: an integer >= 1")
     sigma = _sigma(seed, size)
     mapping = sigma.copy()
     for _ in range(round - 1):
@@ -122,11 +102,11 @@ def level_range(
 
     Each reset draws a level uniformly from this pool.
     """
-    kind = _check_choice("shift", kind, SHIFTS)
-    split = _check_choice("split", split, SPLITS)
-    seed = _check_seed(seed)
-    round = _check_round(round)
-    k = _check_int("pool_size", pool_size, 1, "valid: an integer >= 1")
+    kind = check_choice("shift", kind, SHIFTS)
+    split = check_choice("split", split, SPLITS)
+    seed = check_seed(seed)
+    round = check_round(round)
+    k = check_int("pool_size", pool_size, 1, "valid: an integer >= 1")
     start = seed * TRAIN_LEVEL_STRIDE + (TEST_LEVEL_OFFSET if split == "test" else 0)
     return pool_from(kind, start, round, k)
 
@@ -210,7 +190,7 @@ def distribution(
     * ``window`` / ``expand``: moving pools (:func:`level_range`), ``mapping = None``;
     * ``none``: fixed pools, ``mapping = None``.
     """
-    kind = _check_choice("shift", kind, SHIFTS)
+    kind = check_choice("shift", kind, SHIFTS)
     train = level_range(kind, seed, round, "train", pool_size)
     test = level_range(kind, seed, round, "test", pool_size)
     if kind == "permute":

@@ -10,8 +10,8 @@ direction. For a few rows at a time (acting in the environment copies) the usual
 is faster: a matrix product with so few columns is slow in the feature-major order.
 
 It knows the modules of :mod:`plasticity_lab.nets` (``Block`` with ``Linear``, ``LayerNorm`` or no norm, ``ReLU``
-or ``CReLU``), linear heads, and any module that defines ``stacked_forward(params, prefix, x, features_axis)`` (the injected
-head of plasticity injection does). :func:`supports` says whether a template qualifies; the population falls
+or ``CReLU``), linear heads, and any module that declares its output a signed sum of known children with ``signed_terms()`` (the
+injected head of plasticity injection does). :func:`supports` says whether a template qualifies; the population falls
 back to ``vmap`` for anything else (the CNN). Results equal ``vmap(functional_call)`` up to float rounding.
 
 On the CPU the products can go to oneDNN, one member at a time, and the first layer to
@@ -44,7 +44,9 @@ def _known(module: nn.Module) -> bool:
                 and isinstance(module.activation, (nn.ReLU, CReLU)))
     if isinstance(module, nn.LayerNorm):
         return len(module.normalized_shape) == 1
-    return isinstance(module, (nn.Linear, nn.ReLU, CReLU, nn.Identity)) or hasattr(module, "stacked_forward")
+    if hasattr(module, "signed_terms"):
+        return all(_known(getattr(module, name)) for name, _ in module.signed_terms())
+    return isinstance(module, (nn.Linear, nn.ReLU, CReLU, nn.Identity))
 
 
 FEATURE_MAJOR, BATCH_MAJOR = 1, 2  # the axis of the activations that holds the features
@@ -253,9 +255,21 @@ def apply(module: nn.Module, params: dict[str, torch.Tensor], prefix: str, x: to
         return torch.cat([torch.relu(x), torch.relu(-x)], dim=features_axis)
     if isinstance(module, nn.Identity):
         return x
-    if hasattr(module, "stacked_forward"):
-        return module.stacked_forward(params, prefix, x, features_axis)
+    if hasattr(module, "signed_terms"):  # e.g. an injected head: base + (added − subtracted)
+        return _signed_sum(module, params, prefix, x, features_axis)
     raise TypeError(f"no stacked evaluation for module {type(module).__name__}")
+
+
+def _signed_sum(module: nn.Module, params, prefix: str, x: torch.Tensor, features_axis: int) -> torch.Tensor:
+    """``first + (second ± third ± …)`` over ``module.signed_terms()`` (the first term positive): the order in which
+    the module's own forward adds them, so that both round alike."""
+    (first, _), *rest = module.signed_terms()
+    out = apply(getattr(module, first), params, f"{prefix}{first}.", x, features_axis)
+    tail = None
+    for name, sign in rest:
+        term = apply(getattr(module, name), params, f"{prefix}{name}.", x, features_axis)
+        tail = (term if sign > 0 else -term) if tail is None else (tail + term if sign > 0 else tail - term)
+    return out if tail is None else out + tail
 
 
 def forward(template: ActorCritic, params: dict[str, torch.Tensor], obs: torch.Tensor, return_hidden: bool = False):

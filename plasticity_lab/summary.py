@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .experiment import RUN_KEYS
+from .schema import RUN_KEYS
 
 
 def round_summary(df: pd.DataFrame) -> pd.DataFrame:

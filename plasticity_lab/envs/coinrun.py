@@ -36,8 +36,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..shifts import (DEFAULT_POOL_SIZE, SHIFTS, SPLITS, _check_choice, _check_int, _check_round, permute_mapping,
-                      pool_from)
+from ..schema import SPLITS, check_choice, check_int, check_round
+from ..shifts import DEFAULT_POOL_SIZE, SHIFTS, permute_mapping, pool_from
 
 __all__ = [
     "IMAGE_SIZE",
@@ -80,10 +80,10 @@ def coinrun_level_range(kind: str, round: int, split: str = "train",  # noqa: A0
     ``[start, start + rk)``, *permute* and *none* ``[start, start + k)``. The test pool never meets the train pool
     while ``r·k ≤ 10 000``.
     """
-    kind = _check_choice("shift", kind, SHIFTS)
-    split = _check_choice("split", split, SPLITS)
-    round = _check_round(round)
-    k = _check_int("pool_size", pool_size, 1, "valid: an integer >= 1")
+    kind = check_choice("shift", kind, SHIFTS)
+    split = check_choice("split", split, SPLITS)
+    round = check_round(round)
+    k = check_int("pool_size", pool_size, 1, "valid: an integer >= 1")
     return pool_from(kind, TEST_LEVEL_START if split == "test" else TRAIN_LEVEL_START, round, k)
 
 
@@ -157,8 +157,8 @@ class CoinRunPopulation:
     num_actions = N_ACTIONS
 
     def __init__(self, members: int, copies: int, device="cpu", make_env: EnvFactory | None = None):
-        self.members = _check_int("members", members, 1, "valid: an integer >= 1")
-        self.copies = _check_int("copies", copies, 1, "valid: an integer >= 1")
+        self.members = check_int("members", members, 1, "valid: an integer >= 1")
+        self.copies = check_int("copies", copies, 1, "valid: an integer >= 1")
         self.device = torch.device(device)
         self._make_env = make_env or _procgen_factory
         self.envs: list[Any] = []
