@@ -64,7 +64,7 @@ def matmul_gflops(device: str, size: int = 2048, repeats: int = 20, onednn: bool
     a = torch.randn(size, size, device=device)
     b = torch.randn(size, size, device=device)
     if onednn:
-        from plasticity_lab.stacked import onednn_linear
+        from plasticity_lab.backends.cpu_kernels import onednn_linear
 
         product = lambda: onednn_linear(a, b)  # noqa: E731
     else:
@@ -89,17 +89,17 @@ def _sync(device: str) -> None:
 def _paper_population(members: int, device: str, threads: int, compile_loss: bool = False, cpu_matmul: str = "auto"):
     """A population of ``members`` fresh agents at the paper's settings (11 episodes per epoch, a pool of 100
     permuted levels), its environments and a random generator; ``compile_loss``: its minibatch loss compiled;
-    ``cpu_matmul``: the library of its training products on the CPU (:func:`plasticity_lab.stacked.set_cpu_matmul`)."""
+    ``cpu_matmul``: the library of its training products on the CPU (:func:`plasticity_lab.backends.set_cpu_matmul`)."""
     import torch
 
-    from plasticity_lab import stacked
+    from plasticity_lab.backends import fastpath
     from plasticity_lab.envs.population import GridworldPopulation
     from plasticity_lab.nets import NetworkSpec
-    from plasticity_lab.ppo import Population
+    from plasticity_lab.population import Population
     from plasticity_lab.shifts import distribution
 
     torch.set_num_threads(threads)
-    stacked.set_cpu_matmul(cpu_matmul)
+    fastpath.set_cpu_matmul(cpu_matmul)
     population = Population(NetworkSpec(), list(range(members)), device=device)
     env = GridworldPopulation(members, 11, device=device)
     dists = [distribution("permute", seed, 1, pool_size=100) for seed in range(members)]
@@ -116,7 +116,7 @@ def one(members: int, epochs: int, device: str, threads: int, compile_loss: bool
 
     import torch
 
-    from plasticity_lab import stacked
+    from plasticity_lab.backends import fastpath
     from plasticity_lab.ppo import collect_episodes
 
     population, env, generator = _paper_population(members, device, threads, compile_loss, cpu_matmul)
@@ -137,13 +137,13 @@ def one(members: int, epochs: int, device: str, threads: int, compile_loss: bool
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if device.startswith("cuda"):
         peak_mb = torch.cuda.max_memory_allocated() / 2**20
-    matmul = stacked.cpu_matmul() if device == "cpu" else device
+    matmul = fastpath.cpu_matmul() if device == "cpu" else device
     if device == "cpu" and cpu_matmul == "auto":
         matmul = f"auto→{matmul}"
     return {
         "members": members,
         "matmul": matmul,
-        "matmul_reason": stacked.cpu_matmul_reason() if device == "cpu" else "",
+        "matmul_reason": fastpath.cpu_matmul_reason() if device == "cpu" else "",
         "s_per_population_epoch": per_epoch,
         "s_per_agent_epoch": per_epoch / members,
         "collect_share": collect_time / (collect_time + update_time),
@@ -179,7 +179,7 @@ SCALAR_CONVERSIONS = frozenset({"aten::to", "aten::_to_copy", "aten::copy_", "at
 def computing_ops(events) -> int:
     """How many operations that compute ran among profiler ``events``: ATen and oneDNN operations that call no
     other such operation, views and allocations left out, nor a scalar turned into a tensor, and this package's
-    native operations (:mod:`plasticity_lab.native`) as one each, whatever they call. On a GPU each is about one
+    native operations (:mod:`plasticity_lab.backends.native`) as one each, whatever they call. On a GPU each is about one
     kernel launch, which for networks this small costs more than the kernel's arithmetic."""
     def native(e) -> bool:
         return e.name.startswith("plasticity_lab::")
@@ -310,11 +310,11 @@ def main() -> None:
     parser.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     kinds = args.cpu_matmul.split(",")
-    from plasticity_lab import stacked
+    from plasticity_lab.backends import fastpath
 
     for kind in kinds:
         try:
-            stacked.checked_cpu_matmul(kind, "--cpu-matmul")  # a fast path is probed: one that cannot run is an error
+            fastpath.checked_cpu_matmul(kind, "--cpu-matmul")  # a fast path is probed: one that cannot run is an error
         except ValueError as error:
             parser.error(str(error))
     first = kinds[0]
@@ -324,11 +324,11 @@ def main() -> None:
     if args.grid_chunk is not None:
         if args.grid_chunk < 1:
             parser.error(f"--grid-chunk must be at least 1 epoch; got {args.grid_chunk}")
-        stacked.set_cpu_matmul(first)
-        os.environ[stacked.CPU_MATMUL_VARIABLE] = first  # which the sweep's worker processes inherit
+        fastpath.set_cpu_matmul(first)
+        os.environ[fastpath.VARIABLE] = first  # which the sweep's worker processes inherit
         r = grid_chunk(args.grid_chunk, args.device, args.processes, args.threads)
         print(f"device={args.device} workers={args.processes} threads per worker={args.threads} "
-              f"cpu matmul={(kinds[0] + ' → ' + stacked.cpu_matmul()) if args.device == 'cpu' else '-'}")
+              f"cpu matmul={(kinds[0] + ' → ' + fastpath.cpu_matmul()) if args.device == 'cpu' else '-'}")
         print(f"paper-scale grid chunk: {r['runs']} runs in {r['populations']} populations, first {r['epochs']} "
               f"epochs each: {r['wall_s']:.1f} s wall, {r['s_per_agent_epoch']:.5f} s per agent-epoch; the whole "
               f"grid ({r['runs']} runs × {PAPER_EPOCHS} epochs) projected at {r['grid_h']:.2f} h")
@@ -345,7 +345,7 @@ def main() -> None:
     torch.set_num_threads(args.threads * args.processes)
     on_cpu = args.device == "cpu"
     references = {"MKL": lambda: matmul_gflops(args.device)}
-    if on_cpu and stacked.onednn_available():
+    if on_cpu and fastpath.onednn_available():
         references["oneDNN"] = lambda: matmul_gflops(args.device, onednn=True)
     peaks = {name: measure() for name, measure in references.items()}
     runs: dict[tuple[int, str], list[dict]] = {}

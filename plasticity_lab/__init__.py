@@ -12,23 +12,24 @@ The small public API::
 """
 
 from . import envs  # noqa: F401  (registers the gymnasium id "plasticity_lab/Gather-v0")
-from .claims import check_claims
 from .conditions import CONDITIONS, Condition, parse_condition
 from .config import ENVS, PRESETS, RunConfig, parse_seeds
 from .experiment import run
-from .fastpath import cpu_matmul, cpu_matmul_reason, set_cpu_matmul
+from .backends import cpu_matmul, cpu_matmul_reason, set_cpu_matmul
 from .nets import ActorCritic, NetworkSpec
-from .ppo import Population, PPOConfig
+from .population import Population
+from .ppo import Agent, PPOConfig
 from .results import Results, load_results
 from .schema import DIAGNOSTICS, RUN_KEYS
 from .shifts import SHIFTS
-from .summary import round_summary
+from .stats import check_claims, round_summary
 from .sweep import Sweep, run_sweep
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ActorCritic",
+    "Agent",
     "CONDITIONS",
     "Condition",
     "DIAGNOSTICS",

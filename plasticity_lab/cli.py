@@ -169,7 +169,7 @@ def normalised_summary(df: pd.DataFrame, table: pd.DataFrame, width: int = 100) 
     follow, a sentence on what its numbers are, and a line per row saying what the row is."""
     import textwrap
 
-    from .analysis import readout_defaults
+    from .stats import readout_defaults
 
     rounds = int(df["round"].max())
     epochs = int(df["epoch_in_round"].max()) + 1

@@ -30,7 +30,8 @@ from .conditions import injected_heads, parse_condition, restore_network
 from .envs.gridworld import N_ACTIONS, OBS_DIM
 from .envs.population import GridworldPopulation
 from .nets import NetworkSpec
-from .ppo import Population, collect_episodes, play_episodes
+from .population import Population
+from .ppo import collect_episodes, play_episodes
 from .shifts import distribution
 from .storage import atomic_write
 
@@ -237,7 +238,7 @@ def run(config: RunConfig | Sequence[RunConfig], progress: bool = False, checkpo
     NaN on epochs without a test), the diagnostics ``entropy, weight_magnitude, weight_difference, grad_norm,
     dead_units``, PPO's ``policy_loss, value_loss, approx_kl, clip_fraction``, and the per-round
     ``normalised_train_return`` / ``normalised_test_return`` (constant within a round; see
-    :func:`plasticity_lab.analysis.normalised_reward`).
+    :func:`plasticity_lab.stats.normalised_reward`).
 
     With ``checkpoint`` (a file path) the run saves its whole state there at the end of every round (and every
     ``checkpoint_every`` epochs if given) and, if the file already exists, continues from it: an interrupted run
@@ -250,13 +251,25 @@ def run(config: RunConfig | Sequence[RunConfig], progress: bool = False, checkpo
                                          or checkpoint_every < 1):
         raise ValueError(f"checkpoint_every must be a positive integer; got {checkpoint_every!r}")
     experiment = Experiment(configs)
-    if checkpoint is not None and Path(checkpoint).exists():
-        experiment.restore(checkpoint)
-    bar = _progress(experiment.total_epochs, progress, f"{experiment.cfg.condition} ×{experiment.members}")
-    bar.update(experiment.epoch)
-    experiment.train_to_end(checkpoint, checkpoint_every, on_epoch=bar.update)
+    bar = progress_bar(experiment.total_epochs, progress, f"{experiment.cfg.condition} ×{experiment.members}")
+    train(experiment, checkpoint, checkpoint_every, on_epoch=bar.update)
     bar.close()
     return experiment.table()
+
+
+def train(experiment: Experiment, checkpoint: str | Path | None = None, checkpoint_every: int | None = None,
+          on_epoch=None) -> int:
+    """Train ``experiment`` to its end, continuing from ``checkpoint`` if that file exists, and saving there as it
+    goes (see :meth:`Experiment.train_to_end`): the one resume path that :func:`run` and a sweep's populations
+    share. ``on_epoch(n)`` hears of the ``n`` epochs restored, then of each epoch trained. Returns the epoch it
+    continued from (0 for a fresh start)."""
+    if checkpoint is not None and Path(checkpoint).exists():
+        experiment.restore(checkpoint)
+    resumed_from = experiment.epoch
+    if on_epoch is not None and resumed_from:
+        on_epoch(resumed_from)
+    experiment.train_to_end(checkpoint, checkpoint_every, on_epoch=on_epoch)
+    return resumed_from
 
 
 def _table(configs: list[RunConfig], log: dict[str, list[torch.Tensor]]) -> pd.DataFrame:
@@ -272,7 +285,7 @@ def _table(configs: list[RunConfig], log: dict[str, list[torch.Tensor]]) -> pd.D
 
 
 def _with_normalised_reward(df: pd.DataFrame) -> pd.DataFrame:
-    from .analysis import normalised_reward
+    from .stats import normalised_reward
 
     per_round = normalised_reward(df)[[*RUN_KEYS, "round", "normalised_train_return", "normalised_test_return"]]
     return df.merge(per_round, on=[*RUN_KEYS, "round"], how="left")
@@ -286,7 +299,8 @@ class _NoBar:
         pass
 
 
-def _progress(total: int, enabled: bool, desc: str, unit: str = "epoch"):
+def progress_bar(total: int, enabled: bool, desc: str, unit: str = "epoch"):
+    """A tqdm bar of ``total`` steps (runs and sweeps show the same kind), or one that shows nothing."""
     if not enabled:
         return _NoBar()
     from tqdm.auto import tqdm

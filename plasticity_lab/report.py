@@ -3,14 +3,14 @@ conclusions checked one by one (PROTOCOL §7), per-diagnostic correlations and t
 beyond the paper, the power of each t-test, interquartile means with stratified bootstrap intervals per condition
 and the test of soft shrink+perturb's and LayerNorm's interaction.
 ``plasticity-lab report data/<study>`` prints :func:`report`; ``--readout release`` computes every table from the
-authors' release's read-outs instead of the project's (:mod:`plasticity_lab.analysis`, ``readout=``)."""
+authors' release's read-outs instead of the project's (:mod:`plasticity_lab.stats`, ``readout=``)."""
 
 from __future__ import annotations
 
 import pandas as pd
 
-from . import analysis
-from .claims import check_claims, compare_claims
+from . import stats
+from .stats import check_claims, compare_claims
 from .results import Results, load_results
 
 _SPLITS = ("train", "test")
@@ -20,10 +20,10 @@ _RELEASE_HOW = "the release's read-out"
 
 def runs_table(results: Results, at: str = "mean", readout: str = "project") -> pd.DataFrame:
     """One row per run of a stored study, as the t-tests take it: the stored ``runs(at)`` for the project's
-    read-out; for the release's, :func:`~plasticity_lab.analysis.release_summary` of the stored per-round table
+    read-out; for the release's, :func:`~plasticity_lab.stats.release_summary` of the stored per-round table
     (the release's read-outs are kept there, computed from every epoch, in studies stored since they were added)."""
-    if readout not in analysis.READOUTS:
-        raise ValueError(f"unknown readout={readout!r}; valid values are {analysis.READOUTS!r}")
+    if readout not in stats.READOUTS:
+        raise ValueError(f"unknown readout={readout!r}; valid values are {stats.READOUTS!r}")
     if readout == "project":
         return results.runs(at)
     missing = [c for c in ("train_release_readout", "test_release_readout") if c not in results.rounds.columns]
@@ -31,7 +31,7 @@ def runs_table(results: Results, at: str = "mean", readout: str = "project") -> 
         raise ValueError(f"study {results.path.name} was stored without the release's read-outs (its rounds table "
                          f"lacks {missing}), so readout='release' cannot be computed for it; studies stored by "
                          f"this version of plasticity-lab, and run folders with their epochs.parquet, have them")
-    return analysis.release_summary(results.rounds)
+    return stats.release_summary(results.rounds)
 
 
 def reward_table(results: Results, at: str = "mean", readout: str = "project") -> pd.DataFrame:
@@ -51,14 +51,14 @@ def interval_table(results: Results, at: str = "mean", reps: int = 2000, seed: i
                    readout: str = "project") -> pd.DataFrame:
     """Per env × condition, the interquartile mean of each run's normalised reward (train and test) over all of its
     runs, with a 95 % bootstrap interval that resamples runs within each shift
-    (:func:`~plasticity_lab.analysis.aggregate_ci` with ``strata="shift"``)."""
+    (:func:`~plasticity_lab.stats.aggregate_ci` with ``strata="shift"``)."""
     runs = runs_table(results, at, readout)
     tables = []
     for env, part in runs.groupby("env", sort=True) if "env" in runs.columns else [(None, runs)]:
         strata = "shift" if "shift" in part.columns and part["shift"].nunique() > 1 else None
         merged = None
         for split in _SPLITS:
-            ci = analysis.aggregate_ci(part, value=f"normalised_{split}_return", reps=reps, seed=seed,
+            ci = stats.aggregate_ci(part, value=f"normalised_{split}_return", reps=reps, seed=seed,
                                        strata=strata)
             ci = ci.rename(columns={"estimate": f"{split} IQM", "ci_low": f"{split} low",
                                     "ci_high": f"{split} high"})[["condition", "n", f"{split} IQM",
@@ -94,24 +94,24 @@ def _claims_text(runs: pd.DataFrame) -> str:
 def comparison_table(results: Results, other: Results, at: str = "mean",
                      readout: str = "project") -> tuple[pd.DataFrame, dict]:
     """Two studies over the conditions both hold: per condition, its mean normalised reward (train and test pooled)
-    and rank in each study, and each of the paper's claims' verdict in each (:func:`~plasticity_lab.claims.
-    compare_claims`); with :func:`~plasticity_lab.analysis.ranking_agreement` of the two orders.
+    and rank in each study, and each of the paper's claims' verdict in each (:func:`~plasticity_lab.stats.
+    compare_claims`); with :func:`~plasticity_lab.stats.ranking_agreement` of the two orders.
 
     Returns ``(ranks, agreement)``: ``ranks`` has one row per shared condition (its mean and rank in each study,
     the columns suffixed by the studies' names: their folder names, or "first" and "second" where those are the
     same); ``agreement`` is ``ranking_agreement``'s dict plus ``"names"``, ``"claims"`` (the verdicts table) and
-    ``"rankings"`` (each study's :func:`~plasticity_lab.analysis.condition_ranking` over the shared conditions, as
-    :func:`~plasticity_lab.plots.ranking_comparison_figure` takes them)."""
+    ``"rankings"`` (each study's :func:`~plasticity_lab.stats.condition_ranking` over the shared conditions, as
+    :func:`~plasticity_lab.figures.comparisons.ranking_comparison_figure` takes them)."""
     first, second = runs_table(results, at, readout), runs_table(other, at, readout)
     shared = sorted(set(first["condition"]) & set(second["condition"]))
     if len(shared) < 3:
         raise ValueError(f"a comparison needs at least 3 conditions in both studies; shared: {shared}")
     first, second = first[first["condition"].isin(shared)], second[second["condition"].isin(shared)]
     names = (results.path.name, other.path.name) if results.path.name != other.path.name else ("first", "second")
-    rankings = (analysis.condition_ranking(first), analysis.condition_ranking(second))
+    rankings = (stats.condition_ranking(first), stats.condition_ranking(second))
     ranks = rankings[0].merge(rankings[1], on="condition", suffixes=(f" {names[0]}", f" {names[1]}"))
     ranks = ranks.drop(columns=[c for c in ranks.columns if c.startswith("runs")])
-    return ranks, {**analysis.ranking_agreement(first, second), "names": names, "rankings": rankings,
+    return ranks, {**stats.ranking_agreement(first, second), "names": names, "rankings": rankings,
                    "claims": compare_claims(dict(zip(names, (first, second))))}
 
 
@@ -141,12 +141,12 @@ def report(study: str | Results, at: str | None = None, fit_at: str | None = Non
     ``readout="project"`` (default): ``at`` summarises each run for the reward table, the t-tests and the rest
     (default ``"mean"``, the mean over rounds 2..R; or ``"final"``); ``fit_at`` for the correlations and the GLM
     (default ``"final"``, the paper's "after ten rounds").  ``readout="release"``: every table from the authors'
-    release's read-outs (:func:`~plasticity_lab.analysis.release_summary` for the per-run tables and the t-tests,
-    :func:`~plasticity_lab.analysis.release_points` for the fits), which have one summary each, so ``at`` and
+    release's read-outs (:func:`~plasticity_lab.stats.release_summary` for the per-run tables and the t-tests,
+    :func:`~plasticity_lab.stats.release_points` for the fits), which have one summary each, so ``at`` and
     ``fit_at`` must be left out (or ``"mean"``); the study must have been stored with the release's read-outs.
     """
-    if readout not in analysis.READOUTS:
-        raise ValueError(f"unknown readout={readout!r}; valid values are {analysis.READOUTS!r}")
+    if readout not in stats.READOUTS:
+        raise ValueError(f"unknown readout={readout!r}; valid values are {stats.READOUTS!r}")
     if readout == "release":
         for name, value in (("at", at), ("fit_at", fit_at)):
             if value not in (None, "mean"):
@@ -156,8 +156,8 @@ def report(study: str | Results, at: str | None = None, fit_at: str | None = Non
     at = "mean" if at is None else at
     fit_at = "final" if fit_at is None else fit_at
     for name, value in (("at", at), ("fit_at", fit_at)):
-        if value not in analysis.AT_CHOICES:
-            raise ValueError(f"unknown {name}={value!r}; valid: {', '.join(analysis.AT_CHOICES)}")
+        if value not in stats.AT_CHOICES:
+            raise ValueError(f"unknown {name}={value!r}; valid: {', '.join(stats.AT_CHOICES)}")
     results = study if isinstance(study, Results) else load_results(study)
     release = readout == "release"
     runs = runs_table(results, at, readout)
@@ -165,12 +165,12 @@ def report(study: str | Results, at: str | None = None, fit_at: str | None = Non
     how, fit_how = (_RELEASE_HOW, _RELEASE_HOW) if release else (f"at={at}", f"at={fit_at}")
     present = sorted(fit_runs["condition"].unique())
     # the paper's nine conditions where the study has them; otherwise (e.g. a coefficient sweep) every condition
-    fit_conditions = [c for c in analysis.ANALYSIS_CONDITIONS if c in present] or present
+    fit_conditions = [c for c in stats.ANALYSIS_CONDITIONS if c in present] or present
     text = [f"# {results.describe()}",
             f"{len(runs)} runs; conditions: {', '.join(sorted(runs['condition'].unique()))}",
             f"read-out: {readout}" + (" (the authors' release, step by step, quirks included: "
-                                      "plasticity_lab.analysis.release_summary / release_points)" if release else
-                                      " (this project's: smoothed read-outs, see plasticity_lab.analysis)")]
+                                      "plasticity_lab.stats.release_summary / release_points)" if release else
+                                      " (this project's: smoothed read-outs, see plasticity_lab.stats)")]
     wall = results.manifest.get("wall_time_s")
     if wall is not None:
         text.append(f"training wall time: {wall / 3600:.2f} h")
@@ -179,8 +179,8 @@ def report(study: str | Results, at: str | None = None, fit_at: str | None = Non
     text.append(_section(f"t-tests against {baseline} ({how}; negative t = better than {baseline}); beyond the "
                          "paper, each gap's effect size d, the test's power against an effect that large and the "
                          "seeds per condition for 80 % power",
-                         _safe(lambda: analysis.ttest_power(
-                             analysis.condition_ttests(runs, baseline=baseline, at=at, readout=readout)))))
+                         _safe(lambda: stats.ttest_power(
+                             stats.condition_ttests(runs, baseline=baseline, at=at, readout=readout)))))
     for env in sorted(runs["env"].unique()):
         text.append(_section(f"The paper's conclusions (PROTOCOL §7) against this study ({env}, {how})",
                              _claims_text(runs[runs["env"] == env])))
@@ -189,7 +189,7 @@ def report(study: str | Results, at: str | None = None, fit_at: str | None = Non
                          _safe(lambda: interval_table(results, at, readout=readout))))
     text.append(_section(f"Beyond the paper: soft shrink+perturb and LayerNorm apart and together, mean normalised "
                          f"reward and the interaction's test (positive = better than the two gains added; {how})",
-                         _safe(lambda: analysis.interaction_test(runs, at=at))))
+                         _safe(lambda: stats.interaction_test(runs, at=at))))
     if against is not None:
         other = against if isinstance(against, Results) else load_results(against)
         text.append(_section(f"Against {other.describe()}: mean normalised reward over shifts and splits, its rank, "
@@ -201,11 +201,11 @@ def report(study: str | Results, at: str | None = None, fit_at: str | None = Non
     for split in _SPLITS:
         text.append(_section(f"Correlations of normalised {split} reward with each diagnostic ({fit_how}, "
                              "shift × condition means)",
-                             _safe(lambda s=split: analysis.diagnostic_correlations(
+                             _safe(lambda s=split: stats.diagnostic_correlations(
                                  fit_source, split=s, conditions=fit_conditions, **fit_kwargs))))
     for split in _SPLITS:
         for env in sorted(fit_runs["env"].unique()):
             text.append(_section(f"GLM of normalised {split} reward on the diagnostics ({env}, {fit_how})",
-                                 _safe(lambda s=split, e=env: analysis.diagnostics_glm(
+                                 _safe(lambda s=split, e=env: stats.diagnostics_glm(
                                      fit_source, split=s, env=e, conditions=fit_conditions, **fit_kwargs))))
     return "\n".join(text)

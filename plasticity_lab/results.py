@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .schema import DIAGNOSTICS, RUN_KEYS
+from .schema import RUN_KEYS
 from .storage import atomic_write
 
 MANIFEST_FORMAT = 1
@@ -67,13 +67,13 @@ def library_versions() -> dict:
 
 def environment_info() -> dict:
     """Package versions and hardware, for manifests: where a run's numbers came from, down to the CPU's vector
-    extensions and the path its products took (and why: see :mod:`plasticity_lab.fastpath`)."""
+    extensions and the path its products took (and why: see :mod:`plasticity_lab.backends`)."""
     import numpy
     import torch
 
-    from . import __version__, fastpath, native
+    from . import __version__, backends
 
-    path = fastpath.cpu_matmul()
+    path = backends.cpu_matmul()
     return {
         "package_version": __version__,
         "git_commit": git_commit(),
@@ -84,13 +84,14 @@ def environment_info() -> dict:
         "libraries": library_versions(),
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
-        **fastpath.cpu_info(),
+        **backends.cpu_info(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "cpu_matmul": path,
-        "cpu_matmul_reason": fastpath.cpu_matmul_reason(),
-        "sparse_kernels_isa": native.sparse_kernels_isa() if path == "onednn+sparse" else None,
+        "cpu_matmul_reason": backends.cpu_matmul_reason(),
+        "sparse_kernels_isa": backends.sparse_kernels_isa() if path == "onednn+sparse" else None,
+        "backend": os.environ.get(backends.BACKEND_VARIABLE) or "auto",
     }
 
 
@@ -120,13 +121,13 @@ def write_run(folder: str | Path, df: pd.DataFrame, configs: list, wall_time: fl
 def read_run(folder: str | Path) -> tuple[pd.DataFrame, dict]:
     """Load a folder written by :func:`write_run`: the full per-epoch table and the manifest."""
     folder = Path(folder)
-    manifest = _read_manifest(folder / "manifest.json")
+    manifest = read_manifest(folder / "manifest.json")
     return _read_parquet(folder / "epochs.parquet"), manifest
 
 
 def normalised_table(df: pd.DataFrame) -> pd.DataFrame:
     """Mean (± std over seeds) normalised train and test reward per round, one row per shift × condition."""
-    from .analysis import run_summary
+    from .stats import run_summary
 
     keys = [k for k in RUN_KEYS if k != "seed"]
     per_run_round = df.groupby([*RUN_KEYS, "round"])["normalised_train_return"].first()
@@ -178,29 +179,11 @@ def curve_table(df: pd.DataFrame, stride: int) -> pd.DataFrame:
     return out[[*keys, "round", "epoch", "epoch_in_round", "epochs_averaged", *numeric]]
 
 
-def round_table(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per run × round: the read-outs and normalised rewards (PROTOCOL §5), the round's mean returns and
-    the diagnostics' round means and read-outs (``<diagnostic>_readout``) — and the authors' release's unsmoothed
-    read-outs (``train_release_readout``, ``test_release_readout``, ``<diagnostic>_release_readout``:
-    :func:`~plasticity_lab.analysis.release_readouts`), which the statistics' ``readout="release"`` reads, as they
-    cannot be recovered from the subsampled curves."""
-    from .analysis import normalised_reward, release_readouts, round_readout
-
-    keys = [k for k in RUN_KEYS if k in df.columns]
-    out = normalised_reward(df)
-    means = df.groupby([*keys, "round"])[["train_return", "test_return", *DIAGNOSTICS]].mean().reset_index()
-    out = out.merge(means.rename(columns={"train_return": "train_mean", "test_return": "test_mean"}),
-                    on=[*keys, "round"])
-    for metric in DIAGNOSTICS:
-        readout = round_readout(df, metric).rename(columns={metric: f"{metric}_readout"})
-        out = out.merge(readout, on=[*keys, "round"])
-    return out.merge(release_readouts(df, by=keys, diagnostics=DIAGNOSTICS), on=[*keys, "round"])
-
-
 def summarise(df: pd.DataFrame, stride: int = 1) -> dict[str, pd.DataFrame]:
     """The stored tables of a per-epoch table: subsampled curves, per-round table and the two per-run summaries
-    (:func:`plasticity_lab.analysis.run_summary` with ``at="mean"`` and ``at="final"``)."""
-    from .analysis import run_summary
+    (:func:`plasticity_lab.stats.run_summary` with ``at="mean"`` and ``at="final"``); the per-round table is
+    :func:`plasticity_lab.stats.round_table`, built here from every epoch because its read-outs need them."""
+    from .stats import round_table, run_summary
 
     return {
         "curves": curve_table(df, stride),
@@ -210,7 +193,7 @@ def summarise(df: pd.DataFrame, stride: int = 1) -> dict[str, pd.DataFrame]:
     }
 
 
-def _read_manifest(path: Path) -> dict:
+def read_manifest(path: Path) -> dict:
     try:
         manifest = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -258,7 +241,7 @@ def population_complete(folder: str | Path, configs: list) -> bool:
     path = Path(folder) / "manifest.json"
     if not path.exists():
         return False
-    manifest = _read_manifest(path)
+    manifest = read_manifest(path)
     return manifest.get("configs") == [c.resolved().to_dict() for c in configs] and all(
         (Path(folder) / f"{name}.parquet").exists() for name in TABLES)
 
@@ -270,9 +253,9 @@ class Results:
     * ``rounds`` — one row per run × round: read-outs, normalised rewards, round means of returns and diagnostics,
       and (in studies stored since they were added) the release's read-outs that ``readout="release"`` reads;
     * ``runs(at)`` — one row per run: normalised reward (mean over rounds 2..R for ``at="mean"``, round R for
-      ``"final"``) and diagnostics; what :func:`~plasticity_lab.analysis.condition_ttests`,
-      :func:`~plasticity_lab.analysis.diagnostic_correlations` and
-      :func:`~plasticity_lab.analysis.diagnostics_glm` take;
+      ``"final"``) and diagnostics; what :func:`~plasticity_lab.stats.condition_ttests`,
+      :func:`~plasticity_lab.stats.diagnostic_correlations` and
+      :func:`~plasticity_lab.stats.diagnostics_glm` take;
     * ``manifest`` — the study's manifest; ``populations`` — each population's manifest (configs, versions,
       hardware, wall time).
     """
@@ -338,7 +321,7 @@ def load_results(path: str | Path) -> Results:
         raise ValueError(f"no results folder at {path}")
     manifest_path = path / "manifest.json"
     if manifest_path.exists():
-        manifest = _read_manifest(manifest_path)
+        manifest = read_manifest(manifest_path)
         if "sweep" in manifest:
             folders = sorted(p.parent for p in (path / "populations").glob("*/manifest.json"))
             parts = [_load_population(f) for f in folders]
@@ -346,7 +329,7 @@ def load_results(path: str | Path) -> Results:
             parts = [_load_run_folder(path, manifest)]
     else:
         folders = sorted(p.parent for p in path.glob("*/manifest.json"))
-        parts = [_load_run_folder(f, _read_manifest(f / "manifest.json")) for f in folders]
+        parts = [_load_run_folder(f, read_manifest(f / "manifest.json")) for f in folders]
         manifest = {"format": STUDY_FORMAT, "study": path.name, "runs": [f.name for f in folders]}
     if not parts:
         raise ValueError(f"{path} holds no finished results yet")
@@ -405,7 +388,7 @@ def fetch_study(name: str, dest: str | Path, base_url: str | None = None, timeou
 
 
 def _load_population(folder: Path) -> tuple[dict[str, pd.DataFrame], dict]:
-    manifest = _read_manifest(folder / "manifest.json")
+    manifest = read_manifest(folder / "manifest.json")
     return {name: _read_parquet(folder / f"{name}.parquet") for name in TABLES}, manifest
 
 

@@ -42,7 +42,7 @@ from pathlib import Path
 import torch
 
 from .config import ENVS, PRESETS, RunConfig, parse_seeds
-from .results import (STUDY_FORMAT, _read_manifest, environment_info, load_results, population_complete,
+from .results import (STUDY_FORMAT, read_manifest, environment_info, load_results, population_complete,
                       write_population)
 from .storage import atomic_write_text
 
@@ -214,7 +214,7 @@ def train_population(task: PopulationTask, study: str | Path, checkpoint_dir: st
     ``progress`` is called with the number of epochs just trained. Returns ``{"name", "wall_time_s", "skipped"}``;
     the wall time includes that of the interrupted processes up to their last checkpoint.
     """
-    from .experiment import Experiment
+    from .experiment import Experiment, train
 
     folder = Path(study) / "populations" / task.name
     if population_complete(folder, task.configs):
@@ -224,13 +224,7 @@ def train_population(task: PopulationTask, study: str | Path, checkpoint_dir: st
     environment = environment_info()
     checkpoint = Path(checkpoint_dir) / f"{task.name}.pt"
     experiment = Experiment(task.configs)
-    resumed_from = 0
-    if checkpoint.exists():
-        experiment.restore(checkpoint)
-        resumed_from = experiment.epoch
-        if progress:
-            progress(experiment.epoch)
-    experiment.train_to_end(checkpoint, checkpoint_every, on_epoch=progress)
+    resumed_from = train(experiment, checkpoint, checkpoint_every, on_epoch=progress)
     wall = experiment.elapsed_s
     write_population(folder, experiment.table(), list(task.configs), wall, task.stride(curve_stride), environment,
                      extra={"resumed_from_epoch": resumed_from})
@@ -245,7 +239,7 @@ def _study_manifest(study: Path, sweep: Sweep, environment: dict, started: float
     this session. A session that ``trains`` nothing (every population already stored) only restates the sweep:
     the environment and start time stay those of the last session that trained."""
     manifest_path = study / "manifest.json"
-    previous = _read_manifest(manifest_path) if manifest_path.exists() else {}
+    previous = read_manifest(manifest_path) if manifest_path.exists() else {}
     populations = dict(previous.get("populations", {}))
     populations.update(done)
     if not trains and previous:
@@ -274,7 +268,7 @@ def check_study(study: Path, sweep: Sweep) -> None:
         if study.exists() and any(study.iterdir()):
             raise ValueError(f"{study} exists and is not a sweep's study; choose another study name or --out")
         return
-    manifest = _read_manifest(manifest_path)
+    manifest = read_manifest(manifest_path)
     stored = manifest.get("sweep")
     if stored is None:
         raise ValueError(f"{study} holds results of another kind (not a sweep); choose another study name or --out")
@@ -297,7 +291,7 @@ def _check_stored_runs(study: Path, sweep: Sweep, produced: set[str]) -> None:
     stored = sorted(p for p in (study / "populations").glob("*/manifest.json") if p.parent.name not in produced)
     if not stored:
         return
-    then = _read_manifest(stored[0])["configs"][0]
+    then = read_manifest(stored[0])["configs"][0]
     key = (then["env"], then["shift"], then["condition"], then["seed"])
     now = next((c.resolved().to_dict() for c in sweep.configs() if (c.env, c.shift, c.condition, c.seed) == key),
                None)
@@ -419,6 +413,6 @@ def _ray_task(task, kwargs, threads) -> dict:
 
 
 def _bar(total: int, enabled: bool, desc: str):
-    from .experiment import _progress
+    from .experiment import progress_bar
 
-    return _progress(total, enabled, desc, unit="agent-epoch")
+    return progress_bar(total, enabled, desc, unit="agent-epoch")

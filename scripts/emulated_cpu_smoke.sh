@@ -12,7 +12,7 @@ if ! command -v qemu-x86_64 >/dev/null; then
     exit 2
 fi
 python="$root/.venv/bin/python"
-"$python" -c "from plasticity_lab import native; native.member_ops()"  # build (or load) the kernels natively
+"$python" -c "from plasticity_lab.backends import native; native.member_ops()"  # build (or load) the kernels natively
 qemu-x86_64 -cpu "$cpu" "$python" - <<'PY' 2> >(grep -v "TCG doesn't support" >&2)
 import time
 
@@ -20,7 +20,7 @@ start = time.time()
 import torch
 
 import plasticity_lab as pl
-from plasticity_lab import fastpath, native
+from plasticity_lab.backends import fastpath, native
 
 print(f"emulated CPU: PyTorch's kernels run {torch.backends.cpu.get_cpu_capability()}; "
       f"native kernels: {native.sparse_kernels_isa() or native.unavailable_reason()}")

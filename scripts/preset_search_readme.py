@@ -1,9 +1,9 @@
 """Write data/gridworld-preset-search/README.md from the stored studies, so that no number in it is typed by hand.
 
 The prose is scripts/preset_search_README.template.md; each ``{name}`` in it is a value computed here from the
-stored results (the t-tests of ``plasticity_lab.analysis.condition_ttests`` on normalised reward, the same test on
-raw round-mean returns, effect sizes and power from ``analysis.ttest_power``, warm-start's diagnostics in rounds 1
-and 10, wall times from the manifests), formatted once from the full-precision value — never rounded twice. The
+stored results (the t-tests of ``plasticity_lab.stats.condition_ttests`` on normalised reward, the same test on
+raw round-mean returns, effect sizes and power from ``plasticity_lab.stats.ttest_power``, warm-start's diagnostics in
+rounds 1 and 10, wall times from the manifests), formatted once from the full-precision value — never rounded twice. The
 qualitative statements of the prose (which gap is significant where, which way effects go) are checked against the
 same values, and the script stops with an error naming the statement if the data no longer support it.
 
@@ -50,9 +50,9 @@ def _comparison(table: pd.DataFrame) -> pd.DataFrame:
 
 def _tests(runs: pd.DataFrame) -> dict[str, SimpleNamespace]:
     """Per split: warm-start's and reset-all's mean normalised reward, t, p, Cohen's d, power, seeds for 80 %."""
-    from plasticity_lab import analysis
+    from plasticity_lab import stats as lab_stats  # `stats` is scipy's in this script
 
-    tests = analysis.ttest_power(analysis.condition_ttests(runs, baseline="reset_all"))
+    tests = lab_stats.ttest_power(lab_stats.condition_ttests(runs, baseline="reset_all"))
     out = {}
     for row in tests.itertuples():
         out[row.split] = SimpleNamespace(warm=row.mean, reset=row.baseline_mean, t=row.t, p=row.p,

@@ -11,7 +11,6 @@ import pandas as pd
 from scipy import stats
 
 import plasticity_lab as pl
-from plasticity_lab import analysis
 
 STUDIES = {150: "data/gridworld-preset-search/epochs-150", 200: "data/gridworld-preset-search/epochs-200",
            300: "data/gridworld-permute-warm-vs-reset", 500: "data/gridworld-preset-search/epochs-500",
@@ -31,7 +30,7 @@ search_runs = {}
 for E, path in [*STUDIES.items(), *REPLICATES]:
     r = pl.load_results(path)
     runs = search_runs[E] = comparison(r.runs("mean"))
-    t = analysis.condition_ttests(runs, baseline="reset_all")
+    t = pl.stats.condition_ttests(runs, baseline="reset_all")
     print(f"== E={E}: {r.describe()}")
     print(t[["condition","split","t","p","mean","baseline_mean"]].round(4).to_string())
     rounds_all = comparison(r.rounds)
@@ -45,7 +44,7 @@ for E, path in [*STUDIES.items(), *REPLICATES]:
     print(per_round.unstack(0).to_string())
     print("wall time h:", [round(p.get("wall_time_s", 0) / 3600, 2) for p in r.populations
                            if {c["condition"] for c in p["configs"]} <= {"warm_start", "reset_all"}])
-    for row in analysis.ttest_power(t).itertuples():
+    for row in pl.stats.ttest_power(t).itertuples():
         power_rows.append((E, row.split, row.effect_size, row.power, row.seeds_needed))
 print("== effect sizes of the normalised-reward gap (warm-start below reset-all > 0)")
 for E, split, d, power, needed in power_rows:
@@ -55,6 +54,6 @@ for E, split, d, power, needed in power_rows:
 ten = pd.concat([search_runs[300],
                  comparison(pl.load_results("data/gridworld-preset-search/epochs-300-seeds-5-9").runs("mean"))])
 print(f"== E=300 with seeds {sorted(int(s) for s in ten['seed'].unique())}")
-ten_tests = analysis.ttest_power(analysis.condition_ttests(ten, baseline="reset_all"))
+ten_tests = pl.stats.ttest_power(pl.stats.condition_ttests(ten, baseline="reset_all"))
 print(ten_tests[["condition", "split", "t", "p", "mean", "baseline_mean", "n", "n_baseline", "effect_size",
                  "power"]].round(4).to_string())

@@ -1,4 +1,4 @@
-"""Tests for plasticity_lab.analysis — expectations computed by hand or with plain numpy, never captured."""
+"""Tests for plasticity_lab.stats — expectations computed by hand or with plain numpy, never captured."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from plasticity_lab import analysis as A
+from plasticity_lab import stats as A
 
 DIAGS = A.DIAGNOSTICS
 
@@ -528,22 +528,28 @@ def test_bad_inputs():
 
 
 def test_module_imports_no_torch_or_plotting():
-    """analysis.py itself (loaded by path, bypassing the package __init__) pulls in no torch / plotting."""
+    """The stats package (loaded without the package __init__, which imports torch) pulls in no torch / plotting:
+    its modules import no forbidden library at top level, and relative imports reach only each other and
+    plasticity_lab.schema."""
     import ast
     import pathlib
 
-    path = pathlib.Path(A.__file__)
+    package = pathlib.Path(A.__file__).parent
     forbidden = ("torch", "matplotlib", "seaborn", "plotly", "plasticity_lab", "rliable")
-    tree = ast.parse(path.read_text())
-    top_level = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
-    names = [a.name for n in top_level if isinstance(n, ast.Import) for a in n.names]
-    names += [n.module or "" for n in top_level if isinstance(n, ast.ImportFrom) and n.level == 0]
-    assert not [m for m in names if m.split(".")[0] in forbidden]
-    assert not [n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level > 0]  # no relative imports
+    for path in sorted(package.glob("*.py")):
+        tree = ast.parse(path.read_text())
+        top_level = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+        names = [a.name for n in top_level if isinstance(n, ast.Import) for a in n.names]
+        names += [n.module or "" for n in top_level if isinstance(n, ast.ImportFrom) and n.level == 0]
+        assert not [m for m in names if m.split(".")[0] in forbidden], path.name
+        relative = [(n.level, n.module) for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level > 0]
+        assert all(level == 1 or (level == 2 and module == "schema") for level, module in relative), path.name
     code = (
-        "import importlib.util, sys; "
-        f"spec = importlib.util.spec_from_file_location('standalone_analysis', {str(path)!r}); "
-        "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m); "
+        "import importlib, sys, types; "
+        "root = types.ModuleType('plasticity_lab'); "
+        f"root.__path__ = [{str(package.parent)!r}]; "
+        "sys.modules['plasticity_lab'] = root; "
+        "importlib.import_module('plasticity_lab.stats'); "
         "bad = [k for k in ('torch', 'matplotlib', 'seaborn', 'plotly', 'rliable') if k in sys.modules]; "
         "print(bad); sys.exit(1 if bad else 0)"
     )

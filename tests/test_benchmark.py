@@ -37,7 +37,7 @@ def test_computing_ops_counts_arithmetic_not_views_nor_numbers_made_tensors():
 
 
 def test_computing_ops_counts_a_native_operation_once_whatever_it_calls():
-    from plasticity_lab import native
+    from plasticity_lab.backends import native
 
     ops = native.member_ops()
     if ops is None:

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from plasticity_lab.claims import AGREES, DISAGREES, NOT_TESTABLE, PARTLY, check_claims
+from plasticity_lab.stats import AGREES, DISAGREES, NOT_TESTABLE, PARTLY, check_claims
 
 SHIFTS = ("permute", "window", "expand")
 TIGHT = np.array([-0.02, -0.01, 0.0, 0.01, 0.02])  # seed offsets: tiny spread, so differences are significant
@@ -114,7 +114,7 @@ def test_loss_seen_in_one_shift_of_one_is_not_all_three():
 
 
 def test_compare_claims_puts_each_studys_verdicts_side_by_side():
-    from plasticity_lab.claims import compare_claims
+    from plasticity_lab.stats import compare_claims
 
     disagreeing = dict(AGREEING, warm_start=(0.0, 0.0, TIGHT))  # no loss against reset-all
     table = compare_claims({"long rounds": _runs(AGREEING), "short rounds": _runs(disagreeing)})

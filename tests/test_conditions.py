@@ -12,7 +12,8 @@ from plasticity_lab.conditions import (CONDITIONS, L2, Composite, InjectedHead, 
                                        ResetFinal, ShrinkPerturb, SoftShrinkPerturb, fold_injections,
                                        parse_condition)
 from plasticity_lab.nets import CReLU, NetworkSpec
-from plasticity_lab.ppo import PPOConfig, Population
+from plasticity_lab.population import Population
+from plasticity_lab.ppo import PPOConfig
 from rollouts import random_rollout
 
 

@@ -1,6 +1,7 @@
-"""plasticity_lab.demos for the architecture and ReDo chapters (and their figure), checked against hand-computed
-values and invariants of the rules: CReLU passes exactly one half of each unit, LayerNorm's statistics carry the
-gradient to units that are off, ReDo's fresh incoming weights are invisible behind zero outgoing weights."""
+"""plasticity_lab.figures.architecture and plasticity_lab.figures.redo, for the architecture and ReDo chapters (and
+their figure), checked against hand-computed values and invariants of the rules: CReLU passes exactly one half of
+each unit, LayerNorm's statistics carry the gradient to units that are off, ReDo's fresh incoming weights are
+invisible behind zero outgoing weights."""
 
 import math
 
@@ -9,10 +10,11 @@ import pytest
 import torch
 
 import plasticity_lab as pl
-from plasticity_lab import demos, metrics, plots
+from plasticity_lab import metrics
 from plasticity_lab.conditions import ReDo
+from plasticity_lab.figures import architecture, redo, resets
 from plasticity_lab.nets import NetworkSpec
-from plasticity_lab.ppo import Population
+from plasticity_lab.population import Population
 
 
 def _population(seeds=(0, 1), **spec):
@@ -58,7 +60,7 @@ def _kill_unit(pop, unit, member=0):
 
 
 def test_architecture_table_counts_by_hand():
-    table = demos.architecture_table(["warm_start", "layernorm", "crelu", "soft_shrink_perturb+layernorm"])
+    table = architecture.architecture_table(["warm_start", "layernorm", "crelu", "soft_shrink_perturb+layernorm"])
     heads = {"policy_head": 256 * 4 + 4, "value_head": 256 + 1}
     plain = {"encoder.0": 363 * 256 + 256, "encoder.1": 256 * 256 + 256, **heads}
     normed = {"encoder.0": plain["encoder.0"] + 2 * 256, "encoder.1": plain["encoder.1"] + 2 * 256, **heads}
@@ -88,7 +90,7 @@ def test_crelu_has_exactly_half_its_outputs_zero_and_no_silent_unit():
     obs = _gaussian_obs()
     for a in _hidden(pop, obs):  # independently of the function: one of relu(z), relu(−z) is 0 for z ≠ 0
         assert (a == 0).float().mean().item() == 0.5
-    activity = demos.unit_activity(pop, obs)
+    activity = architecture.unit_activity(pop, obs)
     assert (activity["zero_fraction"] == 0.5).all()
     assert (activity["never_active"] == 0).all() and (activity["no_gradient"] == 0).all()
     assert (activity["dormant"] == 0).all()
@@ -99,7 +101,7 @@ def test_unit_activity_of_a_plain_network_by_hand():
     pop = _population()
     _kill_unit(pop, unit=7, member=1)
     obs = _sparse_obs()
-    activity = demos.unit_activity(pop, obs)
+    activity = architecture.unit_activity(pop, obs)
     hidden = _hidden(pop, obs)
     for k, (layer, a) in enumerate(zip(("encoder.0.layer", "encoder.1.layer"), hidden)):
         for m in range(2):
@@ -124,7 +126,7 @@ def test_layernorm_reaches_units_that_are_off_everywhere():
     with torch.no_grad():
         pop.params["encoder.0.norm.bias"][0, :10] = -100.0  # ten units off on every input
     obs = _sparse_obs()
-    activity = demos.unit_activity(pop, obs)
+    activity = architecture.unit_activity(pop, obs)
     row = activity.loc[(0, "encoder.0.layer")]
     assert row.never_active >= 10 / 256
     assert row.no_gradient == 0  # the mean and variance of the layer carry the gradient to them
@@ -132,17 +134,17 @@ def test_layernorm_reaches_units_that_are_off_everywhere():
     plain = _population()
     with torch.no_grad():
         plain.params["encoder.0.layer.bias"][0, :10] = -100.0
-    assert demos.unit_activity(plain, obs).loc[(0, "encoder.0.layer"), "no_gradient"] >= 10 / 256
+    assert architecture.unit_activity(plain, obs).loc[(0, "encoder.0.layer"), "no_gradient"] >= 10 / 256
     # fresh gains and biases: the normalised pre-activations have mean 0, so some unit is on for every input
-    fresh = demos.unit_activity(_population(layernorm=True), _gaussian_obs())
+    fresh = architecture.unit_activity(_population(layernorm=True), _gaussian_obs())
     assert (fresh["fewest_active"] >= 1).all()
 
 
 def test_unit_activity_dormant_matches_what_redo_recycles():
     pop = _population()
     obs = _sparse_obs()
-    activity = demos.unit_activity(pop, obs, tau=0.1)
-    _, recycled = demos.recycle(pop, obs, ReDo(tau=0.1))
+    activity = architecture.unit_activity(pop, obs, tau=0.1)
+    _, recycled = redo.recycle(pop, obs, ReDo(tau=0.1))
     for layer, mask in zip(("encoder.0.layer", "encoder.1.layer"), recycled):
         for m in range(2):
             assert activity.loc[(m, layer), "dormant"] == pytest.approx(float(mask[m].float().mean()))
@@ -164,7 +166,7 @@ def test_soft_shrink_perturb_pulls_layernorm_parameters_deterministically():
     before = {k: v.detach().clone() for k, v in pop.params.items()}
     beta, steps = 0.01, 50
     condition = pl.parse_condition("soft_shrink_perturb+layernorm", {"perturb": beta})
-    after = demos.apply_after_steps(pop, condition, steps)
+    after = architecture.apply_after_steps(pop, condition, steps)
     alpha_n = (1 - beta) ** steps
     for name, value in after.params.items():
         if name.endswith("norm.weight"):
@@ -175,10 +177,10 @@ def test_soft_shrink_perturb_pulls_layernorm_parameters_deterministically():
     # the linear weights shrink too, but with a random fresh component: not a constant
     weight = after.params["encoder.0.layer.weight"]
     assert not torch.allclose(weight, before["encoder.0.layer.weight"] * alpha_n, atol=1e-7)
-    same = demos.apply_after_steps(pop, condition, 0)
+    same = architecture.apply_after_steps(pop, condition, 0)
     assert all(torch.equal(same.params[k], before[k]) for k in before)
     with pytest.raises(ValueError, match="steps"):
-        demos.apply_after_steps(pop, condition, -1)
+        architecture.apply_after_steps(pop, condition, -1)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -194,7 +196,7 @@ def test_two_by_two_by_hand():
         for seed, v in enumerate(seeds):
             rows.append({"shift": "permute", "condition": condition, "seed": seed,
                          "normalised_train_return": v, "normalised_test_return": -v})
-    table = demos.two_by_two(pd.DataFrame(rows))
+    table = architecture.two_by_two(pd.DataFrame(rows))
     train = table.loc[("permute", "train")]
     assert train["warm_start"] == pytest.approx(0.1) and train["layernorm"] == pytest.approx(0.6)
     # both − first − second + neither = 3 − 1 − 0.6 + 0.1
@@ -203,7 +205,7 @@ def test_two_by_two_by_hand():
     # its test: pooled within-cell variance (0.02 + 0.02) / 4, SE = sqrt(0.01 · 4/2)
     assert train["t"] == pytest.approx(1.5 / 0.02 ** 0.5)
     with pytest.raises(ValueError, match="missing"):
-        demos.two_by_two(pd.DataFrame(rows[:6]))
+        architecture.two_by_two(pd.DataFrame(rows[:6]))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -215,7 +217,7 @@ def test_unit_scores_by_hand():
     pop = _population()
     _kill_unit(pop, unit=3, member=0)
     obs = _sparse_obs()
-    scores = demos.unit_scores(pop, obs)
+    scores = redo.unit_scores(pop, obs)
     assert len(scores) == 2 * (256 + 256)
     hidden = _hidden(pop, obs)
     for layer, a in zip(("encoder.0.layer", "encoder.1.layer"), hidden):
@@ -237,7 +239,7 @@ def test_recycle_zeroes_outgoing_keeps_biases_and_leaves_the_original_alone():
     pop = _population()
     obs = _sparse_obs()
     before = {k: v.detach().clone() for k, v in pop.params.items()}
-    after, recycled = demos.recycle(pop, obs)
+    after, recycled = redo.recycle(pop, obs)
     assert all(torch.equal(pop.params[k].detach(), before[k]) for k in before)
     # the recycled units are those whose score (by hand) is at most τ
     hidden = _hidden(pop, obs)
@@ -267,8 +269,8 @@ def test_recycle_zeroes_outgoing_keeps_biases_and_leaves_the_original_alone():
 def test_recycled_network_computes_what_the_silenced_one_does():
     pop = _population()
     obs = _sparse_obs()
-    after, recycled = demos.recycle(pop, obs)
-    silenced = demos.silence_units(pop, recycled)
+    after, recycled = redo.recycle(pop, obs)
+    silenced = redo.silence_units(pop, recycled)
     # fresh incoming weights behind zero outgoing weights cannot reach the outputs
     logits, value = _outputs(after, obs)
     s_logits, s_value = _outputs(pop, obs, silenced)
@@ -286,36 +288,36 @@ def test_recycled_network_computes_what_the_silenced_one_does():
         assert torch.equal(value_, expected), name
     assert not torch.equal(pop.params["policy_head.weight"].detach(), silenced["policy_head.weight"])
     with pytest.raises(ValueError, match="mask"):
-        demos.silence_units(pop, [first[:, :10], second])
+        redo.silence_units(pop, [first[:, :10], second])
 
 
 def test_recycling_units_that_are_zero_everywhere_keeps_the_outputs_exactly():
     pop = _population()
     obs = _sparse_obs()
-    after, recycled = demos.recycle(pop, obs, ReDo(tau=0.0))
+    after, recycled = redo.recycle(pop, obs, ReDo(tau=0.0))
     assert any(bool(m.any()) for m in recycled), "the test needs units that are 0 on every input"
     logits, value = _outputs(pop, obs)
     new_logits, new_value = _outputs(after, obs)
     assert torch.equal(logits, new_logits) and torch.equal(value, new_value)
     # with τ > 0 weakly active units are removed too: the outputs move, by exactly their contributions
-    after_tau, recycled_tau = demos.recycle(pop, obs)
-    assert demos.output_change(pop, after_tau.params, obs).max_logit_change > 0
+    after_tau, recycled_tau = redo.recycle(pop, obs)
+    assert resets.output_change(pop, after_tau.params, obs).max_logit_change > 0
 
 
 def test_policy_only_leaves_the_value_head_reading_recycled_units():
     pop = _population()
     obs = _sparse_obs()
-    after, recycled = demos.recycle(pop, obs, ReDo(outgoing="policy_only"))
+    after, recycled = redo.recycle(pop, obs, ReDo(outgoing="policy_only"))
     last = recycled[-1]
     assert bool(last.any())
-    table = demos.recycling_table(pop, after, recycled)
+    table = redo.recycling_table(pop, after, recycled)
     for m in range(2):
         policy = table.loc[(m, "encoder.1.layer", "policy_head")]
         value = table.loc[(m, "encoder.1.layer", "value_head")]
         assert policy.outgoing_zero == policy.recycled == int(last[m].sum())
         assert value.outgoing_zero == 0
     # the policy equals the fully recycled network's; the value head now reads the new units
-    full, _ = demos.recycle(pop, obs)
+    full, _ = redo.recycle(pop, obs)
     assert torch.equal(_outputs(after, obs)[0], _outputs(full, obs)[0])
     assert not torch.equal(_outputs(after, obs)[1], _outputs(full, obs)[1])
 
@@ -323,15 +325,15 @@ def test_policy_only_leaves_the_value_head_reading_recycled_units():
 def test_recycling_table_reads_the_weights_not_the_mask():
     pop = _population()
     obs = _sparse_obs()
-    after, recycled = demos.recycle(pop, obs)
-    table = demos.recycling_table(pop, after, recycled)
+    after, recycled = redo.recycle(pop, obs)
+    table = redo.recycling_table(pop, after, recycled)
     assert (table["recycled"] == table["incoming_changed"]).all()
     assert (table["changed_not_recycled"] == 0).all() and (table["bias_changed"] == 0).all()
     assert (table["outgoing_zero"] == table["recycled"]).all() and (table["zero_not_recycled"] == 0).all()
     assert set(table.index.get_level_values("reader")) == {"encoder.1.layer", "policy_head", "value_head"}
     # told that nothing was recycled, the table still sees the changed rows and the zero columns
     nothing = [torch.zeros_like(m) for m in recycled]
-    blind = demos.recycling_table(pop, after, nothing)
+    blind = redo.recycling_table(pop, after, nothing)
     assert (blind["recycled"] == 0).all()
     assert (blind["zero_not_recycled"] == table["outgoing_zero"]).all()
     first = blind.xs("encoder.0.layer", level="layer")
@@ -351,15 +353,15 @@ def test_recycling_crelu_units_takes_both_halves():
             pop.params["encoder.1.layer.weight"][0, unit] *= 1e-4
             pop.params["encoder.1.layer.bias"][0, unit] = 0.0
     obs = _sparse_obs()
-    after, recycled = demos.recycle(pop, obs)
+    after, recycled = redo.recycle(pop, obs)
     assert all(m.shape == (2, 128) for m in recycled)
     assert bool(recycled[-1][0, 5]) and bool(recycled[-1][0, 9])
     for m in range(2):
         columns = torch.cat([recycled[-1][m], recycled[-1][m]])
         assert bool((after.params["policy_head.weight"][m][:, columns] == 0).all())
         assert bool((after.params["policy_head.weight"][m][:, ~columns] != 0).any(0).all())
-    assert torch.equal(_outputs(after, obs)[0], _outputs(pop, obs, demos.silence_units(pop, recycled))[0])
-    table = demos.recycling_table(pop, after, recycled)
+    assert torch.equal(_outputs(after, obs)[0], _outputs(pop, obs, redo.silence_units(pop, recycled))[0])
+    table = redo.recycling_table(pop, after, recycled)
     assert (table["outgoing_zero"] == table["recycled"]).all() and (table["zero_not_recycled"] == 0).all()
 
 
@@ -374,7 +376,7 @@ def _configs(condition, **params):
 
 
 def test_run_redo_trains_like_run_and_logs_each_recycling_step():
-    experiment, log = demos.run_redo(_configs("redo"))
+    experiment, log = redo.run_redo(_configs("redo"))
     reference = pl.run(_configs("redo"))
     pd.testing.assert_frame_equal(experiment.table(), reference)
     assert "recycle" not in vars(experiment.condition)  # ReDo's own method is back
@@ -387,7 +389,7 @@ def test_run_redo_trains_like_run_and_logs_each_recycling_step():
     zero_columns = (experiment.population.params["policy_head.weight"].detach() == 0).all(1).sum(1)
     assert [int(zero_columns[m]) for m in range(2)] == [int(last[0]), int(last[1])]
     with pytest.raises(ValueError, match="ReDo"):
-        demos.run_redo(_configs("warm_start"))
+        redo.run_redo(_configs("warm_start"))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -398,14 +400,14 @@ def test_run_redo_trains_like_run_and_logs_each_recycling_step():
 def test_unit_scores_figure_counts_dormant_units_and_floors_zero_scores():
     scores = pd.DataFrame({"layer": ["a"] * 4 + ["b"] * 2, "network": ["x", "x", "y", "y", "x", "y"],
                            "score": [0.0, 0.02, 0.5, 0.025, 3.0, 0.0], "zero_fraction": [1, 0.9, 0.1, 0.95, 0, 1]})
-    fig = plots.unit_scores_figure(scores, tau=0.025, floor=1e-3)
+    fig = redo.unit_scores_figure(scores, tau=0.025, floor=1e-3)
     titles = [a.text for a in fig.layout.annotations]
     assert titles[0] == "a — dormant: x 2 of 2, y 1 of 2" and titles[1] == "b — dormant: x 0 of 1, y 1 of 1"
     first = fig.data[0]  # layer a, network x
     assert list(first.y) == [1e-3, 0.02] and list(first.customdata) == [0.0, 0.02]
     assert fig.layout.yaxis.type == "log"
     with pytest.raises(ValueError, match="zero_fraction"):
-        plots.unit_scores_figure(scores.drop(columns="zero_fraction"))
+        redo.unit_scores_figure(scores.drop(columns="zero_fraction"))
     with pytest.raises(ValueError, match="floor"):
-        plots.unit_scores_figure(scores, floor=0)
+        redo.unit_scores_figure(scores, floor=0)
     assert math.isclose(min(min(t.y) for t in fig.data), 1e-3)

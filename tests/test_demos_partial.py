@@ -4,8 +4,8 @@ The book's study is computed one population per condition over several days, and
 committed as it lands, so chapters 4–11 meet every stage of it: nothing yet, only the baselines, some of a
 chapter's conditions, all of them.
 
-* :func:`plasticity_lab.demos.study_section` is checked against expectations written out by hand: which subsets
-  of a chapter's conditions can be shown, what the note says, how many shift × condition points a fit gets.
+* :func:`plasticity_lab.figures.studies.study_section` is checked against expectations written out by hand: which
+  subsets of a chapter's conditions can be shown, what the note says, how many shift × condition points a fit gets.
 * A small real study (the sweep runner at the smoke preset, 7 conditions × 2 shifts × 2 seeds) is cut into
   partial copies by copying population folders, and each of chapters 4–11 is executed in smoke mode (papermill,
   ``smoke = True``, as in ``test_book.py``) with its stored-study section repeated once per copy, each copy
@@ -24,7 +24,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from plasticity_lab import analysis, demos
+from plasticity_lab import stats
+from plasticity_lab.figures import studies as book_studies
 from plasticity_lab.sweep import Sweep, run_sweep
 
 try:
@@ -39,7 +40,7 @@ BOOK = Path(__file__).resolve().parent.parent / "book"
 STUDY = "gridworld-book"
 BASELINES = ["warm_start", "reset_all"]
 RESETS = ["warm_start", "reset_all", "reset_final", "shrink_perturb", "injection"]  # chapter 6
-NINE = list(analysis.ANALYSIS_CONDITIONS)
+NINE = list(stats.ANALYSIS_CONDITIONS)
 DIAGNOSTIC_VALUES = {"entropy": 1.3, "weight_magnitude": 0.03, "weight_difference": 0.002, "grad_norm": 0.4,
                      "dead_units": 0.5}
 
@@ -62,17 +63,17 @@ def _runs(conditions, shifts=("permute", "window", "expand"), seeds=(0, 1, 2)) -
 
 def test_study_path_is_under_data_unless_the_environment_names_another_folder(monkeypatch, tmp_path):
     monkeypatch.delenv("PLASTICITY_LAB_STUDY_DIR", raising=False)
-    assert demos.study_path("gridworld-book") == Path("../data/gridworld-book")
+    assert book_studies.study_path("gridworld-book") == Path("../data/gridworld-book")
     monkeypatch.setenv("PLASTICITY_LAB_STUDY_DIR", str(tmp_path))
-    assert demos.study_path("gridworld-book") == tmp_path / "gridworld-book"
+    assert book_studies.study_path("gridworld-book") == tmp_path / "gridworld-book"
     monkeypatch.setenv("PLASTICITY_LAB_STUDY_DIR", "")  # set but empty: as if unset
-    assert demos.study_path("x", default="elsewhere") == Path("elsewhere/x")
+    assert book_studies.study_path("x", default="elsewhere") == Path("elsewhere/x")
 
 
 # ---- the decision, by hand -------------------------------------------------------------------------------------
 
 def test_nothing_stored_yet_says_so_and_adds_the_aside():
-    section = demos.study_section(None, RESETS, study=Path("../data/gridworld-book"), aside="See above.")
+    section = book_studies.study_section(None, RESETS, study=Path("../data/gridworld-book"), aside="See above.")
     assert not section.available and section.shown == () and section.missing == tuple(RESETS)
     assert section.message == ("The study gridworld-book is still being computed: its results are not in this "
                                "copy of the repository yet, so this section has nothing to show. See above.")
@@ -85,7 +86,7 @@ def test_nothing_stored_yet_says_so_and_adds_the_aside():
 def test_every_subset_of_a_chapters_conditions(held):
     """Chapter 6's section against every subset of its conditions (plus one it does not show)."""
     runs = _runs([*held, "l2"]) if held else _runs(["l2"])
-    section = demos.study_section(runs, RESETS, study="gridworld-book")
+    section = book_studies.study_section(runs, RESETS, study="gridworld-book")
     own_held = [c for c in ("reset_final", "shrink_perturb", "injection") if c in held]
     baseline_held = [c for c in BASELINES if c in held]
     assert section.available == bool(own_held and baseline_held)
@@ -97,8 +98,8 @@ def test_every_subset_of_a_chapters_conditions(held):
         assert condition in text.split("Not in this study (yet): ")[1]
     if section.available:
         assert text.startswith("Shown here: ")
-        comparisons = demos.compare_conditions(runs, [c for c in section.shown if c != "reset_all"])
-        counts = demos.tally(comparisons)
+        comparisons = stats.compare_conditions(runs, [c for c in section.shown if c != "reset_all"])
+        counts = stats.tally(comparisons)
         expected = {(c, b) for b in baseline_held for c in section.shown if c != b and c != "reset_all"}
         assert set(counts.index) == expected
         title = "Partly available" if section.missing else None
@@ -116,15 +117,15 @@ def test_every_subset_of_a_chapters_conditions(held):
 
 
 def test_the_notes_in_words():
-    only_baselines = demos.study_section(_runs(BASELINES), RESETS, study="gridworld-book")
+    only_baselines = book_studies.study_section(_runs(BASELINES), RESETS, study="gridworld-book")
     assert only_baselines.message == (
         "The study gridworld-book holds warm_start and reset_all so far. This section compares reset_final, "
         "shrink_perturb or injection with warm_start or reset_all and needs at least one of each. "
         "Not in this study (yet): reset_final, shrink_perturb and injection.")
-    no_baseline = demos.study_section(_runs(["injection"]), RESETS, study="s")
+    no_baseline = book_studies.study_section(_runs(["injection"]), RESETS, study="s")
     assert not no_baseline.available
     assert no_baseline.message.startswith("The study s holds injection so far. This section compares")
-    partly = demos.study_section(_runs(["warm_start", "reset_final"]), RESETS, study="s")
+    partly = book_studies.study_section(_runs(["warm_start", "reset_final"]), RESETS, study="s")
     assert partly.message == ("Shown here: warm_start and reset_final. "
                               "Not in this study (yet): reset_all, shrink_perturb and injection.")
     assert "<code>reset_final</code>" in partly.note()
@@ -135,8 +136,8 @@ def test_a_study_that_records_its_sweep_tells_pending_from_absent():
     regularisers = ("warm_start", "reset_all", "l2", "regen_l2")
 
     def section(present, conditions=regularisers):
-        return demos.StudySection(study="s", conditions=conditions, baselines=("warm_start", "reset_all"),
-                                  present=present, planned=planned, points=0)
+        return book_studies.StudySection(study="s", conditions=conditions, baselines=("warm_start", "reset_all"),
+                                         present=present, planned=planned, points=0)
 
     waiting = section(("warm_start", "reset_all"))
     assert not waiting.available and waiting.pending == ("l2",) and waiting.missing == ("l2", "regen_l2")
@@ -155,41 +156,41 @@ def test_a_study_that_records_its_sweep_tells_pending_from_absent():
 
 def test_points_for_the_fits():
     # two shifts: each condition is two shift × condition points
-    one = demos.study_section(_runs(["warm_start"], shifts=("permute", "window")), NINE, baselines=(),
-                              min_points=3, study="s")
+    one = book_studies.study_section(_runs(["warm_start"], shifts=("permute", "window")), NINE, baselines=(),
+                                     min_points=3, study="s")
     assert one.points == 2 and not one.available
     assert "fits the shift × condition points of warm_start, reset_all, shrink_perturb" in one.message
     assert "needs at least 3 of them; the study has 2 so far." in one.message
-    two = demos.study_section(_runs(["warm_start", "layernorm", "reset_all"], shifts=("permute", "window")), NINE,
-                              baselines=(), min_points=3, study="s")
+    two = book_studies.study_section(_runs(["warm_start", "layernorm", "reset_all"], shifts=("permute", "window")),
+                                     NINE, baselines=(), min_points=3, study="s")
     assert two.available and two.points == 4 and two.shown == ("warm_start", "reset_all")  # layernorm: not a point
     assert two.lacks_points(7, "the GLM") == ("not computed: the GLM needs at least 7 shift × condition points; "
                                               "the study has 4 so far")
     # a point with a value missing for every seed cannot be fitted
     runs = _runs(["warm_start", "reset_all", "l2", "redo"], shifts=("permute", "window"))
     runs.loc[(runs.condition == "l2") & (runs["shift"] == "window"), "dead_units"] = np.nan
-    assert demos.study_section(runs, NINE, baselines=(), study="s").points == 7
+    assert book_studies.study_section(runs, NINE, baselines=(), study="s").points == 7
 
 
 @pytest.mark.parametrize("conditions", [1, 2, 3, 4])
 def test_lacks_points_agrees_with_what_the_glm_can_fit(conditions):
     runs = _runs(NINE[:conditions], shifts=("permute", "window"))
-    section = demos.study_section(runs, NINE, baselines=(), study="s")
-    note = section.lacks_points(len(analysis.DIAGNOSTICS) + 2, "the GLM")
+    section = book_studies.study_section(runs, NINE, baselines=(), study="s")
+    note = section.lacks_points(len(stats.DIAGNOSTICS) + 2, "the GLM")
     if note is None:
-        assert analysis.diagnostics_glm(runs, split="train").attrs["n"] == section.points
+        assert stats.diagnostics_glm(runs, split="train").attrs["n"] == section.points
     else:
         with pytest.raises(ValueError, match="needs more than"):
-            analysis.diagnostics_glm(runs, split="train")
+            stats.diagnostics_glm(runs, split="train")
 
 
 def test_bad_input_is_refused():
     with pytest.raises(ValueError, match="at least one condition"):
-        demos.study_section(None, [])
+        book_studies.study_section(None, [])
     with pytest.raises(ValueError, match="min_points"):
-        demos.study_section(None, RESETS, min_points=-1)
+        book_studies.study_section(None, RESETS, min_points=-1)
     with pytest.raises(TypeError, match="Results"):
-        demos.study_section({"condition": ["warm_start"]}, RESETS)
+        book_studies.study_section({"condition": ["warm_start"]}, RESETS)
 
 
 # ---- a real partial study ----------------------------------------------------------------------------------------
@@ -239,16 +240,16 @@ def studies(tmp_path_factory) -> dict[str, Path]:
 
 
 def test_a_stored_partial_study_knows_what_is_still_to_come(studies):
-    results = demos.load_study(studies["baselines"] / STUDY)
+    results = book_studies.load_study(studies["baselines"] / STUDY)
     assert sorted(results.runs()["condition"].unique()) == ["reset_all", "warm_start"]
-    section = demos.study_section(results, ["warm_start", "reset_all", "l2", "regen_l2", "regen_w2"])
+    section = book_studies.study_section(results, ["warm_start", "reset_all", "l2", "regen_l2", "regen_w2"])
     assert section.study == STUDY and section.planned == tuple(TINY["conditions"])
     assert not section.available and section.pending == ("l2",) and section.missing == ("l2", "regen_l2", "regen_w2")
     assert "(2 of the 7 conditions it computes)" in section.message
     assert section.message.endswith("Still being computed: l2. Not part of this study: regen_l2 and regen_w2.")
-    fits = demos.study_section(results, NINE, baselines=(), min_points=3, at="final")
+    fits = book_studies.study_section(results, NINE, baselines=(), min_points=3, at="final")
     assert fits.available and fits.points == 4  # 2 conditions × 2 shifts
-    assert demos.load_study(studies["nothing"] / STUDY) is None
+    assert book_studies.load_study(studies["nothing"] / STUDY) is None
 
 
 # ---- the chapters on it --------------------------------------------------------------------------------------------
@@ -282,7 +283,7 @@ def _staged_notebook(chapter: str, heading: str, roots: dict[str, Path]):
         elif titles and where == "section":
             where = "after"
         {"before": before, "section": section, "after": after}[where].append(cell)
-    assert any("demos.study_path" in c.source for c in section), f"{chapter}: no stored-study section {heading!r}"
+    assert any("studies.study_path" in c.source for c in section), f"{chapter}: no stored-study section {heading!r}"
     staged = []
     for name, root in roots.items():
         point = nbformat.v4.new_code_cell(f'import os\nos.environ["PLASTICITY_LAB_STUDY_DIR"] = {str(root)!r}')

@@ -12,7 +12,8 @@ import plasticity_lab as pl
 from plasticity_lab.envs.population import GridworldPopulation
 from plasticity_lab.experiment import Experiment
 from plasticity_lab.nets import NetworkSpec
-from plasticity_lab.ppo import Population, collect_episodes
+from plasticity_lab.population import Population
+from plasticity_lab.ppo import collect_episodes
 from plasticity_lab.shifts import distribution
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")

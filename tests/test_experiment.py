@@ -9,7 +9,8 @@ import plasticity_lab as pl
 from plasticity_lab.conditions import ResetAll
 from plasticity_lab.envs.population import GridworldPopulation
 from plasticity_lab.nets import NetworkSpec
-from plasticity_lab.ppo import Population, collect_episodes
+from plasticity_lab.population import Population
+from plasticity_lab.ppo import collect_episodes
 from plasticity_lab.shifts import distribution, level_range
 
 SMOKE = dict(preset="smoke", rounds=3, epochs_per_round=4, test_interval=2, test_episodes=11)

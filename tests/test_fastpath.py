@@ -13,7 +13,8 @@ import pytest
 import torch
 
 import plasticity_lab as pl
-from plasticity_lab import fastpath, native, results, stacked
+from plasticity_lab import results
+from plasticity_lab.backends import batched, cpu_kernels, fastpath, native
 
 ROOT = Path(__file__).resolve().parent.parent
 # The error a oneDNN route inside torch 2.13 raised for float32 work on an AVX2-only AMD EPYC (Zen 3)
@@ -41,7 +42,7 @@ def _pretend(monkeypatch, vendor="AuthenticAMD", avx512=True, threads=1):
 def _break_fast_paths(monkeypatch, how="raise"):
     """Make oneDNN's linear and the sparse kernels fail as they did on an AVX2-only CPU (``"raise"``) or compute
     slightly wrong numbers (``"wrong"``)."""
-    onednn = stacked.onednn_linear
+    onednn = cpu_kernels.onednn_linear
 
     def broken_onednn(*args, **kwargs):
         if how == "raise":
@@ -51,7 +52,7 @@ def _break_fast_paths(monkeypatch, how="raise"):
     def broken_sparse(*args):
         raise RuntimeError("illegal operand")
 
-    monkeypatch.setattr(stacked, "onednn_linear", broken_onednn)
+    monkeypatch.setattr(cpu_kernels, "onednn_linear", broken_onednn)
     ops = native.member_ops()
     if ops is not None:
         monkeypatch.setattr(native, "member_ops", lambda: SimpleNamespace(
@@ -75,7 +76,7 @@ def test_blas_always_passes_its_probe_and_an_unknown_path_is_refused():
 def test_a_choice_is_validated_by_name_wherever_it_comes_from(monkeypatch):
     with pytest.raises(ValueError,
                        match=r"unknown CPU matmul 'mkl' \(set_cpu_matmul\); valid: auto, onednn, onednn\+sparse, blas"):
-        stacked.set_cpu_matmul("mkl")
+        fastpath.set_cpu_matmul("mkl")
     monkeypatch.setenv(fastpath.VARIABLE, "fast")
     with pytest.raises(ValueError, match=r"unknown CPU matmul 'fast' \(PLASTICITY_LAB_CPU_MATMUL=fast\); valid: "):
         fastpath.cpu_matmul()
@@ -135,7 +136,7 @@ def test_an_explicit_choice_that_cannot_run_is_one_clear_error(monkeypatch):
     assert message.startswith("CPU matmul 'onednn' (PLASTICITY_LAB_CPU_MATMUL=onednn) cannot run here: ")
     assert message.endswith("; valid here: auto, blas")
     with pytest.raises(ValueError, match=r"CPU matmul 'onednn\+sparse' \(set_cpu_matmul\) cannot run here: "):
-        stacked.set_cpu_matmul("onednn+sparse")
+        fastpath.set_cpu_matmul("onednn+sparse")
 
 
 def test_an_explicit_choice_is_honoured_and_the_call_wins_over_the_variable(monkeypatch):
@@ -145,9 +146,9 @@ def test_an_explicit_choice_is_honoured_and_the_call_wins_over_the_variable(monk
     monkeypatch.setenv(fastpath.VARIABLE, "onednn")
     assert fastpath.cpu_matmul() == "onednn"
     assert fastpath.cpu_matmul_reason() == "onednn: chosen by PLASTICITY_LAB_CPU_MATMUL, probe passed"
-    stacked.set_cpu_matmul("blas")
+    fastpath.set_cpu_matmul("blas")
     assert fastpath.cpu_matmul() == "blas"
-    stacked.set_cpu_matmul(None)
+    fastpath.set_cpu_matmul(None)
     assert fastpath.cpu_matmul() == "onednn"
 
 
@@ -203,7 +204,7 @@ def subset_runs(tmp_path_factory):
         env = {**os.environ, **extra}
         env.pop("PYTEST_ADDOPTS", None)
         if fastpath.VARIABLE in extra:  # a forced path must first pass its probe under these settings
-            probe = subprocess.run([sys.executable, "-c", "from plasticity_lab import fastpath; "
+            probe = subprocess.run([sys.executable, "-c", "from plasticity_lab.backends import fastpath; "
                                     f"print(fastpath.probe({extra[fastpath.VARIABLE]!r}))"],
                                    env=env, capture_output=True, text=True, check=True, cwd=ROOT)
             if probe.stdout.strip():

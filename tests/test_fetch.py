@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from plasticity_lab import demos
+from plasticity_lab.figures import studies
 from plasticity_lab.results import DATA_URL_VARIABLE, fetch_study, load_results
 
 DATA = Path(__file__).resolve().parent.parent / "data"
@@ -56,21 +56,21 @@ def test_load_study_downloads_only_where_asked(tmp_path, monkeypatch):
 
     with monkeypatch.context() as patch:
         patch.setattr(urllib.request, "urlopen", no_network)
-        assert demos.load_study(missing) is None  # not on Colab: nothing fetched
+        assert studies.load_study(missing) is None  # not on Colab: nothing fetched
     monkeypatch.setitem(sys.modules, "google.colab", object())  # on Colab
-    results = demos.load_study(missing)
+    results = studies.load_study(missing)
     assert results is not None and results.path == Path("data") / STUDY
     pd.testing.assert_frame_equal(results.rounds, load_results(DATA / STUDY).rounds)
     # a second call loads the copy already there
     with monkeypatch.context() as patch:
         patch.setattr(urllib.request, "urlopen", no_network)
-        assert demos.load_study(missing) is not None
+        assert studies.load_study(missing) is not None
 
 
 def test_load_study_reports_a_failed_download_and_shows_nothing(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv(DATA_URL_VARIABLE, (tmp_path / "no-such-mirror").as_uri())
-    assert demos.load_study(tmp_path / "missing" / STUDY, fetch=True) is None
+    assert studies.load_study(tmp_path / "missing" / STUDY, fetch=True) is None
     assert "could not be downloaded" in capsys.readouterr().out
     assert not (tmp_path / "data" / STUDY).exists()
 
@@ -98,10 +98,10 @@ def test_read_runs_downloads_a_study_of_run_folders_on_colab_only(tmp_path, monk
     monkeypatch.setenv(DATA_URL_VARIABLE, DATA.as_uri())
     missing = tmp_path / "elsewhere" / name
     with pytest.raises(FileNotFoundError, match="no study folder"):
-        demos.read_runs(missing, conditions)  # not on Colab: nothing fetched
+        studies.read_runs(missing, conditions)  # not on Colab: nothing fetched
     assert not (tmp_path / "data").exists()
     monkeypatch.setitem(sys.modules, "google.colab", object())  # on Colab
-    fetched, stored = demos.read_runs(missing, conditions), demos.read_runs(DATA / name, conditions)
+    fetched, stored = studies.read_runs(missing, conditions), studies.read_runs(DATA / name, conditions)
     for condition in conditions:
         pd.testing.assert_frame_equal(fetched[condition][0], stored[condition][0])
         assert fetched[condition][1] == stored[condition][1]
@@ -112,7 +112,7 @@ def test_read_runs_downloads_a_study_of_run_folders_on_colab_only(tmp_path, monk
 
     with monkeypatch.context() as patch:
         patch.setattr(urllib.request, "urlopen", no_network)
-        assert set(demos.read_runs(missing, conditions)) == set(conditions)
+        assert set(studies.read_runs(missing, conditions)) == set(conditions)
     with pytest.raises(OSError):  # a failed download leaves nothing behind
-        demos.read_runs(tmp_path / "nowhere" / "no-such-study", conditions, base_url=DATA.as_uri())
+        studies.read_runs(tmp_path / "nowhere" / "no-such-study", conditions, base_url=DATA.as_uri())
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == [name]

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from plasticity_lab import native, stacked
+from plasticity_lab.backends import native
 
 BUILDABLE = shutil.which(os.environ.get("CXX", "c++")) is not None and os.environ.get(native.NATIVE_VARIABLE) != "0"
 
@@ -28,7 +28,7 @@ def ops():
 
 
 def test_native_operators_can_be_turned_off_and_say_why():
-    code = ("from plasticity_lab import fastpath, native; assert native.member_ops() is None; "
+    code = ("from plasticity_lab.backends import fastpath, native; assert native.member_ops() is None; "
             "print(native.unavailable_reason()); print(fastpath.probe('onednn+sparse'))")
     env = {**os.environ, native.NATIVE_VARIABLE: "0"}
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
@@ -114,7 +114,7 @@ def test_every_instruction_set_of_the_kernels_computes_the_float64_reference(ops
     # CPUs without AVX-512 run the AVX2 or the portable loops: run each here too, in a process of its own
     code = """
 import torch
-from plasticity_lab import native
+from plasticity_lab.backends import native
 ops = native.member_ops()
 g = torch.Generator().manual_seed(5)
 x = (torch.rand(2, 9, 37, generator=g) < 0.2) * torch.randn(2, 9, 37, generator=g)
@@ -139,7 +139,7 @@ print(ops.sparse_kernels_isa())
 
 
 def test_an_unknown_instruction_set_cap_is_one_clear_error():
-    code = "from plasticity_lab import native; native.member_ops()"
+    code = "from plasticity_lab.backends import native; native.member_ops()"
     env = {**os.environ, native.NATIVE_ISA_VARIABLE: "sse9"}
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert done.returncode != 0

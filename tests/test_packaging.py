@@ -43,7 +43,7 @@ def test_ci_runs_the_readme_test_command():
 
 
 def test_package_imports_without_plotting_or_widgets():
-    code = ("import sys, plasticity_lab, plasticity_lab.analysis, plasticity_lab.cli; "
+    code = ("import sys, plasticity_lab, plasticity_lab.stats, plasticity_lab.cli; "
             "bad = [m for m in ('plotly', 'seaborn', 'matplotlib', 'ipywidgets') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)

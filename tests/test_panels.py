@@ -13,8 +13,8 @@ from matplotlib.collections import PathCollection  # noqa: E402
 from matplotlib.colors import to_hex  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
-from plasticity_lab import panels, plots  # noqa: E402
-from plasticity_lab.analysis import DIAGNOSTICS  # noqa: E402
+from plasticity_lab.figures import panels, style  # noqa: E402
+from plasticity_lab.stats import DIAGNOSTICS  # noqa: E402
 
 SHIFTS = ("permute", "window", "expand")
 CONDITIONS = ("warm_start", "reset_all", "l2")
@@ -69,7 +69,7 @@ def test_regression_panels_show_each_diagnostics_points_and_fit():
     points = [c for c in axes[1].collections if isinstance(c, PathCollection)][0]
     by_x = dict(zip(np.round(points.get_offsets()[:, 0], 12), map(to_hex, points.get_facecolors())))
     for (shift, _), row in means.iterrows():
-        assert by_x[round(row["weight_magnitude"], 12)] == plots.SHIFT_COLORS[shift]
+        assert by_x[round(row["weight_magnitude"], 12)] == style.SHIFT_COLORS[shift]
 
 
 def test_correlation_heatmap_annotates_the_lower_triangle_with_pearson_r():
@@ -94,10 +94,10 @@ def test_interval_panel_marks_the_interquartile_mean_inside_its_interval():
         values = runs.loc[runs["condition"] == condition, "normalised_test_return"].to_numpy()
         iqm = stats.trim_mean(values, 0.25)  # 12 runs: the mean of the middle 6
         assert iqm == pytest.approx(np.sort(values)[3:9].mean())
-        tick = [line for line in ax.lines if to_hex(line.get_color()) == plots.CONDITION_COLORS[condition]]
+        tick = [line for line in ax.lines if to_hex(line.get_color()) == style.CONDITION_COLORS[condition]]
         assert len(tick) == 1 and tick[0].get_xdata()[0] == pytest.approx(iqm)
         assert tick[0].get_ydata().mean() == pytest.approx(row)
-        bar = [b for b in bars if to_hex(b.get_facecolor()) == plots.CONDITION_COLORS[condition]][0]
+        bar = [b for b in bars if to_hex(b.get_facecolor()) == style.CONDITION_COLORS[condition]][0]
         assert bar.get_x() <= iqm <= bar.get_x() + bar.get_width()
         assert values.min() <= bar.get_x() and bar.get_x() + bar.get_width() <= values.max()
 

@@ -1,5 +1,6 @@
-"""The figures over rounds and conditions (plasticity_lab.plots): what they draw equals what is computed by hand from
-a small synthetic per-epoch table — per-epoch means over seeds, bands, read-outs, normalised reward, Cohen's d."""
+"""The figures over rounds and conditions (plasticity_lab.figures: curves, comparisons, style): what they draw equals
+what is computed by hand from a small synthetic per-epoch table — per-epoch means over seeds, bands, read-outs,
+normalised reward, Cohen's d."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import pytest
 pytest.importorskip("plotly")  # the book extra
 
 import plasticity_lab as pl  # noqa: E402
-from plasticity_lab import plots  # noqa: E402
+from plasticity_lab.figures import comparisons, style  # noqa: E402
+from plasticity_lab.figures import curves as curve_figures  # noqa: E402
 
 CONDITIONS = ("warm_start", "reset_all")
 SEEDS = (0, 1, 2)
@@ -57,7 +59,7 @@ def _value(df, condition, seed, round_, epoch_in_round, column):
 # ------------------------------------------------------------------------------------------------- smoothing
 def test_smoothed_is_a_centred_mean_that_never_crosses_a_shift():
     df = _table()
-    out = plots.smoothed(df, "train_return", window=3)
+    out = curve_figures.smoothed(df, "train_return", window=3)
     for condition in CONDITIONS:
         for s in SEEDS:
             for r in range(1, ROUNDS + 1):
@@ -70,7 +72,7 @@ def test_smoothed_is_a_centred_mean_that_never_crosses_a_shift():
 
 def test_smoothed_carries_a_sparse_test_return_forward_inside_a_round_only():
     df = _table()
-    out = plots.smoothed(df, "test_return", window=1)
+    out = curve_figures.smoothed(df, "test_return", window=1)
     mask = (df.condition == "warm_start") & (df.seed == 1) & (df["round"] == 2)
     got = out[mask].to_numpy()
     t1 = _value(df, "warm_start", 1, 2, 1, "test_return")
@@ -81,13 +83,13 @@ def test_smoothed_carries_a_sparse_test_return_forward_inside_a_round_only():
 
 def test_smoothed_rejects_a_window_below_one():
     with pytest.raises(ValueError, match="window"):
-        plots.smoothed(_table(), "train_return", window=0)
+        curve_figures.smoothed(_table(), "train_return", window=0)
 
 
 # ------------------------------------------------------------------------------------------ rounds curves
 def test_rounds_curve_lines_are_the_mean_over_seeds_and_bands_one_std():
     df = _table()
-    fig = plots.rounds_curve_figure(df, metrics=("train_return",), smooth=1, band="std")
+    fig = curve_figures.rounds_curve_figure(df, metrics=("train_return",), smooth=1, band="std")
     for condition in CONDITIONS:
         mean = _one(fig, condition=condition, metric="train_return", role="mean")
         hi = _one(fig, condition=condition, metric="train_return", role="band_hi")
@@ -107,19 +109,19 @@ def test_rounds_curve_lines_are_the_mean_over_seeds_and_bands_one_std():
 
 def test_rounds_curve_minmax_band_and_no_band():
     df = _table()
-    fig = plots.rounds_curve_figure(df, metrics="entropy", smooth=1, band="minmax", conditions=["reset_all"])
+    fig = curve_figures.rounds_curve_figure(df, metrics="entropy", smooth=1, band="minmax", conditions=["reset_all"])
     hi = _one(fig, condition="reset_all", metric="entropy", role="band_hi")
     first = df[(df.condition == "reset_all") & (df.epoch == 0)].entropy
     assert hi.y[0] == pytest.approx(first.max(), rel=1e-6)
     assert not _traces(fig, condition="warm_start")
-    bare = plots.rounds_curve_figure(df, metrics="entropy", band="none")
+    bare = curve_figures.rounds_curve_figure(df, metrics="entropy", band="none")
     assert {t.meta["role"] for t in bare.data} == {"mean"}
     with pytest.raises(ValueError, match="band"):
-        plots.rounds_curve_figure(df, band="iqr")
+        curve_figures.rounds_curve_figure(df, band="iqr")
 
 
 def test_rounds_curve_marks_each_shift_once_per_panel():
-    fig = plots.rounds_curve_figure(_table(), metrics=("train_return", "test_return"))
+    fig = curve_figures.rounds_curve_figure(_table(), metrics=("train_return", "test_return"))
     xs = sorted(s.x0 for s in fig.layout.shapes)
     assert xs == sorted([EPOCHS - 0.5, 2 * EPOCHS - 0.5] * 2)
 
@@ -128,21 +130,21 @@ def test_figures_refuse_tables_of_several_shifts_or_unknown_conditions():
     df = _table()
     mixed = pd.concat([df, df.assign(shift="window")])
     with pytest.raises(ValueError, match="shift"):
-        plots.rounds_curve_figure(mixed)
+        curve_figures.rounds_curve_figure(mixed)
     with pytest.raises(ValueError, match="redo"):
-        plots.diagnostics_figure(df, conditions=["redo"])
+        curve_figures.diagnostics_figure(df, conditions=["redo"])
 
 
 def test_default_condition_order_puts_warm_start_first():
     df = _table()
-    fig = plots.rounds_curve_figure(df[::-1].reset_index(drop=True), metrics="entropy", band="none")
+    fig = curve_figures.rounds_curve_figure(df[::-1].reset_index(drop=True), metrics="entropy", band="none")
     assert [t.meta["condition"] for t in fig.data] == ["warm_start", "reset_all"]
 
 
 # ------------------------------------------------------------------------------------------- read-out / normalised
 def test_normalised_reward_figure_with_a_one_epoch_readout_is_last_epoch_minus_round_one():
     df = _table()
-    fig = plots.normalised_reward_figure(df, window=1, offset=1)  # read the raw value at epoch_in_round 3
+    fig = curve_figures.normalised_reward_figure(df, window=1, offset=1)  # read the raw value at epoch_in_round 3
     last = EPOCHS - 1
     for condition in CONDITIONS:
         for split in ("train", "test"):
@@ -160,14 +162,14 @@ def test_normalised_reward_figure_with_a_one_epoch_readout_is_last_epoch_minus_r
 def test_normalised_reward_figure_ignores_stale_stored_columns():
     df = _table()
     stale = df.assign(normalised_train_return=99.0, normalised_test_return=99.0)
-    a = plots.normalised_reward_figure(df, window=1, offset=1)
-    b = plots.normalised_reward_figure(stale, window=1, offset=1)
+    a = curve_figures.normalised_reward_figure(df, window=1, offset=1)
+    b = curve_figures.normalised_reward_figure(stale, window=1, offset=1)
     assert [list(t.y) for t in a.data] == [list(t.y) for t in b.data]
 
 
 def test_readout_figure_places_one_diamond_per_round_at_the_read_epoch():
     df = _table()
-    fig = plots.readout_figure(df, condition="reset_all", seed=2, window=1, offset=2)
+    fig = curve_figures.readout_figure(df, condition="reset_all", seed=2, window=1, offset=2)
     reads = _traces(fig, role="readout")[0]
     read = EPOCHS - 2
     assert list(reads.x) == [(r - 1) * EPOCHS + read for r in range(1, ROUNDS + 1)]
@@ -178,36 +180,36 @@ def test_readout_figure_places_one_diamond_per_round_at_the_read_epoch():
     at_reads = [float(smooth.y[list(smooth.x).index(x)]) for x in reads.x]  # the curve passes through them
     np.testing.assert_allclose(at_reads, reads.y, rtol=1e-6)
     with pytest.raises(ValueError, match="seed=7"):
-        plots.readout_figure(df, condition="reset_all", seed=7)
+        curve_figures.readout_figure(df, condition="reset_all", seed=7)
 
 
 # --------------------------------------------------------------------------------------------- diagnostics
 def test_diagnostics_dropdown_shows_exactly_the_chosen_metric():
     df = _table()
     metrics = ["entropy", "dead_units", "grad_norm"]
-    fig = plots.diagnostics_figure(df, metrics=metrics, smooth=1)
+    fig = curve_figures.diagnostics_figure(df, metrics=metrics, smooth=1)
     buttons = fig.layout.updatemenus[0].buttons
-    assert [b.label for b in buttons] == [plots.METRIC_LABELS[m] for m in metrics]
+    assert [b.label for b in buttons] == [style.METRIC_LABELS[m] for m in metrics]
     assert [bool(t.visible) for t in fig.data] == [t.meta["metric"] == "entropy" for t in fig.data]
     for metric, button in zip(metrics, buttons):
         visible = button.args[0]["visible"]
         assert len(visible) == len(fig.data)
         assert visible == [t.meta["metric"] == metric for t in fig.data]
-        assert button.args[1]["yaxis.title.text"] == plots.METRIC_LABELS[metric]
+        assert button.args[1]["yaxis.title.text"] == style.METRIC_LABELS[metric]
     mean = _one(fig, condition="warm_start", metric="dead_units", role="mean")
     want = df[df.condition == "warm_start"].groupby("epoch").dead_units.mean()
     np.testing.assert_allclose(mean.y, want.loc[list(mean.x)].to_numpy(), rtol=1e-5)
 
 
 def test_diagnostics_figure_defaults_to_the_five_diagnostics():
-    fig = plots.diagnostics_figure(_table())
+    fig = curve_figures.diagnostics_figure(_table())
     assert len(fig.layout.updatemenus[0].buttons) == 5
 
 
 def test_after_shift_figure_averages_rounds_two_on_then_seeds():
     df = _table()
     first = 3
-    fig = plots.after_shift_figure(df, metrics=("entropy",), first=first, band="none")
+    fig = curve_figures.after_shift_figure(df, metrics=("entropy",), first=first, band="none")
     for condition in CONDITIONS:
         later = _traces(fig, condition=condition, metric="entropy", role="mean")
         solid = next(t for t in later if t.line.dash == "solid")
@@ -220,13 +222,13 @@ def test_after_shift_figure_averages_rounds_two_on_then_seeds():
             assert dashed.y[e] == pytest.approx(np.mean([_value(df, condition, s, 1, e, "entropy")
                                                          for s in SEEDS]), rel=1e-5)
     with pytest.raises(ValueError, match="first"):
-        plots.after_shift_figure(df, first=0)
+        curve_figures.after_shift_figure(df, first=0)
 
 
 # ---------------------------------------------------------------------------------------------- separation
 def test_round_separation_is_cohens_d_with_the_pooled_standard_deviation():
     df = _table()
-    table = plots.round_separation(df, ["grad_norm", "normalised_train_return"], window=1, offset=1)
+    table = comparisons.round_separation(df, ["grad_norm", "normalised_train_return"], window=1, offset=1)
     assert list(table.index) == list(range(1, ROUNDS + 1))
     for r in range(1, ROUNDS + 1):
         a = [np.mean([_value(df, "warm_start", s, r, e, "grad_norm") for e in range(EPOCHS)]) for s in SEEDS]
@@ -249,11 +251,11 @@ def test_round_separation_needs_two_seeds_a_side():
     df = _table()
     one_seed = df[(df.condition == "reset_all") | (df.seed == 0)]
     assert one_seed[one_seed.condition == "warm_start"].seed.nunique() == 1
-    assert plots.round_separation(one_seed, ["entropy"])["entropy"].isna().all()
+    assert comparisons.round_separation(one_seed, ["entropy"])["entropy"].isna().all()
 
 
 def test_separation_figure_splits_diagnostics_from_rewards():
-    fig = plots.separation_figure(_table(), window=1, offset=1)
+    fig = comparisons.separation_figure(_table(), window=1, offset=1)
     metrics = [t.meta["metric"] for t in fig.data]
     assert metrics == [*pl.DIAGNOSTICS, "normalised_train_return", "normalised_test_return"]
     assert {t.yaxis for t in fig.data[:5]} == {"y"} and {t.yaxis for t in fig.data[5:]} == {"y2"}
@@ -283,7 +285,7 @@ def _cell(rounds, shift, condition, r, column):
 
 def test_shift_separation_is_cohens_d_per_shift_and_round_in_the_shifts_order():
     rounds = _rounds()
-    table = plots.shift_separation(rounds, ["dead_units", "normalised_test_return"])
+    table = comparisons.shift_separation(rounds, ["dead_units", "normalised_test_return"])
     assert list(table.index.get_level_values("shift").unique()) == ["permute", "window", "expand"]
     assert list(table.columns) == ["dead_units", "normalised_test_return"]
     for shift in ("permute", "window", "expand"):
@@ -293,24 +295,24 @@ def test_shift_separation_is_cohens_d_per_shift_and_round_in_the_shifts_order():
                 pooled = np.sqrt((np.var(a, ddof=1) + np.var(b, ddof=1)) / 2)  # equal group sizes
                 assert table.loc[(shift, r), m] == pytest.approx((a.mean() - b.mean()) / pooled, rel=1e-9)
     # reversing the comparison flips every sign
-    flipped = plots.shift_separation(rounds, ["dead_units"], condition="reset_all", baseline="warm_start")
+    flipped = comparisons.shift_separation(rounds, ["dead_units"], condition="reset_all", baseline="warm_start")
     np.testing.assert_allclose(flipped["dead_units"], -table["dead_units"], rtol=1e-12)
 
 
 def test_shift_separation_refuses_a_table_without_rounds_or_an_absent_condition():
     with pytest.raises(ValueError, match="round"):
-        plots.shift_separation(_rounds().drop(columns="round"))
+        comparisons.shift_separation(_rounds().drop(columns="round"))
     with pytest.raises(ValueError, match="crelu"):
-        plots.shift_separation(_rounds(), condition="crelu")
+        comparisons.shift_separation(_rounds(), condition="crelu")
 
 
 def test_round_means_figure_has_one_panel_per_shift_and_a_menu_over_metrics():
     rounds = _rounds()
     metrics = ["weight_magnitude", "normalised_train_return"]
-    fig = plots.round_means_figure(rounds, metrics=metrics, band="std")
+    fig = comparisons.round_means_figure(rounds, metrics=metrics, band="std")
     assert [a.text for a in fig.layout.annotations] == ["permute", "window", "expand"]
     buttons = fig.layout.updatemenus[0].buttons
-    assert [b.label for b in buttons] == [plots.METRIC_LABELS[m] for m in metrics]
+    assert [b.label for b in buttons] == [style.METRIC_LABELS[m] for m in metrics]
     assert [bool(t.visible) for t in fig.data] == [t.meta["metric"] == metrics[0] for t in fig.data]
     for metric, button in zip(metrics, buttons):
         assert button.args[0]["visible"] == [t.meta["metric"] == metric for t in fig.data]
@@ -325,14 +327,14 @@ def test_round_means_figure_has_one_panel_per_shift_and_a_menu_over_metrics():
         assert means[0].y[i] == pytest.approx(values.mean(), rel=1e-5)
         assert upper.y[i] == pytest.approx(values.mean() + values.std(ddof=1), rel=1e-5)
     with pytest.raises(ValueError, match="band"):
-        plots.round_means_figure(rounds, band="iqr")
+        comparisons.round_means_figure(rounds, band="iqr")
 
 
 def test_study_curves_figure_has_a_menu_over_shifts_and_draws_the_stored_points():
     permute, window = _table(seed=1), _table(seed=2)
     curves = pd.concat([window.assign(shift="window"), permute], ignore_index=True).assign(epochs_averaged=2)
     curves = curves[~((curves["shift"] == "window") & (curves.condition == "reset_all"))]  # absent from one shift
-    fig = plots.study_curves_figure(curves, metrics=("train_return",), title="a study")
+    fig = curve_figures.study_curves_figure(curves, metrics=("train_return",), title="a study")
     buttons = fig.layout.updatemenus[0].buttons
     assert [b.label for b in buttons] == ["permute", "window"]  # the shifts' own order, not the table's
     for shift, button in zip(("permute", "window"), buttons):
@@ -346,7 +348,7 @@ def test_study_curves_figure_has_a_menu_over_shifts_and_draws_the_stored_points(
                                      & (window.epoch == int(x))].train_return.iloc[0]) for s in SEEDS])
         assert y == pytest.approx(want, rel=1e-5)
     with pytest.raises(ValueError, match="shift"):
-        plots.study_curves_figure(permute.drop(columns="shift"))
+        curve_figures.study_curves_figure(permute.drop(columns="shift"))
 
 
 # --------------------------------------------------------------------------------------------------- caption
@@ -357,7 +359,7 @@ def _manifest(condition: str, seeds, preset="book", epochs=300):
 
 def test_study_caption_reads_everything_from_the_manifests():
     epochs = pl.PRESETS["book"]["epochs_per_round"]
-    text = plots.study_caption({"warm_start": _manifest("warm_start", range(5), epochs=epochs),
+    text = style.study_caption({"warm_start": _manifest("warm_start", range(5), epochs=epochs),
                                 "reset_all": _manifest("reset_all", range(5), epochs=epochs)}, study="my-study")
     assert text == ("study: my-study — gridworld, permute; warm_start, reset_all; preset book "
                     f"(10 rounds × {epochs} epochs, pool 10), 5 seeds (0–4)")
@@ -367,25 +369,25 @@ def test_study_caption_says_when_the_runs_do_not_have_their_presets_scale(monkey
     from plasticity_lab import config
 
     manifest = _manifest("warm_start", range(5), epochs=config.PRESETS["book"]["epochs_per_round"])
-    assert "; preset book (10 rounds × " in plots.study_caption(manifest)
+    assert "; preset book (10 rounds × " in style.study_caption(manifest)
     # the same stored runs after the preset moved
     monkeypatch.setitem(config.PRESETS["book"], "epochs_per_round", 123)
-    assert "; preset book with its scale overridden (10 rounds × " in plots.study_caption(manifest)
+    assert "; preset book with its scale overridden (10 rounds × " in style.study_caption(manifest)
     # one field overridden is enough
-    assert "preset smoke with its scale overridden (2 rounds × 6 epochs" in plots.study_caption(
+    assert "preset smoke with its scale overridden (2 rounds × 6 epochs" in style.study_caption(
         [pl.RunConfig(preset="smoke", rounds=2)])
 
 
 def test_study_caption_lists_settings_that_differ_and_takes_run_configs():
-    text = plots.study_caption([_manifest("warm_start", [0], epochs=300), _manifest("warm_start", [3], epochs=500)])
+    text = style.study_caption([_manifest("warm_start", [0], epochs=300), _manifest("warm_start", [3], epochs=500)])
     assert "10 rounds × 300/500 epochs" in text and "2 seeds (0, 3)" in text and not text.startswith("study")
     configs = [pl.RunConfig(preset="smoke", seed=s, rounds=2, epochs_per_round=7) for s in (0, 1)]
-    assert plots.study_caption(configs).endswith(
+    assert style.study_caption(configs).endswith(
         "preset smoke with its scale overridden (2 rounds × 7 epochs, pool 10), 2 seeds (0, 1)")
     with pytest.raises(ValueError, match="no runs"):
-        plots.study_caption([])
+        style.study_caption([])
     with pytest.raises(ValueError, match="configs"):
-        plots.study_caption([{"seeds": [0]}])
+        style.study_caption([{"seeds": [0]}])
 
 
 # ------------------------------------------------------------------------------------------- colours
@@ -394,13 +396,13 @@ def test_every_condition_has_its_own_colour_in_every_figure():
 
     # each single condition, and the paper's best combination, has a fixed colour of its own
     named = [*CONDITIONS, "soft_shrink_perturb+layernorm"]
-    assert set(named) <= set(plots.CONDITION_COLORS)
-    assert len(set(plots.CONDITION_COLORS.values())) == len(plots.CONDITION_COLORS)
+    assert set(named) <= set(style.CONDITION_COLORS)
+    assert len(set(style.CONDITION_COLORS.values())) == len(style.CONDITION_COLORS)
     # the same colour whatever else a figure shows
-    alone = plots._condition_colors(["redo"])
-    beside = plots._condition_colors(["warm_start", "layernorm", "redo"])
-    assert alone["redo"] == beside["redo"] == plots.CONDITION_COLORS["redo"]
+    alone = style.condition_colors(["redo"])
+    beside = style.condition_colors(["warm_start", "layernorm", "redo"])
+    assert alone["redo"] == beside["redo"] == style.CONDITION_COLORS["redo"]
     # a name without a fixed colour never takes the colour of a condition shown beside it
     for known in named:
-        colors = plots._condition_colors([known, "perturb=1e-05", "perturb=0.0001"])
+        colors = style.condition_colors([known, "perturb=1e-05", "perturb=0.0001"])
         assert len(set(colors.values())) == 3, (known, colors)

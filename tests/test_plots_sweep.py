@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from plasticity_lab import plots
+from plasticity_lab.figures import comparisons
 from plasticity_lab.sweep import Sweep, run_sweep
 
 GRID = {"study": "grid", "preset": "smoke", "shifts": ["permute"], "conditions": ["soft_shrink_perturb"],
@@ -26,8 +26,8 @@ def test_condition_params_lists_the_grid(grid):
 
 
 def test_slider_steps_show_one_value_each_with_the_seed_means(grid):
-    fig = plots.coefficient_sweep_figure(grid, title=grid.describe())
-    panels = len(plots.SWEEP_PANELS)
+    fig = comparisons.coefficient_sweep_figure(grid, title=grid.describe())
+    panels = len(comparisons.SWEEP_PANELS)
     assert len(fig.data) == 2 * 2 * panels
     steps = fig.layout.sliders[0].steps
     assert [s.label for s in steps] == ["0", "0.001"]
@@ -44,19 +44,19 @@ def test_slider_steps_show_one_value_each_with_the_seed_means(grid):
 
 def test_unswept_coefficient_is_named_in_the_error(grid):
     with pytest.raises(ValueError, match="does not sweep 'coef'; its coefficients: perturb, shrink"):
-        plots.coefficient_sweep_figure(grid, slider="coef")
+        comparisons.coefficient_sweep_figure(grid, slider="coef")
 
 
 def test_diagnostic_scatter_has_a_dropdown_and_the_least_squares_line(grid):
-    from plasticity_lab import analysis
+    from plasticity_lab import stats
 
     runs = grid.runs("final")
     points = runs.groupby(["shift", "condition"])[
-        ["normalised_train_return", "normalised_test_return", *analysis.DIAGNOSTICS]].mean().reset_index()
-    fig = plots.diagnostic_scatter_figure(points, split="train")
+        ["normalised_train_return", "normalised_test_return", *stats.DIAGNOSTICS]].mean().reset_index()
+    fig = comparisons.diagnostic_scatter_figure(points, split="train")
     buttons = fig.layout.updatemenus[0].buttons
-    assert len(buttons) == len(analysis.DIAGNOSTICS) and len(fig.data) == 2 * len(analysis.DIAGNOSTICS)
-    i = list(analysis.DIAGNOSTICS).index("weight_magnitude")
+    assert len(buttons) == len(stats.DIAGNOSTICS) and len(fig.data) == 2 * len(stats.DIAGNOSTICS)
+    i = list(stats.DIAGNOSTICS).index("weight_magnitude")
     assert buttons[i].args[0]["visible"] == [j in (2 * i, 2 * i + 1) for j in range(len(fig.data))]
     scatter, line = fig.data[2 * i], fig.data[2 * i + 1]
     np.testing.assert_allclose(sorted(scatter.x), sorted(points["weight_magnitude"]))
@@ -68,7 +68,7 @@ def test_diagnostic_scatter_has_a_dropdown_and_the_least_squares_line(grid):
 
 
 def test_regression_tables_report_the_fits_or_why_not(grid):
-    from plasticity_lab import widgets
+    from plasticity_lab.figures import widgets
 
     html = widgets.regression_tables(grid.runs("final"), split="test")
     assert "4 shift × condition points" in html
@@ -77,7 +77,7 @@ def test_regression_tables_report_the_fits_or_why_not(grid):
 
 
 def test_ranking_comparison_figure_places_each_shared_condition_at_its_two_means():
-    from plasticity_lab.plots import ranking_comparison_figure
+    from plasticity_lab.figures.comparisons import ranking_comparison_figure
 
     first = pd.DataFrame({"condition": ["a", "b", "only_first"], "mean": [0.5, -0.2, 0.0], "rank": [1, 3, 2]})
     second = pd.DataFrame({"condition": ["b", "a"], "mean": [0.3, 0.1], "rank": [1, 2]})
@@ -94,7 +94,7 @@ def test_ranking_comparison_figure_places_each_shared_condition_at_its_two_means
 
 
 def test_gap_by_scale_figure_draws_each_gap_with_its_interval_and_fills_the_significant_ones():
-    from plasticity_lab.plots import gap_by_scale_figure
+    from plasticity_lab.figures.comparisons import gap_by_scale_figure
 
     table = pd.DataFrame({"scale": [200, 300, 200, 300], "shift": "permute",
                           "split": ["train", "train", "test", "test"],

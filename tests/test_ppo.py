@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from plasticity_lab.nets import NetworkSpec
-from plasticity_lab.ppo import (PPOConfig, Population, clipped_surrogate, gae, log_prob_and_entropy,
+from plasticity_lab.population import Population
+from plasticity_lab.ppo import (PPOConfig, clipped_surrogate, gae, log_prob_and_entropy,
                                 normalise, ppo_loss)
 from rollouts import random_rollout
 
@@ -184,11 +185,11 @@ def test_play_episodes_plays_the_collected_episodes_without_their_buffers():
 
 
 def test_the_optimizer_step_on_input_major_weights_equals_adamw_on_contiguous_ones():
-    from plasticity_lab import stacked
+    from plasticity_lab.backends import cpu_kernels
 
     population = Population(NetworkSpec(), [0, 1])
     key = "encoder.0.layer.weight"
-    population.params[key] = stacked.input_major(population.params[key].detach()).requires_grad_()
+    population.params[key] = cpu_kernels.input_major(population.params[key].detach()).requires_grad_()
     population.new_optimizer()
     twin = {k: v.detach().contiguous().clone().requires_grad_() for k, v in population.params.items()}
     reference = torch.optim.AdamW(list(twin.values()), lr=population.ppo.lr, eps=population.ppo.adam_eps,
@@ -198,7 +199,7 @@ def test_the_optimizer_step_on_input_major_weights_equals_adamw_on_contiguous_on
         for k, p in population.params.items():
             p.grad = torch.randn(p.shape, generator=g)
             twin[k].grad = p.grad.clone()
-        population.params[key].grad = stacked.input_major(population.params[key].grad)
+        population.params[key].grad = cpu_kernels.input_major(population.params[key].grad)
         population._optimizer_step()
         reference.step()
     assert not population.params[key].is_contiguous()  # still input-major after the steps
@@ -207,3 +208,44 @@ def test_the_optimizer_step_on_input_major_weights_equals_adamw_on_contiguous_on
         state, want = population.optimizer.state[p], reference.state[twin[k]]
         for name in ("exp_avg", "exp_avg_sq", "step"):
             assert torch.equal(state[name], want[name]), (k, name)
+
+
+def test_a_population_of_one_trains_as_the_readable_single_agent_does():
+    """ppo.Agent (nn.Module, loss.backward, clip_grad_norm_, AdamW.step) and a Population of one member, from
+    the same weights on the same rollout with the same generator: the same minibatches, the same weights after."""
+    from plasticity_lab.ppo import Agent
+
+    cfg = PPOConfig()
+    pop = Population(NetworkSpec(), member_seeds=[3], ppo=cfg)
+    net = NetworkSpec().build()
+    net.load_state_dict({k: v.detach().clone() for k, v in pop.member_params(0).items()})
+    agent = Agent(net, cfg)
+    rollout = random_rollout(1)
+    pop_generator, agent_generator = torch.Generator().manual_seed(11), torch.Generator().manual_seed(11)
+    pop_stats = pop.update(rollout, pop_generator)
+    agent_stats = agent.update(rollout, agent_generator)
+    assert torch.equal(pop_generator.get_state(), agent_generator.get_state())  # the same random draws
+    for name, p in net.named_parameters():
+        torch.testing.assert_close(pop.params[name][0].detach(), p.detach(), rtol=1e-4, atol=1e-5)
+    for key in ("policy_loss", "value_loss", "entropy", "grad_norm", "dead_units", "weight_magnitude",
+                "weight_difference"):
+        assert agent_stats[key].item() == pytest.approx(pop_stats[key][0].item(), rel=1e-3, abs=1e-6), key
+
+
+def test_the_single_agent_collects_and_updates_on_a_real_environment():
+    """Collection works for one agent on the environment's [1, E] batch; an update changes the weights."""
+    from plasticity_lab.envs.population import GridworldPopulation
+    from plasticity_lab.ppo import Agent, collect_episodes
+    from plasticity_lab.shifts import distribution
+
+    agent = Agent(NetworkSpec().build())
+    env = GridworldPopulation(1, 3)
+    d = distribution("window", 0, 1, pool_size=5)
+    env.set_distributions([d.train_levels], [d.mapping])
+    rollout = collect_episodes(agent, env, torch.Generator().manual_seed(0))
+    assert rollout.actions.shape == (env.episode_length, 1, 3)
+    torch.testing.assert_close(rollout.returns, rollout.advantages + rollout.values)
+    before = [p.detach().clone() for p in agent.network.parameters()]
+    stats = agent.update(rollout, torch.Generator().manual_seed(1))
+    assert stats["weight_difference"].item() > 0
+    assert any(not torch.equal(b, p) for b, p in zip(before, agent.network.parameters()))

@@ -42,7 +42,7 @@ def test_readme_is_what_the_stored_studies_give(script, values):
 def test_results_table_matches_the_t_tests_of_the_stored_results(script, values):
     """Read the table back from the README and compare each value with the t-test of the stored results."""
     import plasticity_lab as pl
-    from plasticity_lab import analysis
+    from plasticity_lab import stats
 
     text = script.README.read_text()
     number = r"([−+]?\d+\.\d+)"
@@ -52,7 +52,7 @@ def test_results_table_matches_the_t_tests_of_the_stored_results(script, values)
     for key, path in script.SEARCH.items():
         runs = pl.load_results(ROOT / path).runs("mean")
         runs = runs[(runs["shift"] == "permute") & runs["condition"].isin(["warm_start", "reset_all"])]
-        tests = analysis.condition_ttests(runs, baseline="reset_all").set_index("split")
+        tests = stats.condition_ttests(runs, baseline="reset_all").set_index("split")
         got = [float(x.replace("−", "-")) for x in rows[int(key[1:])]]
         for i, split in enumerate(("train", "test")):
             want = tests.loc[split, ["mean", "baseline_mean", "t", "p"]].to_numpy(float)

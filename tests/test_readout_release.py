@@ -2,8 +2,8 @@
 
 ``tests/fixtures/make_release_readout.py`` builds a small synthetic study (3 shifts × 3 conditions × 3 seeds,
 10 rounds of 20 epochs, a test every 4 epochs, one run stopping after round 7) and computes, apart from
-``plasticity_lab.analysis`` and in the release's own data layout, what the release's analysis would print for it;
-``release_readout.json`` holds those numbers. Here ``plasticity_lab.analysis`` must reproduce them.
+``plasticity_lab.stats`` and in the release's own data layout, what the release's analysis would print for it;
+``release_readout.json`` holds those numbers. Here ``plasticity_lab.stats`` must reproduce them.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from plasticity_lab import analysis as A
+from plasticity_lab import stats as A
 
 FIXTURES = Path(__file__).parent / "fixtures"
 FIXTURE = json.loads((FIXTURES / "release_readout.json").read_text())

@@ -11,7 +11,8 @@ import torch
 import plasticity_lab as pl
 from plasticity_lab.conditions import ReDo, parse_condition
 from plasticity_lab.nets import NetworkSpec
-from plasticity_lab.ppo import PPOConfig, Population
+from plasticity_lab.population import Population
+from plasticity_lab.ppo import PPOConfig
 from rollouts import random_rollout
 
 RELEASE = {"score": "release", "timing": "release", "reset_optimizer_state": False, "log_weights": "after",

@@ -6,10 +6,11 @@ import pytest
 import torch
 from torch.func import functional_call
 
-from plasticity_lab import fastpath, stacked
+from plasticity_lab.backends import batched, cpu_kernels, fastpath
 from plasticity_lab.conditions import InjectedHead
 from plasticity_lab.nets import NetworkSpec, fresh_parameters
-from plasticity_lab.ppo import PPOConfig, Population, ppo_loss
+from plasticity_lab.population import Population
+from plasticity_lab.ppo import PPOConfig, ppo_loss
 
 MEMBERS = 3
 
@@ -54,20 +55,20 @@ ONEDNN = fastpath.probe("onednn")
 @pytest.fixture
 def cpu_matmul(request):
     """Train with the given CPU matmul path; the default choice is restored afterwards."""
-    stacked.set_cpu_matmul(request.param)
+    fastpath.set_cpu_matmul(request.param)
     yield request.param
-    stacked.set_cpu_matmul(None)
+    fastpath.set_cpu_matmul(None)
 
 
 @pytest.mark.parametrize("cpu_matmul", CPU_MATMULS, indirect=True)
-@pytest.mark.parametrize("rows", [5, stacked.FEATURE_MAJOR_FROM + 8], ids=["few-rows", "training-minibatch"])
+@pytest.mark.parametrize("rows", [5, batched.FEATURE_MAJOR_FROM + 8], ids=["few-rows", "training-minibatch"])
 @pytest.mark.parametrize("name", list(TEMPLATES))
 def test_stacked_forward_and_gradients_equal_each_members_own_module(name, rows, cpu_matmul):
     module = TEMPLATES[name]()
-    assert stacked.supports(module)
+    assert batched.supports(module)
     params = _params(module)
     obs = (torch.rand(MEMBERS, rows, 20, generator=torch.Generator().manual_seed(1)) < 0.3).float()
-    logits, value, features, hidden = stacked.forward(module, params, obs, return_hidden=True)
+    logits, value, features, hidden = batched.forward(module, params, obs, return_hidden=True)
     (logits.square().sum() + value.sum() + features.sum()).backward()
     for m in range(MEMBERS):
         own = {k: v[m].detach().clone().requires_grad_() for k, v in params.items()}
@@ -84,27 +85,27 @@ def test_stacked_forward_and_gradients_equal_each_members_own_module(name, rows,
 
 
 @pytest.mark.skipif(bool(SPARSE), reason=f"onednn+sparse cannot run here: {SPARSE}")
-@pytest.mark.parametrize("rows", [5, stacked.FEATURE_MAJOR_FROM + 8], ids=["few-rows", "training-minibatch"])
+@pytest.mark.parametrize("rows", [5, batched.FEATURE_MAJOR_FROM + 8], ids=["few-rows", "training-minibatch"])
 @pytest.mark.parametrize("options", [{}, {"layernorm": True}, {"crelu": True}], ids=["plain", "layernorm", "crelu"])
 def test_sparse_first_layer_equals_each_members_own_module_and_keeps_its_weight_input_major(options, rows):
-    module = NetworkSpec(obs_dim=37, hidden=2 * stacked.SPARSE_LANES, **options).build()  # CReLU halves it
-    key = stacked.sparse_input_weight(module)
+    module = NetworkSpec(obs_dim=37, hidden=2 * cpu_kernels.SPARSE_LANES, **options).build()  # CReLU halves it
+    key = cpu_kernels.sparse_input_weight(module)
     assert key == "encoder.0.layer.weight"
     params = _params(module)
-    params[key] = stacked.input_major(params[key].detach()).requires_grad_()
+    params[key] = cpu_kernels.input_major(params[key].detach()).requires_grad_()
     g = torch.Generator().manual_seed(2)
     obs = (torch.rand(MEMBERS, rows, 37, generator=g) < 0.2) * torch.tensor([-0.75, 0.75, 1.0])[
         torch.randint(0, 3, (MEMBERS, rows, 37), generator=g)]
     obs[:, :, :4] = 1.0  # columns every row shares, like the gridworld's border walls
-    stacked.set_cpu_matmul("onednn+sparse")
+    fastpath.set_cpu_matmul("onednn+sparse")
     try:
-        assert stacked._uses_sparse_input(obs, params[key])
-        logits, value, features = stacked.forward(module, params, obs)
+        assert cpu_kernels.uses_sparse_input(obs, params[key])
+        logits, value, features = batched.forward(module, params, obs)
         (logits.square().sum() + value.sum() + features.sum()).backward()
         with torch.no_grad():  # acting: the same kernel without a graph
-            acting = stacked.forward(module, params, obs)
+            acting = batched.forward(module, params, obs)
     finally:
-        stacked.set_cpu_matmul(None)
+        fastpath.set_cpu_matmul(None)
     assert params[key].grad.stride() == params[key].stride()  # accumulated in the weight's layout, no copy
     torch.testing.assert_close(acting[0], logits.detach(), rtol=0, atol=0)
     for m in range(MEMBERS):
@@ -121,14 +122,14 @@ def test_a_population_stores_its_first_layer_input_major_only_for_the_sparse_ker
     for kind in ("blas", "onednn", "onednn+sparse"):
         if fastpath.probe(kind):
             continue
-        stacked.set_cpu_matmul(kind)
+        fastpath.set_cpu_matmul(kind)
         try:
             population = Population(NetworkSpec(), [0, 1])
         finally:
-            stacked.set_cpu_matmul(None)
+            fastpath.set_cpu_matmul(None)
         weight = population.params["encoder.0.layer.weight"]
         assert weight.shape == (2, 256, 363)
-        assert stacked.is_input_major(weight) == (kind == "onednn+sparse") != weight.is_contiguous()
+        assert cpu_kernels.is_input_major(weight) == (kind == "onednn+sparse") != weight.is_contiguous()
         # the values do not depend on the layout: the same draw as the contiguous initial parameters
         assert torch.equal(weight.detach(), population.initial_params["encoder.0.layer.weight"])
 
@@ -143,16 +144,16 @@ def test_injected_head_adds_exactly_nothing_while_added_equals_subtracted():
     plain = NetworkSpec(obs_dim=20, hidden=16).build()
     base = {k.replace(".base.", "."): v for k, v in params.items() if ".added." not in k and ".subtracted." not in k}
     obs = torch.rand(MEMBERS, 40, 20)
-    got = stacked.forward(module, params, obs)
-    want = stacked.forward(plain, base, obs)
+    got = batched.forward(module, params, obs)
+    want = batched.forward(plain, base, obs)
     assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
 
 
 def test_unknown_modules_fall_back_to_vmap():
-    assert not stacked.supports(NetworkSpec(encoder="cnn").build())
+    assert not batched.supports(NetworkSpec(encoder="cnn").build())
     population = Population(NetworkSpec(encoder="cnn"), [0, 1])
-    assert not population.stacked
-    assert Population(NetworkSpec(), [0, 1]).stacked
+    assert not population.batched
+    assert Population(NetworkSpec(), [0, 1]).batched
 
 
 def test_ppo_loss_over_a_member_axis_equals_each_members_loss():
@@ -175,17 +176,17 @@ def test_ppo_loss_over_a_member_axis_equals_each_members_loss():
 
 @pytest.mark.parametrize("cpu_matmul", CPU_MATMULS, indirect=True)
 def test_layout_is_feature_major_only_for_a_blas_training_minibatch_and_all_give_the_same_network(cpu_matmul):
-    training = stacked.FEATURE_MAJOR if cpu_matmul == "blas" else stacked.BATCH_MAJOR
-    assert stacked.layout(64) == training and stacked.layout(5) == stacked.BATCH_MAJOR
-    assert stacked.layout(64, "meta") == stacked.FEATURE_MAJOR  # not a CPU: batched products, feature-major
+    training = batched.FEATURE_MAJOR if cpu_matmul == "blas" else batched.BATCH_MAJOR
+    assert batched.layout(64) == training and batched.layout(5) == batched.BATCH_MAJOR
+    assert batched.layout(64, "meta") == batched.FEATURE_MAJOR  # not a CPU: batched products, feature-major
     with torch.no_grad():
-        assert stacked.layout(64) == stacked.BATCH_MAJOR
+        assert batched.layout(64) == batched.BATCH_MAJOR
     module = TEMPLATES["layernorm+crelu"]()
     params = _params(module)
     obs = (torch.rand(MEMBERS, 40, 20, generator=torch.Generator().manual_seed(2)) < 0.3).float()
-    with_grad = stacked.forward(module, params, obs)
+    with_grad = batched.forward(module, params, obs)
     with torch.no_grad():
-        without = stacked.forward(module, params, obs)
+        without = batched.forward(module, params, obs)
     for got, want in zip(without, with_grad, strict=True):
         assert got.is_contiguous()  # batch-major: no transposed views
         torch.testing.assert_close(got, want.detach(), rtol=1e-5, atol=1e-6)
@@ -199,7 +200,7 @@ def test_onednn_linear_and_its_gradients_equal_a_float64_reference(with_bias):
     weight = torch.randn(3, 12, 24, generator=g, requires_grad=True)
     bias = torch.randn(3, 12, generator=g, requires_grad=True) if with_bias else None
     upstream = torch.randn(3, 40, 12, generator=g)
-    out = stacked._OneDNNLinear.apply(x, weight, bias)
+    out = cpu_kernels.OneDNNLinear.apply(x, weight, bias)
     out.backward(upstream)
     x64, w64 = x.detach().double(), weight.detach().double()
     want = torch.einsum("mbi,moi->mbo", x64, w64) + (bias.detach().double().unsqueeze(1) if with_bias else 0)
@@ -215,7 +216,7 @@ def test_onednn_linear_and_its_gradients_equal_a_float64_reference(with_bias):
 def test_onednn_linear_computes_no_gradient_for_a_frozen_weight():
     x = torch.randn(2, 40, 8, requires_grad=True)
     frozen = torch.randn(2, 16, 8)
-    stacked._OneDNNLinear.apply(x, frozen, None).sum().backward()
+    cpu_kernels.OneDNNLinear.apply(x, frozen, None).sum().backward()
     assert frozen.grad is None
     torch.testing.assert_close(x.grad, frozen.sum(1).unsqueeze(1).expand(-1, 40, -1))
 
@@ -226,7 +227,7 @@ def test_narrow_linear_gradients_equal_autograd_of_the_same_product():
     weight = torch.randn(3, 4, 16, generator=g, requires_grad=True)
     bias = torch.randn(3, 4, generator=g, requires_grad=True)
     upstream = torch.randn(3, 40, 4, generator=g)
-    stacked._NarrowLinear.apply(x, weight, bias).backward(upstream)
+    cpu_kernels.NarrowLinear.apply(x, weight, bias).backward(upstream)
     got = [t.grad.clone() for t in (x, weight, bias)]
     for t in (x, weight, bias):
         t.grad = None

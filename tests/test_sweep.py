@@ -141,7 +141,7 @@ def test_curves_are_block_means_within_rounds():
     assert curves["train_return"].tolist() == [1.5, 3.5, 5.0, 15.0, 35.0, 50.0]
     np.testing.assert_array_equal(curves["test_return"], [1.0, 3.0, 5.0, np.nan, 7.0, np.nan])
     with pytest.raises(ValueError, match="subsampled curves"):
-        pl.analysis.normalised_reward(curves)
+        pl.stats.normalised_reward(curves)
 
 
 def test_report_prints_the_paper_tables(small_study, capsys):
@@ -151,7 +151,7 @@ def test_report_prints_the_paper_tables(small_study, capsys):
     assert main(["report", str(folder)]) == 0
     out = capsys.readouterr().out
     assert "t-tests against reset_all" in out and "warm_start" in out and "GLM" in out
-    expected = pl.analysis.condition_ttests(results.runs(), baseline="reset_all")
+    expected = pl.stats.condition_ttests(results.runs(), baseline="reset_all")
     t_train = expected.loc[expected["split"] == "train", "t"].iloc[0]
     assert f"{t_train:.4g}" in out
     # the paper's conclusions, each with its verdict; this study holds only warm-start and reset-all

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from .analysis import condition_ranking, condition_ttests
+from .hypothesis import condition_ranking, condition_ttests
 
 AGREES, PARTLY, DISAGREES, NOT_TESTABLE = "agrees", "partly", "disagrees", "not testable"
 REGENERATIVE = ("l2", "regen_l2", "shrink_perturb", "soft_shrink_perturb")
@@ -187,7 +187,7 @@ CLAIMS: tuple[Claim, ...] = (
 
 def check_claims(runs: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
     """Each of the paper's conclusions against a study's run summary (a stored study's ``runs("mean")`` or
-    :func:`plasticity_lab.analysis.run_summary`; one env). Columns: ``claim``, ``paper`` (its words),
+    :func:`~plasticity_lab.stats.run_summary`; one env). Columns: ``claim``, ``paper`` (its words),
     ``verdict`` (agrees / partly / disagrees / not testable) and ``evidence`` (the numbers behind it: mean
     differences in normalised reward with their p-values, per shift/split)."""
     if not 0 < alpha < 1:

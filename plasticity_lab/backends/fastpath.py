@@ -3,7 +3,7 @@
 A population's products can go three ways on the CPU (see :func:`set_cpu_matmul`): ``"blas"``, PyTorch's own
 batched products (MKL on x86, the platform's BLAS elsewhere), which work on every CPU; ``"onednn"``, oneDNN's
 float32 linear one member at a time; ``"onednn+sparse"``, the same with the first layer computed by
-:mod:`plasticity_lab.native`'s kernels, which skip the observation's zeros. The two fast paths pay off only on
+:mod:`plasticity_lab.backends.native`'s kernels, which skip the observation's zeros. The two fast paths pay off only on
 some machines and can fail on others: a library that builds and loads may still refuse to compute on the CPU at
 hand (a oneDNN route inside PyTorch, for one, refused float32 work on CPUs without AVX-512). So a fast path is
 used only after :func:`probe` has *run* it here, forward and backward on a small network, and matched plain
@@ -130,7 +130,7 @@ def _requirements(path: str) -> str:
 def _probe_problem():
     """A small population (2 members of a 50 -> 64 -> 64 MLP) and inputs shaped like the gridworld's: mostly
     zeros, one column shared by every row, values ±0.75 and 1."""
-    from .nets import NetworkSpec, fresh_parameters
+    from ..nets import NetworkSpec, fresh_parameters
 
     generator = torch.Generator().manual_seed(0)
     template = NetworkSpec(obs_dim=50, hidden=64, n_actions=4).build().to("meta")
@@ -149,15 +149,15 @@ def _probe_problem():
 def _compute(template, params, acting_obs, training_obs):
     """What a population computes: an acting forward pass without a graph, and a training minibatch's forward
     and backward pass. Returns every output and gradient, in float64."""
-    from . import stacked
+    from . import batched, cpu_kernels
 
-    sparse = stacked.sparse_input_weight(template)
+    sparse = cpu_kernels.sparse_input_weight(template)
     if sparse in params and cpu_matmul() == "onednn+sparse":  # the layout its first layer reads and writes
-        params = {**params, sparse: stacked.input_major(params[sparse])}
+        params = {**params, sparse: cpu_kernels.input_major(params[sparse])}
     with torch.no_grad():
-        acting = stacked.forward(template, params, acting_obs)[:2]
+        acting = batched.forward(template, params, acting_obs)[:2]
     leaves = {k: v.detach().requires_grad_(True) for k, v in params.items()}
-    logits, value, _ = stacked.forward(template, leaves, training_obs)
+    logits, value, _ = batched.forward(template, leaves, training_obs)
     (logits.square().sum() + value.sum()).backward()
     outputs = [*acting, logits, value] + [leaves[k].grad for k in sorted(leaves)]
     return [t.detach().double() for t in outputs]
@@ -216,7 +216,7 @@ def set_cpu_matmul(kind: str | None) -> None:
     layer of at least ``stacked.ONEDNN_MIN_OUTPUTS`` outputs, one product per member, batch-major (the narrow heads
     of a training minibatch stay batched products). ``"onednn+sparse"``: the same, except for a first linear layer
     of a multiple of ``stacked.SPARSE_LANES`` outputs stored input-major (a population on the CPU stores it so
-    when it is created under this choice), which :mod:`plasticity_lab.native` computes by skipping the zeros of
+    when it is created under this choice), which :mod:`plasticity_lab.backends.native` computes by skipping the zeros of
     the observation. ``"auto"``: see the module's docstring. The three round differently, so a run repeats bit for
     bit only with the same path on the same machine.
 

@@ -1,16 +1,16 @@
 """Static statistical panels drawn with seaborn: the paper's regressions of normalised reward on each diagnostic,
-the correlations between the diagnostics, and interval estimates of the reward each condition keeps.
+the correlations between the diagnostics, and interval estimates of the reward each condition keeps (chapter 11).
 
-They complement the interactive figures of :mod:`plasticity_lab.plots`, which show one thing at a time behind a
-menu: a panel shows every diagnostic (or condition) side by side, as one image that reads the same in a notebook,
-on the web page, on paper and offline. Each function returns a :class:`PanelFigure`, a matplotlib ``Figure``
-made without pyplot: a notebook shows it exactly once, as an image, where it is displayed (whatever matplotlib
-backend is active), and a script can ``fig.savefig(...)`` it.
+They complement the interactive plotly figures of :mod:`~plasticity_lab.figures.comparisons`, which show one thing
+at a time behind a menu: a panel shows every diagnostic (or condition) side by side, as one image that reads the
+same in a notebook, on the web page, on paper and offline. Each function returns a :class:`PanelFigure`, a
+matplotlib ``Figure`` made without pyplot: a notebook shows it exactly once, as an image, where it is displayed
+(whatever matplotlib backend is active), and a script can ``fig.savefig(...)`` it.
 
-The numbers on a panel are those of :mod:`plasticity_lab.analysis` for the same table: the regressions' points
-are :func:`~plasticity_lab.analysis.analysis_points` and their R² and p those of
-:func:`~plasticity_lab.analysis.diagnostic_correlations`; the intervals are
-:func:`~plasticity_lab.analysis.aggregate_ci`'s (rliable when it is installed).
+The numbers on a panel are those of :mod:`plasticity_lab.stats` for the same table: the regressions' points are
+:func:`~plasticity_lab.stats.analysis_points` and their R² and p those of
+:func:`~plasticity_lab.stats.diagnostic_correlations`; the intervals are :func:`~plasticity_lab.stats.aggregate_ci`'s
+(rliable when it is installed).
 """
 
 from __future__ import annotations
@@ -23,12 +23,16 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
-from . import analysis
-from .plots import CONDITION_COLORS, SHIFT_COLORS, _condition_colors
+from .. import stats
+from ..schema import DIAGNOSTICS
+from .style import CONDITION_COLORS, SHIFT_COLORS, condition_colors
 
 __all__ = ["PanelFigure", "correlation_heatmap", "interval_estimates_panel", "regression_panels"]
 
+
 _STYLE = "whitegrid"
+
+
 _SHORT_LABELS = {
     "entropy": "policy entropy",
     "weight_magnitude": "weight magnitude",
@@ -61,25 +65,25 @@ def _one_env(table: pd.DataFrame, what: str) -> None:
 
 def regression_panels(df: pd.DataFrame, split: str = "train", at: str = "final",
                       conditions: Sequence[str] | None = None,
-                      diagnostics: Sequence[str] = analysis.DIAGNOSTICS, title: str | None = None,
+                      diagnostics: Sequence[str] = DIAGNOSTICS, title: str | None = None,
                       n_boot: int = 1000, seed: int = 0, columns: int = 3) -> Figure:
     """One panel per diagnostic: normalised reward against it over the shift × condition points (means over seeds,
     coloured by shift), with the least-squares line and its 95 % bootstrap band (``seaborn.regplot``, ``n_boot``
     resamples of the points drawn from ``seed``). Each panel's title gives R² and Pearson p of
-    :func:`~plasticity_lab.analysis.diagnostic_correlations`, in bold where p < 0.05 (the paper's bold). The
+    :func:`~plasticity_lab.stats.diagnostic_correlations`, in bold where p < 0.05 (the paper's bold). The
     panels fill rows of ``columns``; a free cell in the last row holds the legend.
 
     ``df`` is a per-epoch table or a run summary; ``split``, ``at`` and ``conditions`` as in
-    :func:`~plasticity_lab.analysis.diagnostic_correlations`.
+    :func:`~plasticity_lab.stats.diagnostic_correlations`.
     """
     _one_env(df, "regression_panels")
     if not diagnostics:
         raise ValueError("regression_panels needs at least one diagnostic")
     # a per-epoch table is summarised once, for the points and the fits alike
-    summary = analysis._summary(df, at, None, None, analysis.DEFAULT_BY, "regression_panels")
-    points = analysis.analysis_points(summary, split=split, at=at, conditions=conditions, diagnostics=diagnostics)
-    fits = analysis.diagnostic_correlations(summary, at=at, conditions=conditions, diagnostics=diagnostics,
-                                            split=split).set_index("diagnostic")
+    summary = stats.as_run_summary(df, at, None, None, stats.DEFAULT_BY, "regression_panels")
+    points = stats.analysis_points(summary, split=split, at=at, conditions=conditions, diagnostics=diagnostics)
+    fits = stats.diagnostic_correlations(summary, at=at, conditions=conditions, diagnostics=diagnostics,
+                                         split=split).set_index("diagnostic")
     y = f"normalised_{split}_return"
     present = list(pd.unique(points["shift"])) if "shift" in points.columns else []
     shifts = [s for s in SHIFT_COLORS if s in present] + [s for s in present if s not in SHIFT_COLORS]
@@ -128,7 +132,7 @@ def correlation_heatmap(points: pd.DataFrame, columns: Sequence[str] | None = No
     normalised rewards it has) as an annotated lower-triangle heatmap (``seaborn.heatmap``): large values off
     the diagonal mean that a regression on several of them at once cannot tell them apart."""
     if columns is None:
-        columns = [c for c in (*analysis.DIAGNOSTICS, "normalised_train_return", "normalised_test_return")
+        columns = [c for c in (*DIAGNOSTICS, "normalised_train_return", "normalised_test_return")
                    if c in points.columns]
     columns = list(columns)
     missing = [c for c in columns if c not in points.columns]
@@ -156,7 +160,7 @@ def interval_estimates_panel(runs: pd.DataFrame,
                              confidence: float = 0.95, reps: int = 2000, seed: int = 0,
                              title: str | None = None) -> Figure:
     """Per condition, an aggregate of each run's value over all of its runs (every shift and seed) with a
-    percentile-bootstrap interval (:func:`~plasticity_lab.analysis.aggregate_ci`, with rliable when it is
+    percentile-bootstrap interval (:func:`~plasticity_lab.stats.aggregate_ci`, with rliable when it is
     installed): the interquartile mean by default, the estimator rliable recommends for a handful of runs. With
     several shifts the bootstrap is stratified — runs are resampled within each shift, as rliable does across
     tasks. One panel per column of ``values``; a bar spans the interval, a tick marks the estimate; the dotted
@@ -178,7 +182,7 @@ def interval_estimates_panel(runs: pd.DataFrame,
         absent = [c for c in conditions if c not in present]
         if absent:
             raise ValueError(f"condition(s) {absent} are not in the table; present: {present}")
-    colors = _condition_colors(conditions)
+    colors = condition_colors(conditions)
     subset = runs[runs["condition"].isin(conditions)]
     # several shifts are several tasks: pool their runs, resample within each
     strata = "shift" if "shift" in subset.columns and subset["shift"].nunique() > 1 else None
@@ -186,8 +190,8 @@ def interval_estimates_panel(runs: pd.DataFrame,
     with sns.axes_style(_STYLE):
         axes = fig.subplots(1, len(values), sharey=True, squeeze=False)[0]
     for ax, value in zip(axes, values):
-        table = analysis.aggregate_ci(subset, statistic=statistic, confidence=confidence, reps=reps, seed=seed,
-                                      value=value, strata=strata)
+        table = stats.aggregate_ci(subset, statistic=statistic, confidence=confidence, reps=reps, seed=seed,
+                                   value=value, strata=strata)
         table = table.set_index("condition").reindex(conditions)
         rows = np.arange(len(conditions))
         for row, condition in zip(rows, conditions):

@@ -4,10 +4,15 @@ Each explorer is a function returning an ``ipywidgets`` container: display it (l
 expression). Moving a control recomputes the picture in the kernel. The pictures are PNGs drawn with matplotlib
 and shown in an ``ipywidgets.Image``: a PNG is part of the widget's saved state, so the book's static pages show
 the explorer's first picture even without a kernel (its controls move there, but nothing is recomputed — each
-chapter pairs an explorer with a plotly figure from :mod:`plasticity_lab.plots` that has its own slider).
+chapter pairs an explorer with a plotly figure that has its own slider).
 
-Works with ipywidgets 7.6+ (Colab) and 8.x. Only this module and :mod:`plasticity_lab.plots` import plotting or
-widget libraries.
+* :func:`shift_explorer`, :func:`shift_picture` — a shift's training distribution, round by round (chapter 3).
+* :func:`soft_shrink_perturb_explorer`, :func:`soft_shrink_perturb_picture` — soft shrink+perturb's two
+  coefficients, and a short live run with them (chapter 8).
+* :func:`regression_explorer`, :func:`regression_tables` — the regression of normalised reward on the diagnostics,
+  refitted for the split, shift and diagnostics picked (chapter 11).
+
+Works with ipywidgets 7.6+ (Colab) and 8.x.
 """
 
 from __future__ import annotations
@@ -20,12 +25,15 @@ import torch
 from matplotlib.colors import ListedColormap, TwoSlopeNorm
 from matplotlib.figure import Figure  # drawn off-screen, without pyplot: the session's backend is left alone
 
-from .envs.gridworld import level_layout, render_rgb
-from .plots import CHANNELS, SHIFT_COLORS, observation_grid
-from .shifts import apply_mapping, level_range, permute_mapping
+from ..envs.gridworld import level_layout, render_rgb
+from ..schema import DIAGNOSTICS
+from ..shifts import apply_mapping, level_range, permute_mapping
+from .environment import CHANNELS, observation_grid
+from .style import SHIFT_COLORS
 
-__all__ = ["regression_explorer", "shift_explorer", "shift_picture", "soft_shrink_perturb_explorer",
-           "soft_shrink_perturb_picture"]
+__all__ = ["regression_explorer", "regression_tables", "shift_explorer", "shift_picture",
+           "soft_shrink_perturb_explorer", "soft_shrink_perturb_picture"]
+
 
 _STRIP_CMAP = ListedColormap(["#f2f2f2", "#9ecae1", "#08519c"])  # not in any pool / other rounds / this round
 
@@ -49,8 +57,8 @@ def shift_picture(shift: str, round_: int, seed: int = 0, pool_size: int = 10, r
 
     Left: one level of the round — the first of the block of ``pool_size`` levels that is newest in that round
     (under *permute*, whose pool never moves, the first level of the pool) — as a picture, then as the three input
-    channels the network receives (permuted by σ^round under *permute*). Right: the training pools of rounds 1 … ``rounds``
-    (rows) over the levels they draw from, the chosen round highlighted.
+    channels the network receives (permuted by σ^round under *permute*). Right: the training pools of rounds
+    1 … ``rounds`` (rows) over the levels they draw from, the chosen round highlighted.
     """
     pool = level_range(shift, seed, round_, "train", pool_size)
     level = pool.stop - pool_size  # window: the pool itself; expand: the block added this round
@@ -111,11 +119,6 @@ def shift_explorer(seed: int = 0, pool_size: int = 10, rounds: int = 10, shift: 
     return widgets.VBox([widgets.HBox([shift_box, round_box]), text, image])
 
 
-# --------------------------------------------------------------------------------------------------------------
-# Soft shrink+perturb
-# --------------------------------------------------------------------------------------------------------------
-
-
 def _png(fig: Figure) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", bbox_inches="tight")
@@ -125,8 +128,9 @@ def _png(fig: Figure) -> bytes:
 def soft_shrink_perturb_picture(shrink: float, perturb: float, steps: int = 1000, seed: int = 0,
                                 dpi: int = 90) -> bytes:
     """PNG bytes: the RMS of a network's weights under soft shrink+perturb alone (no learning) over ``steps``
-    optimizer steps, measured and predicted (:func:`plasticity_lab.demos.soft_shrink_perturb_trajectory`)."""
-    from .demos import soft_shrink_perturb_trajectory
+    optimizer steps, measured and predicted
+    (:func:`~plasticity_lab.figures.soft_shrink_perturb.soft_shrink_perturb_trajectory`)."""
+    from .soft_shrink_perturb import soft_shrink_perturb_trajectory
 
     trajectory = soft_shrink_perturb_trajectory(shrink, perturb, steps=steps, seed=seed, every=max(1, steps // 50))
     fig = Figure(figsize=(6.5, 3.2), dpi=dpi)
@@ -166,8 +170,8 @@ def soft_shrink_perturb_explorer(perturb: float = 1e-6, one_minus_shrink: float 
     (:func:`soft_shrink_perturb_picture`); the button trains a short live run (``rounds`` × ``epochs_per_round``
     epochs, permute, one seed) with those coefficients next to warm-start and draws its train return, weight
     magnitude and dead units. Returns the widget (display it)."""
-    from .config import RunConfig
-    from .experiment import run
+    from ..config import RunConfig
+    from ..experiment import run
 
     perturb_box = widgets.FloatLogSlider(value=perturb, base=10, min=-8, max=-1, step=0.25,
                                          description="perturb β", readout_format=".1e", continuous_update=False)
@@ -210,31 +214,26 @@ def soft_shrink_perturb_explorer(perturb: float = 1e-6, one_minus_shrink: float 
     return widgets.VBox([widgets.HBox([perturb_box, shrink_box]), text, image, button, trained])
 
 
-# --------------------------------------------------------------------------------------------------------------
-# The regression of normalised reward on the diagnostics
-# --------------------------------------------------------------------------------------------------------------
-
-
 def regression_tables(runs, split: str = "train", shift: str = "all", diagnostics=None) -> str:
-    """HTML: per-diagnostic correlations and the Gaussian GLM (:mod:`plasticity_lab.analysis`) of normalised
+    """HTML: per-diagnostic correlations and the Gaussian GLM (:mod:`plasticity_lab.stats`) of normalised
     ``split`` reward over the shift × condition means of ``runs`` (a run summary), for one shift or ``"all"``."""
-    from . import analysis
+    from .. import stats
 
-    diagnostics = list(diagnostics or analysis.DIAGNOSTICS)
+    diagnostics = list(diagnostics or DIAGNOSTICS)
     part = runs if shift == "all" else runs[runs["shift"] == shift]
     conditions = sorted(part["condition"].unique())
     at = runs.attrs.get("at", "mean")
     html = [f"<b>{split}, {'all shifts' if shift == 'all' else shift}</b>: "
             f"{len(part[['shift', 'condition']].drop_duplicates())} shift × condition points"]
     try:
-        table = analysis.diagnostic_correlations(part, at=at, conditions=conditions, diagnostics=diagnostics,
-                                                 split=split)
+        table = stats.diagnostic_correlations(part, at=at, conditions=conditions, diagnostics=diagnostics,
+                                              split=split)
         html.append(table[["diagnostic", "slope", "r2", "p", "n_points", "significant"]]
                     .to_html(index=False, float_format=lambda v: f"{v:.3g}"))
     except ValueError as error:
         html.append(f"<p>correlations: {error}</p>")
     try:
-        glm = analysis.diagnostics_glm(part, split=split, at=at, conditions=conditions, diagnostics=diagnostics)
+        glm = stats.diagnostics_glm(part, split=split, at=at, conditions=conditions, diagnostics=diagnostics)
         html.append("<b>GLM</b> (normalised reward ~ 1 + " + " + ".join(diagnostics) + ")")
         html.append(glm.to_html(float_format=lambda v: f"{v:.3g}"))
     except ValueError as error:
@@ -245,8 +244,6 @@ def regression_tables(runs, split: str = "train", shift: str = "all", diagnostic
 def regression_explorer(runs) -> widgets.VBox:
     """Dropdowns for the split and the shift and a multi-select of diagnostics over :func:`regression_tables`
     (correlations and GLM, recomputed in the kernel). Returns the widget (display it)."""
-    from .analysis import DIAGNOSTICS
-
     split_box = widgets.Dropdown(options=["train", "test"], value="train", description="split")
     shift_box = widgets.Dropdown(options=["all", *sorted(runs["shift"].unique())], value="all", description="shift")
     diagnostics_box = widgets.SelectMultiple(options=list(DIAGNOSTICS), value=list(DIAGNOSTICS),

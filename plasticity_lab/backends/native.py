@@ -12,7 +12,7 @@ portable C++, whichever the CPU has (:func:`sparse_kernels_isa`); ``PLASTICITY_L
 ``ninja``) and cached in ``$TORCH_EXTENSIONS_DIR`` (default ``~/.cache/torch_extensions``), so later processes
 only load it. Where it cannot be built, :func:`member_ops` returns ``None`` and :func:`unavailable_reason` says
 why; ``PLASTICITY_LAB_NATIVE=0`` turns it off. Building says nothing about whether the operators compute the
-right numbers here: :mod:`plasticity_lab.fastpath` runs them on a small problem before any run uses them.
+right numbers here: :mod:`plasticity_lab.backends.fastpath` runs them on a small problem before any run uses them.
 """
 
 from __future__ import annotations
