@@ -10,9 +10,10 @@
     plasticity-lab fetch gridworld-book                              # a stored study from the repository
     plasticity-lab conditions
 
-``run`` trains one population per condition (all seeds × shifts of a condition train together), shows a
-progress bar, writes the per-epoch table and a manifest into a new folder (named after the run unless
-``--out`` names it), and prints the normalised reward per round.
+``run`` is a sweep given on the command line: it trains one population per condition (all seeds × shifts of a
+condition train together), shows a progress bar, stores a study (the sweep's format, every epoch kept) in a new
+folder (named after the run unless ``--out`` names it), and prints the normalised reward per round. Run the same
+command (same ``--out``) again after a crash: it continues as a sweep does.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pathlib import Path
 import pandas as pd
 
 from .conditions import CONDITIONS
-from .config import ENVS, PRESETS, RunConfig, parse_seeds
+from .config import ENVS, PRESETS, parse_seeds
 from .shifts import SHIFTS
 
 
@@ -50,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
                      help="a condition coefficient, e.g. --param perturb=1e-5 (repeatable)")
     run.add_argument("--device", default="cpu", help="cpu or cuda")
     run.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    run.add_argument("--out", default=None, help="output folder (default: runs/<name>-<time>)")
+    run.add_argument("--out", default=None, help="the study folder (default: runs/<name>-<time>)")
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
     sweep = sub.add_parser("sweep", help="run a grid of runs from a TOML/YAML sweep file into data/<study>/ "
@@ -105,54 +106,39 @@ def _parse_params(items: list[str]) -> dict:
     return params
 
 
-def _configs(args) -> list[list[RunConfig]]:
-    """One list of configs (a population) per condition; every config is validated before any work."""
-    seeds = parse_seeds(args.seeds)
-    shifts = _split(args.shift)
-    conditions = _split(args.condition)
+def _run_sweep(args, study: str):
+    """The sweep equivalent to ``run``'s arguments: one population per condition, every epoch kept. Every config
+    is validated here, before any work."""
+    from .sweep import Sweep
+
+    shifts, conditions = _split(args.shift), _split(args.condition)
     if not shifts:
         raise ValueError("--shift is empty; valid: permute, window, expand")
     if not conditions:
         raise ValueError(f"--condition is empty; valid: {', '.join(CONDITIONS)}")
-    overrides = {
-        "rounds": args.rounds,
-        "epochs_per_round": args.epochs_per_round,
-        "pool_size": args.pool_size,
-        "test_interval": args.test_interval,
-    }
-    if args.test_episodes is not None:
-        overrides["test_episodes"] = args.test_episodes
+    seeds = parse_seeds(args.seeds)
+    overrides = {name: getattr(args, name) for name in ("rounds", "epochs_per_round", "pool_size", "test_interval",
+                                                        "test_episodes") if getattr(args, name) is not None}
+    if args.device != "cpu":
+        overrides["device"] = args.device
     params = _parse_params(args.param)
-    populations = []
-    for condition in conditions:
-        populations.append([
-            RunConfig(env=args.env, shift=shift, condition=condition, seed=seed, preset=args.preset,
-                      condition_params=params, device=args.device, **overrides)
-            for shift in shifts for seed in seeds
-        ])
-    return populations
+    return Sweep.from_dict({"study": study, "envs": [args.env], "shifts": shifts, "conditions": conditions,
+                            "seeds": seeds, "preset": args.preset, "overrides": overrides,
+                            "params": {c: params for c in conditions} if params else {},
+                            "max_members": len(shifts) * len(seeds), "keep_epochs": True})
 
 
 def _run(args) -> int:
-    from .experiment import run
-    from .results import environment_info, normalised_table, write_run
+    from .results import normalised_table
+    from .sweep import run_sweep
 
-    populations = _configs(args)  # all validation happens here, before any training
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ValueError(f"--threads must be a positive integer; got {args.threads}")
-        import torch
-
-        torch.set_num_threads(args.threads)
-    first = populations[0][0]
-    name = f"{first.env}-{args.shift.replace(',', '_')}-{args.condition.replace(',', '_')}-{first.preset}"
+    name = f"{args.env}-{args.shift.replace(',', '_')}-{args.condition.replace(',', '_')}-{args.preset}"
     out = Path(args.out) if args.out else Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    environment = environment_info()  # the code and machine that run, recorded before any training
-    start = time.time()
-    tables = [run(configs, progress=not args.no_progress) for configs in populations]
-    df = pd.concat(tables, ignore_index=True)
-    write_run(out, df, [c for configs in populations for c in configs], wall_time=time.time() - start,
-              environment=environment)
+    sweep = _run_sweep(args, out.resolve().name)
+    results = run_sweep(sweep, out=out, threads=args.threads, progress=not args.no_progress)
+    if not any((out / "checkpoints").iterdir()):  # the populations finished: nothing to resume
+        (out / "checkpoints").rmdir()
+    df = results.epochs()
     print(normalised_summary(df, normalised_table(df)))
     print(f"\nresults written to {out}/")
     return 0

@@ -138,25 +138,16 @@ class Population:
         n = length * copies  # rows per member, numbered as in ``rollout.flat()``: t·copies + e
         size = self.ppo.minibatch_size
         before = [p.detach().clone() for p in self.params.values()]
-        # Minibatch rows are picked straight from the time-major buffers seen as one long list of rows: one
-        # ``index_select`` per buffer is several times faster than indexing ``[member, row]`` (measured: 52 µs
-        # against 294 µs for the observations of 15 gridworld members), and no member-major copy is made.
-        keys = ("obs", "actions", "log_probs", "advantages", "returns")
-        rows = {k: getattr(rollout, k).flatten(0, 2) for k in keys}  # row (t·members + m)·copies + e
-        member_offset = (torch.arange(members, device=generator.device) * copies).unsqueeze(1)
+        rows = MemberRows(rollout, self.device)
         totals: dict[str, torch.Tensor] = {}
         steps = 0
         for _ in range(self.ppo.epochs):
-            # An independent shuffle per member; a trailing partial minibatch is dropped.
+            # An independent shuffle per member (the draw ppo.Agent makes for one); a partial minibatch is dropped.
             order = torch.rand(members, n, generator=generator, device=generator.device).argsort(dim=1)
             for start in range(0, n - size + 1, size):
-                # The shuffle lives on the generator's device; the buffers on the population's.
-                picked = order[:, start:start + size]
-                index = (picked // copies * (members * copies) + picked % copies + member_offset).reshape(-1)
-                index = index.to(self.device)
-                minibatch = [rows[k].index_select(0, index).view(members, size, *rows[k].shape[1:]) for k in keys]
+                minibatch = rows.take(order[:, start:start + size])
                 losses, stats = self._losses(*minibatch)
-                total = losses.sum()
+                total = losses.sum()  # the members' losses are independent: their sum keeps gradients apart
                 if self.condition is not None:
                     extra = self.condition.extra_loss(self)
                     if extra is not None:
@@ -213,3 +204,30 @@ class Population:
         factor = 1.0 - self.ppo.lr * self.weight_decay
         for p in self.trainable().values():
             p.mul_(factor.view(-1, *([1] * (p.dim() - 1))))
+
+
+class MemberRows:
+    """A rollout's buffers seen as one long list of rows, from which each member's minibatch is taken.
+
+    Rows are picked straight from the time-major buffers ``[T, M, E, ...]`` flattened to row
+    ``(t·members + m)·copies + e``: one ``index_select`` per buffer is several times faster than indexing
+    ``[member, row]`` (``benchmarks/population_speed.py --profile`` shows the update's share), and no member-major
+    copy is made.
+    """
+
+    KEYS = ("obs", "actions", "log_probs", "advantages", "returns")
+
+    def __init__(self, rollout: Rollout, device: torch.device):
+        _, self.members, self.copies = rollout.actions.shape
+        self.device = device
+        self.rows = {k: getattr(rollout, k).flatten(0, 2) for k in self.KEYS}
+
+    def take(self, picked: torch.Tensor) -> list[torch.Tensor]:
+        """``picked [M, B]``: each member's row numbers within its own ``t·copies + e`` numbering (as in
+        ``rollout.flat()``) → the buffers in :data:`KEYS` order, each ``[M, B, ...]``."""
+        members, copies = self.members, self.copies
+        offset = (torch.arange(members, device=picked.device) * copies).unsqueeze(1)
+        index = (picked // copies * (members * copies) + picked % copies + offset).reshape(-1)
+        index = index.to(self.device)  # the shuffle lives on the generator's device, the buffers on ours
+        return [self.rows[k].index_select(0, index).view(members, picked.shape[1], *self.rows[k].shape[1:])
+                for k in self.KEYS]

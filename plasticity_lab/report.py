@@ -30,7 +30,7 @@ def runs_table(results: Results, at: str = "mean", readout: str = "project") -> 
     if missing:
         raise ValueError(f"study {results.path.name} was stored without the release's read-outs (its rounds table "
                          f"lacks {missing}), so readout='release' cannot be computed for it; studies stored by "
-                         f"this version of plasticity-lab, and run folders with their epochs.parquet, have them")
+                         f"this version of plasticity-lab have them")
     return stats.release_summary(results.rounds)
 
 

@@ -1,11 +1,11 @@
-"""Results on disk.
+"""Results on disk: one format, the study.
 
-* A run's folder (``plasticity-lab run``): ``epochs.parquet`` (every epoch) + ``manifest.json``
-  (:func:`write_run`, :func:`read_run`).
-* A study (``plasticity-lab sweep``, under ``data/<study>/``): ``manifest.json`` (the sweep, versions, hardware,
-  wall time) and one folder per population under ``populations/`` with tidy tables — subsampled curves, per-round
-  and per-run summaries computed from every epoch — and its own manifest (:func:`write_population`). Both load
-  with :func:`load_results`.
+A study (under ``data/<study>/``, written by ``plasticity-lab sweep`` and by ``plasticity-lab run --out``) is a
+``manifest.json`` (the sweep that made it, versions, hardware, wall time) and one folder per population under
+``populations/`` with tidy tables — subsampled curves, per-round and per-run summaries computed from every epoch —
+its own manifest (:func:`write_population`) and, where it was asked to keep it (``plasticity-lab run`` always
+does), ``epochs.parquet``: every epoch, the table :func:`plasticity_lab.run` returns. :func:`load_results` reads
+a study; :meth:`Results.epochs` its per-epoch tables.
 
 Every write goes to a temporary file in the same folder and is renamed into place, so a crash never leaves a
 half-written file under the final name.
@@ -18,6 +18,7 @@ import json
 import os
 import platform
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -25,6 +26,8 @@ import pandas as pd
 from .schema import RUN_KEYS
 from .storage import atomic_write
 
+#: Version of the manifest of a run folder, the layout ``plasticity-lab run`` wrote before studies: still read, so
+#: that ``scripts/convert_run_folders.py`` can turn one into a study.
 MANIFEST_FORMAT = 1
 
 
@@ -95,36 +98,6 @@ def environment_info() -> dict:
     }
 
 
-def write_run(folder: str | Path, df: pd.DataFrame, configs: list, wall_time: float,
-              environment: dict | None = None) -> Path:
-    """Store a run's per-epoch table and its manifest (configs, seeds, versions, hardware, wall time).
-
-    ``environment`` should be :func:`environment_info` taken when the run *started* (the checkout may change
-    while a long run trains); it defaults to the environment now.
-    """
-    folder = Path(folder)
-    if (folder / "manifest.json").exists():
-        raise FileExistsError(f"{folder} already holds results; choose another --out")
-    manifest = {
-        "format": MANIFEST_FORMAT,
-        "configs": [c.resolved().to_dict() for c in configs],
-        "presets": sorted({c.preset for c in configs}),
-        "seeds": sorted({c.seed for c in configs}),
-        "wall_time_s": round(wall_time, 3),
-        **(environment if environment is not None else environment_info()),
-    }
-    atomic_write(folder / "epochs.parquet", lambda p: df.to_parquet(p, index=False))
-    atomic_write(folder / "manifest.json", lambda p: Path(p).write_text(json.dumps(manifest, indent=2)))
-    return folder
-
-
-def read_run(folder: str | Path) -> tuple[pd.DataFrame, dict]:
-    """Load a folder written by :func:`write_run`: the full per-epoch table and the manifest."""
-    folder = Path(folder)
-    manifest = read_manifest(folder / "manifest.json")
-    return _read_parquet(folder / "epochs.parquet"), manifest
-
-
 def normalised_table(df: pd.DataFrame) -> pd.DataFrame:
     """Mean (± std over seeds) normalised train and test reward per round, one row per shift × condition."""
     from .stats import run_summary
@@ -155,6 +128,10 @@ def normalised_table(df: pd.DataFrame) -> pd.DataFrame:
 STUDY_FORMAT = 1
 #: The tables of a population folder (and of :class:`Results`), each a parquet file.
 TABLES = ("curves", "rounds", "runs_mean", "runs_final")
+#: The optional table of a population folder: every epoch (its manifest says ``"keeps_epochs": true``).
+EPOCHS_TABLE = "epochs"
+#: The script that turns the run folders ``plasticity-lab run`` wrote before studies were its format into a study.
+CONVERSION_SCRIPT = "scripts/convert_run_folders.py"
 
 
 def curve_table(df: pd.DataFrame, stride: int) -> pd.DataFrame:
@@ -216,10 +193,13 @@ def _read_parquet(path: Path) -> pd.DataFrame:
 
 
 def write_population(folder: str | Path, df: pd.DataFrame, configs: list, wall_time: float, stride: int,
-                     environment: dict, extra: dict | None = None) -> Path:
-    """Store one finished population: its tables, then (last, so its presence means "complete") its manifest."""
+                     environment: dict, extra: dict | None = None, keep_epochs: bool = False) -> Path:
+    """Store one finished population: its tables (with ``keep_epochs``, also ``df`` itself as
+    ``epochs.parquet``), then (last, so its presence means "complete") its manifest."""
     folder = Path(folder)
     tables = summarise(df, stride)
+    if keep_epochs:
+        tables[EPOCHS_TABLE] = df
     for name, table in tables.items():
         atomic_write(folder / f"{name}.parquet", lambda p, t=table: t.to_parquet(p, index=False))
     manifest = {
@@ -228,12 +208,20 @@ def write_population(folder: str | Path, df: pd.DataFrame, configs: list, wall_t
         "configs": [c.resolved().to_dict() for c in configs],
         "curve_stride": stride,
         "epochs": int(df["epoch"].max()) + 1,
+        "keeps_epochs": keep_epochs,
         "wall_time_s": round(wall_time, 3),
         **(extra or {}),
         **environment,
     }
     atomic_write(folder / "manifest.json", lambda p: Path(p).write_text(json.dumps(manifest, indent=2)))
     return folder
+
+
+def population_files(manifest: dict) -> list[str]:
+    """The files of a finished population folder besides its manifest: the tables, and ``epochs.parquet`` where
+    its manifest says it kept every epoch."""
+    names = [*TABLES, *([EPOCHS_TABLE] if manifest.get("keeps_epochs") else [])]
+    return [f"{name}.parquet" for name in names]
 
 
 def population_complete(folder: str | Path, configs: list) -> bool:
@@ -243,7 +231,7 @@ def population_complete(folder: str | Path, configs: list) -> bool:
         return False
     manifest = read_manifest(path)
     return manifest.get("configs") == [c.resolved().to_dict() for c in configs] and all(
-        (Path(folder) / f"{name}.parquet").exists() for name in TABLES)
+        (Path(folder) / name).exists() for name in population_files(manifest))
 
 
 class Results:
@@ -257,7 +245,9 @@ class Results:
       :func:`~plasticity_lab.stats.diagnostic_correlations` and
       :func:`~plasticity_lab.stats.diagnostics_glm` take;
     * ``manifest`` — the study's manifest; ``populations`` — each population's manifest (configs, versions,
-      hardware, wall time).
+      hardware, wall time);
+    * ``epochs(conditions)`` — every epoch of the runs whose populations kept it (read from disk when asked: it is
+      by far the largest table).
     """
 
     def __init__(self, path: Path, tables: dict[str, pd.DataFrame], manifest: dict, populations: list[dict]):
@@ -278,6 +268,37 @@ class Results:
     @property
     def configs(self) -> list[dict]:
         return [c for p in self.populations for c in p["configs"]]
+
+    def epochs(self, conditions: Sequence[str] | None = None) -> pd.DataFrame:
+        """Every epoch of the study's runs (for ``conditions``, condition labels as the tables name them; default
+        all): the per-epoch tables of the populations that kept them, concatenated in the order of
+        :attr:`populations` — for one population, exactly the table :func:`plasticity_lab.run` returned.
+
+        Only populations written with ``keep_epochs`` (every ``plasticity-lab run --out``; a sweep with
+        ``keep_epochs = true``) have one; a request none of them can answer raises one ``ValueError``.
+        """
+        labels = [_labels(p) for p in self.populations]
+        kept = [(p, held) for p, held in zip(self.populations, labels) if p.get("keeps_epochs")]
+        lacking = []
+        if conditions is not None:
+            conditions = [conditions] if isinstance(conditions, str) else list(conditions)
+            every = set().union(*labels)
+            unknown = [c for c in conditions if c not in every]
+            if unknown:
+                raise ValueError(f"study {self.path.name} holds no condition {', '.join(map(repr, unknown))}; "
+                                 f"it holds: {', '.join(sorted(every))}")
+            lacking = [c for c in conditions if not any(c in held for _, held in kept)]
+            kept = [(p, held) for p, held in kept if held & set(conditions)]
+        if lacking or not kept:
+            whose = f"the populations of {', '.join(lacking)}" if lacking else "its populations"
+            raise ValueError(f"study {self.path.name}: {whose} did not keep every epoch (only the tables "
+                             f"{', '.join(TABLES)}); a study keeps them when written by `plasticity-lab run --out` "
+                             f"or by a sweep with keep_epochs = true")
+        df = pd.concat([_read_parquet(self.path / "populations" / p["population"] / f"{EPOCHS_TABLE}.parquet")
+                        for p, _ in kept], ignore_index=True)
+        if conditions is not None:
+            df = df[df["condition"].isin(conditions)].reset_index(drop=True)
+        return df
 
     def condition_params(self) -> pd.DataFrame:
         """One row per condition label of the study, with a column per overridden coefficient (a coefficient
@@ -311,28 +332,30 @@ class Results:
 
 
 def load_results(path: str | Path) -> Results:
-    """Load a stored study (``data/<study>``) written by a sweep — or a folder written by ``plasticity-lab run``,
-    or a folder of such folders — into :class:`Results`.
+    """Load a stored study (``data/<study>``, written by ``plasticity-lab sweep`` or ``plasticity-lab run``) into
+    :class:`Results`.
 
-    A corrupt or truncated file, or a manifest of a newer format, raises one ``ValueError`` naming the file.
+    A corrupt or truncated file, a manifest of a newer format, or a folder in the run-folder layout that
+    ``plasticity-lab run`` wrote before the study was its format, raises one ``ValueError`` naming the folder or
+    file (and, for run folders, the script that converts them).
     """
     path = Path(path)
     if not path.is_dir():
         raise ValueError(f"no results folder at {path}")
     manifest_path = path / "manifest.json"
-    if manifest_path.exists():
-        manifest = read_manifest(manifest_path)
-        if "sweep" in manifest:
-            folders = sorted(p.parent for p in (path / "populations").glob("*/manifest.json"))
-            parts = [_load_population(f) for f in folders]
-        else:
-            parts = [_load_run_folder(path, manifest)]
-    else:
-        folders = sorted(p.parent for p in path.glob("*/manifest.json"))
-        parts = [_load_run_folder(f, read_manifest(f / "manifest.json")) for f in folders]
-        manifest = {"format": STUDY_FORMAT, "study": path.name, "runs": [f.name for f in folders]}
-    if not parts:
+    manifest = read_manifest(manifest_path) if manifest_path.exists() else None
+    if manifest is None or "sweep" not in manifest:
+        if (path / "epochs.parquet").exists() or any(path.glob("*/epochs.parquet")):
+            raise ValueError(f"{path} is in the run-folder layout (epochs.parquet + manifest.json per run) that "
+                             f"`plasticity-lab run` wrote before it wrote studies; this version reads studies only. "
+                             f"Convert it into one with: python {CONVERSION_SCRIPT} {path} {path}")
+        if manifest is not None:
+            raise ValueError(f"{manifest_path} is not the manifest of a study (it records no sweep)")
         raise ValueError(f"{path} holds no finished results yet")
+    folders = sorted(p.parent for p in (path / "populations").glob("*/manifest.json"))
+    if not folders:
+        raise ValueError(f"{path} holds no finished results yet")
+    parts = [_load_population(f) for f in folders]
     tables = {name: pd.concat([p[0][name] for p in parts], ignore_index=True) for name in TABLES}
     return Results(path, tables, manifest, [p[1] for p in parts])
 
@@ -343,10 +366,12 @@ DATA_URL = "https://raw.githubusercontent.com/plasticity-lab/plasticity-lab/main
 DATA_URL_VARIABLE = "PLASTICITY_LAB_DATA_URL"
 
 
-def fetch_study(name: str, dest: str | Path, base_url: str | None = None, timeout: float = 60) -> Path:
-    """Download the stored study ``name`` — its manifest and the manifest and tables of every population the
-    manifest lists as finished — from ``base_url/name`` (default: :data:`DATA_URL`, or the URL in
-    ``$PLASTICITY_LAB_DATA_URL``) into the folder ``dest``, and return ``dest``.
+def fetch_study(name: str, dest: str | Path, base_url: str | None = None, timeout: float = 60,
+                conditions: Sequence[str] | None = None) -> Path:
+    """Download the stored study ``name`` — its manifest and the manifest and files of every population the
+    manifest lists as finished (its tables, and its every epoch where it kept them) — from ``base_url/name``
+    (default: :data:`DATA_URL`, or the URL in ``$PLASTICITY_LAB_DATA_URL``) into the folder ``dest``, and return
+    ``dest``. With ``conditions`` (condition labels), only the populations of those conditions.
 
     For a notebook opened without the repository (on Colab). The files land in a temporary folder beside ``dest``
     that is renamed into place once every file has arrived, so a failed download leaves nothing behind; it raises
@@ -377,9 +402,14 @@ def fetch_study(name: str, dest: str | Path, base_url: str | None = None, timeou
         manifest = json.loads(get("manifest.json", staging))
         if "sweep" not in manifest:
             raise ValueError(f"{base}/manifest.json is not the manifest of a sweep study")
-        for population in manifest.get("populations", {}):
-            for file in ("manifest.json", *(f"{table}.parquet" for table in TABLES)):
-                get(f"populations/{population}/{file}", staging)
+        # the study manifest names each population's condition without its coefficients: "l2" for "l2[coef=0.1]"
+        wanted = None if conditions is None else {c.split("[")[0] for c in conditions}
+        for population, entry in manifest.get("populations", {}).items():
+            if wanted is not None and entry.get("condition") not in wanted:
+                continue
+            folder = f"populations/{population}"
+            for file in population_files(json.loads(get(f"{folder}/manifest.json", staging))):
+                get(f"{folder}/{file}", staging)
         os.replace(staging, dest)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -392,6 +422,8 @@ def _load_population(folder: Path) -> tuple[dict[str, pd.DataFrame], dict]:
     return {name: _read_parquet(folder / f"{name}.parquet") for name in TABLES}, manifest
 
 
-def _load_run_folder(folder: Path, manifest: dict) -> tuple[dict[str, pd.DataFrame], dict]:
-    df = _read_parquet(folder / "epochs.parquet")
-    return summarise(df), manifest
+def _labels(manifest: dict) -> set[str]:
+    """The condition labels (as the tables name them) of a population's runs."""
+    from .config import RunConfig
+
+    return {RunConfig.from_dict(c).label for c in manifest["configs"]}

@@ -9,6 +9,7 @@ A sweep file (TOML or YAML) names the grid::
     conditions = ["warm_start", "reset_all", "soft_shrink_perturb+layernorm"]
     seeds = "0-4"                         # or a list of integers
     max_members = 15                      # the largest population trained as one computation
+    keep_epochs = false                   # true: each population also keeps every epoch (epochs.parquet)
 
     [overrides]                           # any RunConfig field, for every run
     epochs_per_round = 300
@@ -48,10 +49,12 @@ from .storage import atomic_write_text
 
 #: The keys a sweep file may hold.
 SWEEP_KEYS = ("study", "envs", "shifts", "conditions", "seeds", "preset", "overrides", "params", "max_members",
-              "curve_stride")
+              "curve_stride", "keep_epochs")
 BACKENDS = ("local", "ray")
 #: Sweep keys that may differ from a stored study's when the sweep still produces the runs stored.
 RESTATABLE_KEYS = {"study", "preset", "overrides"}
+#: The entries of a study's manifest besides the environment of the session that trained it and ``extra``.
+STUDY_KEYS = ("format", "study", "sweep", "presets", "seeds", "populations", "wall_time_s", "last_session_started")
 
 
 def _as_list(name: str, value, kind=str) -> list:
@@ -76,6 +79,7 @@ class Sweep:
     params: dict = field(default_factory=dict)
     max_members: int = 15
     curve_stride: int | None = None  # None: one curve point per test interval
+    keep_epochs: bool = False  # also store each population's every epoch (what `plasticity-lab run` does)
 
     @classmethod
     def from_dict(cls, data: dict) -> "Sweep":
@@ -112,6 +116,10 @@ class Sweep:
                 if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                     raise ValueError(f"sweep key {key!r} must be a positive integer; got {v!r}")
                 values[key] = v
+        if "keep_epochs" in data:
+            if not isinstance(data["keep_epochs"], bool):
+                raise ValueError(f"sweep key 'keep_epochs' must be true or false; got {data['keep_epochs']!r}")
+            values["keep_epochs"] = data["keep_epochs"]
         sweep = cls(**values)
         sweep.configs()  # validates envs, shifts, conditions, overrides and coefficients before any work
         return sweep
@@ -140,6 +148,14 @@ class Sweep:
 
     def to_dict(self) -> dict:
         return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def defaults(cls) -> dict:
+        """The keys a sweep may leave out, with the value they then take (as :meth:`to_dict` writes them): what
+        a study's manifest from before a key existed means by leaving it out."""
+        fields = [f for f in dataclasses.fields(cls) if f.name not in ("study", "conditions")]
+        values = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory() for f in fields}
+        return json.loads(json.dumps(values))
 
     def _param_grid(self, condition: str) -> list[dict]:
         """The coefficient combinations of one condition: the product of every listed value."""
@@ -208,8 +224,9 @@ class PopulationTask:
 
 def train_population(task: PopulationTask, study: str | Path, checkpoint_dir: str | Path, curve_stride: int | None,
                      threads: int | None = None, checkpoint_every: int | None = None, progress=None,
-                     keep_checkpoint: bool = False) -> dict:
-    """Train one population (continuing from its checkpoint if there is one) and store its tables.
+                     keep_checkpoint: bool = False, keep_epochs: bool = False) -> dict:
+    """Train one population (continuing from its checkpoint if there is one) and store its tables (with
+    ``keep_epochs``, its every epoch too).
 
     ``progress`` is called with the number of epochs just trained. Returns ``{"name", "wall_time_s", "skipped"}``;
     the wall time includes that of the interrupted processes up to their last checkpoint.
@@ -227,17 +244,20 @@ def train_population(task: PopulationTask, study: str | Path, checkpoint_dir: st
     resumed_from = train(experiment, checkpoint, checkpoint_every, on_epoch=progress)
     wall = experiment.elapsed_s
     write_population(folder, experiment.table(), list(task.configs), wall, task.stride(curve_stride), environment,
-                     extra={"resumed_from_epoch": resumed_from})
+                     extra={"resumed_from_epoch": resumed_from}, keep_epochs=keep_epochs)
     if not keep_checkpoint:
         checkpoint.unlink(missing_ok=True)
     return {"name": task.name, "wall_time_s": wall, "skipped": False}
 
 
-def _study_manifest(study: Path, sweep: Sweep, environment: dict, started: float, done: dict,
-                    trains: bool = True) -> None:
-    """Write the study's manifest: the sweep as given now, the populations finished so far, and the environment of
-    this session. A session that ``trains`` nothing (every population already stored) only restates the sweep:
-    the environment and start time stay those of the last session that trained."""
+def write_study_manifest(study: Path, sweep: Sweep, environment: dict, started: float | None, done: dict,
+                         trains: bool = True, extra: dict | None = None) -> None:
+    """Write the study's manifest: the sweep as given now, the populations finished so far (``done`` adds
+    ``{name: {"members", "condition", "wall_time_s"}}``), and the environment of this session, which started at
+    ``started`` (seconds since the epoch; ``None``: not known, as for results converted from another layout).
+    A session that ``trains`` nothing (every population already stored) only restates the sweep: the environment
+    and start time stay those of the last session that trained, and so do the entries it added (``extra``, e.g.
+    where converted results came from)."""
     manifest_path = study / "manifest.json"
     previous = read_manifest(manifest_path) if manifest_path.exists() else {}
     populations = dict(previous.get("populations", {}))
@@ -245,9 +265,11 @@ def _study_manifest(study: Path, sweep: Sweep, environment: dict, started: float
     if not trains and previous:
         environment = {key: previous.get(key) for key in environment}
         started_text = previous.get("last_session_started")
+        kept = {k: v for k, v in previous.items() if k not in STUDY_KEYS and k not in environment}
+        extra = {**kept, **(extra or {})}
     else:
-        started_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started))
-    manifest = {
+        started_text = None if started is None else time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started))
+    manifest = {  # STUDY_KEYS, in this order
         "format": STUDY_FORMAT,
         "study": sweep.study,
         "sweep": sweep.to_dict(),
@@ -256,6 +278,7 @@ def _study_manifest(study: Path, sweep: Sweep, environment: dict, started: float
         "populations": populations,
         "wall_time_s": round(sum(p.get("wall_time_s", 0.0) for p in populations.values()), 3),
         "last_session_started": started_text,
+        **(extra or {}),
         **environment,
     }
     atomic_write_text(manifest_path, json.dumps(manifest, indent=2))
@@ -272,6 +295,7 @@ def check_study(study: Path, sweep: Sweep) -> None:
     stored = manifest.get("sweep")
     if stored is None:
         raise ValueError(f"{study} holds results of another kind (not a sweep); choose another study name or --out")
+    stored = {**Sweep.defaults(), **stored}  # a key added since the study was made: it meant the default
     current = sweep.to_dict()
     changed = sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))
     # A renamed study, or its scale spelled out instead of named by a preset, is the same sweep when it produces
@@ -280,7 +304,7 @@ def check_study(study: Path, sweep: Sweep) -> None:
     same_runs = bool(manifest.get("populations")) and set(manifest["populations"]) <= produced
     if changed and not (set(changed) <= RESTATABLE_KEYS and same_runs):
         raise ValueError(f"{study} was made by a different sweep (differs in {', '.join(changed)}); "
-                         f"give this sweep another study name")
+                         f"give this sweep another study name or --out")
     _check_stored_runs(study, sweep, produced)
 
 
@@ -334,15 +358,15 @@ def run_sweep(sweep: Sweep, root: str | Path = "data", out: str | Path | None = 
     environment = environment_info()
     started = time.time()
     todo = [t for t in tasks if not population_complete(study / "populations" / t.name, t.configs)]
-    _study_manifest(study, sweep, environment, started, {}, trains=bool(todo))
+    write_study_manifest(study, sweep, environment, started, {}, trains=bool(todo))
     total = sum(t.agent_epochs for t in tasks)
     bar = _bar(total, progress, sweep.study)
     bar.update(total - sum(t.agent_epochs for t in todo))
     kwargs = dict(study=study, checkpoint_dir=checkpoints, curve_stride=sweep.curve_stride,
-                  checkpoint_every=checkpoint_every, keep_checkpoint=keep_checkpoints)
+                  checkpoint_every=checkpoint_every, keep_checkpoint=keep_checkpoints, keep_epochs=sweep.keep_epochs)
 
     def finished(result: dict, task: PopulationTask) -> None:
-        _study_manifest(study, sweep, environment, started, {task.name: {
+        write_study_manifest(study, sweep, environment, started, {task.name: {
             "members": len(task.configs), "condition": task.configs[0].condition,
             "wall_time_s": round(result["wall_time_s"], 3)}})
 

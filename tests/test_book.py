@@ -284,10 +284,10 @@ def test_build_reads_every_chapter_from_the_parallel_execution(built_book, artif
     assert cached == {p.name for p in CHAPTERS}, cached
 
 
-def _browser(page: Path, tmp: Path, *args: str) -> subprocess.CompletedProcess:
+def _browser(page: Path, tmp: Path, *args: str, budget_ms: int = 8000) -> subprocess.CompletedProcess:
     cmd = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           f"--user-data-dir={tmp}", "--virtual-time-budget=8000", *args, page.as_uri()]
+           f"--user-data-dir={tmp}", f"--virtual-time-budget={budget_ms}", *args, page.as_uri()]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=180)
 
 
@@ -452,10 +452,16 @@ def test_no_page_clips_a_figure_or_a_table(pages, built_book, tmp_path, width):
         probe = page.with_name(f"clip-probe-{page.name}")
         probe.write_text(page.read_text().replace("</body>", CLIP_PROBE + "</body>"))
         try:
-            dom = _browser(probe, tmp_path / "profile", "--dump-dom", f"--window-size={width},2000").stdout
+            # On a loaded machine the page may not finish loading within the first time budget: a longer one
+            # then gives the probe (which runs after the page's load event) its chance.
+            for budget_ms in (8000, 30000):
+                dom = _browser(probe, tmp_path / "profile", "--dump-dom", f"--window-size={width},2000",
+                               budget_ms=budget_ms).stdout
+                found = re.search(r'<pre id="CLIP-PROBE">(.*?)</pre>', dom, re.S)
+                if found:
+                    break
         finally:
             probe.unlink()
-        found = re.search(r'<pre id="CLIP-PROBE">(.*?)</pre>', dom, re.S)
         assert found, f"{chapter.stem}: the probe did not run"
         bad = json.loads(html_module.unescape(found.group(1)))
         if bad:

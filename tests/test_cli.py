@@ -1,33 +1,72 @@
-"""The command line: a run writes its folder; bad input fails before any work with one clear message."""
+"""The command line: a run writes its study; bad input fails before any work with one clear message."""
 
 import json
 
 import pandas as pd
 import pytest
 
+import plasticity_lab as pl
 from plasticity_lab.cli import main
+from plasticity_lab.results import TABLES, load_results, summarise
+from plasticity_lab.sweep import Sweep
+
+RUN = ["run", "--shift", "permute", "--condition", "warm_start,reset_all", "--seeds", "0-1", "--preset", "smoke",
+       "--rounds", "2", "--epochs-per-round", "2", "--test-episodes", "11", "--no-progress"]
+
+
+def _configs(condition: str) -> list:
+    """The configs that RUN trains for ``condition``, as one population."""
+    return [pl.RunConfig(shift="permute", condition=condition, seed=seed, preset="smoke", rounds=2,
+                         epochs_per_round=2, test_episodes=11) for seed in (0, 1)]
 
 
 def test_run_writes_results_and_manifest(tmp_path, capsys):
     out = tmp_path / "study"
-    code = main(["run", "--shift", "permute", "--condition", "warm_start,reset_all", "--seeds", "0-1",
-                 "--preset", "smoke", "--rounds", "2", "--epochs-per-round", "2", "--test-episodes", "11",
-                 "--out", str(out), "--no-progress"])
+    code = main([*RUN, "--out", str(out)])
     assert code == 0
-    df = pd.read_parquet(out / "epochs.parquet")
+    results = load_results(out)
+    df = results.epochs()
     assert len(df) == 2 * 2 * 4  # conditions x seeds x epochs
     assert set(df["condition"]) == {"warm_start", "reset_all"}
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["seeds"] == [0, 1] and manifest["presets"] == ["smoke"]
-    assert {c["epochs_per_round"] for c in manifest["configs"]} == {2}
+    assert {c["epochs_per_round"] for c in results.configs} == {2}
     for key in ("package_version", "git_commit", "torch", "platform", "cpu_count", "cpu_matmul", "wall_time_s"):
-        assert key in manifest
+        assert key in manifest and all(key in population for population in results.populations)
+    assert not (out / "checkpoints").exists()  # every population finished: nothing left to resume from
     printed = capsys.readouterr().out
     assert "warm_start" in printed and "reset_all" in printed and str(out) in printed
     # the table is explained: what the numbers are, what each row is, what each column is
     assert "Normalised reward: each round's return" in printed and "r2..R" not in printed
     assert "warm_start under permute: Keep training" in printed and "reset_all under permute:" in printed
     assert "Columns:" in printed and "round r: the normalised train reward" in printed
+
+
+def test_run_stores_a_study_whose_every_epoch_and_tables_are_those_of_pl_run(tmp_path):
+    """``run --out`` writes the one format there is, a study: its sweep is the command's arguments, one population
+    per condition keeps every epoch exactly as :func:`plasticity_lab.run` returns it, and the tables beside it are
+    :func:`~plasticity_lab.results.summarise` of that table."""
+    out = tmp_path / "study"
+    assert main([*RUN, "--out", str(out)]) == 0
+    results = load_results(out)
+    sweep = Sweep.from_dict(results.manifest["sweep"])
+    assert sweep.keep_epochs and sweep.study == "study"
+    assert [c.resolved() for c in sweep.configs()] == [c.resolved() for c in (*_configs("warm_start"),
+                                                                                 *_configs("reset_all"))]
+    assert sorted(p.name for p in (out / "populations").iterdir()) == sorted(t.name for t in sweep.populations())
+    for condition in ("warm_start", "reset_all"):
+        direct = pl.run(_configs(condition))
+        pd.testing.assert_frame_equal(results.epochs([condition]), direct)
+        (population,) = [p for p in results.populations if p["configs"][0]["condition"] == condition]
+        folder = out / "populations" / population["population"]
+        pd.testing.assert_frame_equal(pd.read_parquet(folder / "epochs.parquet"), direct)
+        expected = summarise(direct, stride=_configs(condition)[0].resolved().test_interval)
+        for name in TABLES:
+            pd.testing.assert_frame_equal(pd.read_parquet(folder / f"{name}.parquet"), expected[name])
+    # the same command again finds the study complete and trains nothing
+    before = {p: p.read_bytes() for p in (out / "populations").rglob("*") if p.is_file()}
+    assert main([*RUN, "--out", str(out)]) == 0
+    assert {p: p.read_bytes() for p in (out / "populations").rglob("*") if p.is_file()} == before
 
 
 @pytest.mark.parametrize(
@@ -62,18 +101,20 @@ def test_conditions_lists_every_condition(capsys):
 def test_manifest_records_the_environment_from_before_training(tmp_path, monkeypatch):
     """A long run may outlive the checkout it started from: the commit recorded is the one that ran."""
     import plasticity_lab.experiment as experiment
-    import plasticity_lab.results as results
+    import plasticity_lab.sweep as sweep
 
     events = []
-    real_info, real_run = results.environment_info, experiment.run
-    monkeypatch.setattr(results, "environment_info", lambda: events.append("environment") or
+    real_info, real_train = sweep.environment_info, experiment.train
+    monkeypatch.setattr(sweep, "environment_info", lambda: events.append("environment") or
                         {**real_info(), "git_commit": f"commit-at-call-{len(events)}"})
-    monkeypatch.setattr(experiment, "run", lambda *a, **k: events.append("train") or real_run(*a, **k))
+    monkeypatch.setattr(experiment, "train", lambda *a, **k: events.append("train") or real_train(*a, **k))
     out = tmp_path / "study"
     assert main(["run", "--preset", "smoke", "--rounds", "1", "--epochs-per-round", "1", "--test-episodes", "11",
                  "--out", str(out), "--no-progress"]) == 0
-    assert events == ["environment", "train"]
+    # the study's session, then its one population, each read before anything trained
+    assert events == ["environment", "environment", "train"]
     assert json.loads((out / "manifest.json").read_text())["git_commit"] == "commit-at-call-1"
+    assert load_results(out).populations[0]["git_commit"] == "commit-at-call-2"
 
 
 def test_the_commit_is_read_once_per_process_so_a_moving_checkout_does_not_relabel_later_results(monkeypatch):

@@ -90,9 +90,9 @@ def test_fetch_command_stores_a_study_and_refuses_to_overwrite_it(tmp_path, caps
     assert "could not download no-such-study" in capsys.readouterr().err
 
 
-def test_read_runs_downloads_a_study_of_run_folders_on_colab_only(tmp_path, monkeypatch):
-    """Chapters 4 and 5 read a study of one `plasticity-lab run` folder per condition in one call, which on Colab
-    downloads it first."""
+def test_read_runs_downloads_a_study_that_kept_every_epoch_on_colab_only(tmp_path, monkeypatch):
+    """Chapters 4 and 5 read every epoch of a study's conditions in one call, which on Colab downloads the study
+    first (its every-epoch tables included)."""
     name, conditions = "gridworld-permute-warm-vs-reset", ["warm_start", "reset_all"]
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv(DATA_URL_VARIABLE, DATA.as_uri())
@@ -106,6 +106,12 @@ def test_read_runs_downloads_a_study_of_run_folders_on_colab_only(tmp_path, monk
         pd.testing.assert_frame_equal(fetched[condition][0], stored[condition][0])
         assert fetched[condition][1] == stored[condition][1]
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == [name]  # no staging folder left
+    # the study's files, byte for byte (its README is for the repository's readers, not downloaded)
+    files = sorted(p.relative_to(DATA / name) for p in (DATA / name).rglob("*") if p.is_file() and p.suffix != ".md")
+    local = tmp_path / "data" / name
+    assert files == sorted(p.relative_to(local) for p in local.rglob("*") if p.is_file())
+    assert all((local / f).read_bytes() == (DATA / name / f).read_bytes() for f in files)
+    assert sum(f.name == "epochs.parquet" for f in files) == len(conditions)
 
     def no_network(*args, **kwargs):
         raise AssertionError("a downloaded study is read from its local copy")
@@ -116,3 +122,12 @@ def test_read_runs_downloads_a_study_of_run_folders_on_colab_only(tmp_path, monk
     with pytest.raises(OSError):  # a failed download leaves nothing behind
         studies.read_runs(tmp_path / "nowhere" / "no-such-study", conditions, base_url=DATA.as_uri())
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == [name]
+
+
+def test_read_runs_downloads_only_the_populations_of_the_conditions_asked_for(tmp_path, monkeypatch):
+    name = "gridworld-permute-warm-vs-reset"
+    monkeypatch.chdir(tmp_path)
+    runs = studies.read_runs(tmp_path / "elsewhere" / name, ["warm_start"], fetch=True, base_url=DATA.as_uri())
+    assert list(runs) == ["warm_start"] and set(runs["warm_start"][0]["condition"]) == {"warm_start"}
+    fetched = [p.name for p in (tmp_path / "data" / name / "populations").iterdir()]
+    assert len(fetched) == 1 and fetched[0].startswith("gridworld-warm_start-")

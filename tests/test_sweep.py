@@ -85,6 +85,7 @@ def test_toml_and_yaml_files_give_the_same_sweep(tmp_path):
     ({"seeds": "4-1"}, "bad seeds '4-1'"),
     ({"max_members": 0}, "'max_members' must be a positive integer; got 0"),
     ({"study": "../up"}, "study must be a folder name"),
+    ({"keep_epochs": "yes"}, "sweep key 'keep_epochs' must be true or false; got 'yes'"),
 ])
 def test_bad_sweep_gives_one_clear_error(change, message):
     with pytest.raises(ValueError) as error:
@@ -127,6 +128,30 @@ def test_study_holds_what_the_runner_computes(small_study):
     assert results.describe() == ("study small, preset smoke with its scale overridden (2 rounds × 4 epochs, "
                                   "10-level pool), 3 seeds")
     assert not any((folder / "checkpoints").iterdir())  # finished populations leave no checkpoint behind
+
+
+def test_every_epoch_is_kept_only_where_the_sweep_asks(small_study, tmp_path):
+    """A sweep stores the tables; with keep_epochs also every epoch, which Results.epochs reads (and which a study
+    without them refuses in one clear error)."""
+    folder, results = small_study
+    assert not list((folder / "populations").glob("*/epochs.parquet"))
+    with pytest.raises(ValueError, match="^study small: its populations did not keep every epoch"):
+        results.epochs()
+    with pytest.raises(ValueError, match="^study small: the populations of reset_all did not keep every epoch"):
+        results.epochs(["reset_all"])
+    kept = run_sweep(Sweep.from_dict({**SMALL, "keep_epochs": True}), root=tmp_path, threads=1, progress=False)
+    for task in Sweep.from_dict(SMALL).populations():  # the tables of either study come from the epochs kept
+        tables = summarise(kept.epochs([task.configs[0].label]), stride=2)
+        for name in TABLES:
+            stored = pd.read_parquet(folder / "populations" / task.name / f"{name}.parquet")
+            pd.testing.assert_frame_equal(stored, tables[name], check_dtype=False)
+    pd.testing.assert_frame_equal(kept.epochs(), pd.concat([kept.epochs(["reset_all"]), kept.epochs(["warm_start"])],
+                                                           ignore_index=True))
+    with pytest.raises(ValueError, match="^study small holds no condition 'l2'; it holds: reset_all, warm_start"):
+        kept.epochs(["warm_start", "l2"])
+    # keeping every epoch or not is part of what a study is: the other choice is another sweep
+    with pytest.raises(ValueError, match="made by a different sweep \\(differs in keep_epochs\\)"):
+        run_sweep(Sweep.from_dict(SMALL), root=tmp_path, progress=False)
 
 
 def test_curves_are_block_means_within_rounds():
@@ -354,8 +379,9 @@ STORED_SWEEPS = {
     "gridworld-book-e300": "gridworld-book-e300",
     "gridworld-soft-sp-coefficients": "gridworld-soft-sp-coefficients",
     "gridworld-long-rounds": "gridworld-long-rounds",
+    "gridworld-permute-warm-vs-reset": "gridworld-permute-warm-vs-reset",
     **{f"gridworld-preset-search-{e}": f"gridworld-preset-search/epochs-{e}"
-       for e in ("150", "200", "1000", "300-seeds-5-9")},
+       for e in ("150", "200", "500", "1000", "300-seeds-5-9")},
 }
 
 
@@ -398,6 +424,7 @@ def test_twenty_rounds_begin_with_the_ten_rounds_of_the_same_seeds():
 @pytest.mark.parametrize("name, epochs, seeds", [
     ("gridworld-preset-search-150", 150, range(5)),
     ("gridworld-preset-search-200", 200, range(5)),
+    ("gridworld-preset-search-500", 500, range(5)),
     ("gridworld-preset-search-1000", 1000, range(5)),
     ("gridworld-preset-search-300-seeds-5-9", 300, range(5, 10)),
 ])

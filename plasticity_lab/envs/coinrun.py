@@ -148,7 +148,7 @@ class CoinRunPopulation:
     """``members × copies`` CoinRun games; observations ``[M, E, 3, 64, 64]``, rewards and flags ``[M, E]``.
 
     Each member has its own ProcGen vector environment of ``copies`` games, re-created at each :meth:`reset` with a
-    seed drawn from the caller's generator (about 5 ms each), so that every copy starts a new episode on a level
+    seed drawn from the caller's generator, so that every copy starts a new episode on a level
     drawn uniformly from its member's pool.
     """
 

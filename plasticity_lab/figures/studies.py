@@ -10,8 +10,8 @@ is still to come instead of failing or showing an empty figure.
   variable ``PLASTICITY_LAB_STUDY_DIR``).
 * :func:`load_study` — a stored study, or ``None`` while it is still being computed (on Colab, downloaded from the
   repository first).
-* :func:`read_runs` — a study of one ``plasticity-lab run`` folder per condition, each condition's table and manifest
-  (on Colab, downloaded from the repository first).
+* :func:`read_runs` — every epoch of some conditions of a study that kept them (one written by ``plasticity-lab
+  run``), each condition's table and manifest (on Colab, downloaded from the repository first).
 * :func:`study_section`, :class:`StudySection` — what a chapter's section on a stored study can show of a study that
   may hold only some of its conditions so far, and the note that says so.
 * :func:`describe_gaps` — t-tests against a baseline in words, so the prose stays true of whatever study is read.
@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..config import RunConfig
 from ..schema import DIAGNOSTICS
 
 __all__ = ["BASELINES", "STUDY_DIR_VARIABLE", "StudySection", "describe_gaps", "load_study", "read_runs",
@@ -88,22 +89,21 @@ def load_study(path: str | Path, fetch: bool | None = None):
 
 def read_runs(path: str | Path, conditions: Sequence[str], fetch: bool | None = None,
               base_url: str | None = None) -> dict[str, tuple[pd.DataFrame, dict]]:
-    """A study stored as one ``plasticity-lab run`` folder per condition (``path/<condition>/``, each with
-    ``epochs.parquet`` and ``manifest.json``): condition → (its per-epoch table, its manifest), as
-    :func:`plasticity_lab.results.read_run` reads them.
+    """Every epoch of ``conditions`` in a stored study that kept them (:meth:`plasticity_lab.results.Results.epochs`;
+    a study written by ``plasticity-lab run``): condition → (its per-epoch table, its population's manifest).
+    Where a condition's runs were trained as several populations, its manifest lists all their ``configs``, adds
+    up their ``wall_time_s``, names them in ``populations`` and keeps the entries on which they agree.
 
     Where ``path`` does not exist and ``fetch`` is true — by default only on Colab, which opens a chapter without
-    the repository — the conditions' folders are downloaded once into ``data/<name>`` of the working folder, from
-    ``base_url/<name>`` (default: :data:`plasticity_lab.results.DATA_URL`, or the URL in
-    ``$PLASTICITY_LAB_DATA_URL``), and read from there. The files land in a temporary folder that is renamed into
-    place once all have arrived, so a failed download leaves nothing behind and raises its ``OSError``.
+    the repository — the study manifest and the conditions' populations are downloaded once into ``data/<name>``
+    of the working folder (:func:`plasticity_lab.results.fetch_study`, from ``base_url/<name>``; default:
+    :data:`plasticity_lab.results.DATA_URL`, or the URL in ``$PLASTICITY_LAB_DATA_URL``), and read from there.
+    The files land in a temporary folder that is renamed into place once all have arrived, so a failed download
+    leaves nothing behind and raises its ``OSError``.
     """
-    import shutil
     import sys
-    import tempfile
-    import urllib.request
 
-    from ..results import DATA_URL, DATA_URL_VARIABLE, read_run
+    from ..results import fetch_study, load_results
 
     path = Path(path)
     if not path.is_dir():
@@ -113,21 +113,25 @@ def read_runs(path: str | Path, conditions: Sequence[str], fetch: bool | None = 
             raise FileNotFoundError(f"no study folder at {path}")
         local = Path("data") / path.name
         if not local.is_dir():
-            base = (base_url or os.environ.get(DATA_URL_VARIABLE) or DATA_URL).rstrip("/") + f"/{path.name}"
-            local.parent.mkdir(parents=True, exist_ok=True)
-            staging = Path(tempfile.mkdtemp(dir=local.parent, prefix=f".{local.name}."))
-            try:
-                for condition in conditions:
-                    (staging / condition).mkdir()
-                    for name in ("manifest.json", "epochs.parquet"):
-                        with urllib.request.urlopen(f"{base}/{condition}/{name}", timeout=60) as response:
-                            (staging / condition / name).write_bytes(response.read())
-                os.replace(staging, local)
-            except BaseException:
-                shutil.rmtree(staging, ignore_errors=True)
-                raise
+            fetch_study(path.name, local, base_url=base_url, conditions=conditions)
         path = local
-    return {condition: read_run(path / condition) for condition in conditions}
+    results = load_results(path)
+    df = results.epochs(conditions)
+    runs = {}
+    for condition in conditions:
+        owners = [m for m in results.populations
+                  if any(RunConfig.from_dict(c).label == condition for c in m["configs"])]
+        table = df[df["condition"] == condition].reset_index(drop=True)
+        runs[condition] = (table, owners[0] if len(owners) == 1 else _merged(owners))
+    return runs
+
+
+def _merged(manifests: list[dict]) -> dict:
+    """One manifest for the populations of one condition: see :func:`read_runs`."""
+    shared = {k: v for k, v in manifests[0].items() if all(m.get(k) == v for m in manifests[1:])}
+    return {**shared, "configs": [c for m in manifests for c in m["configs"]],
+            "wall_time_s": round(sum(m["wall_time_s"] for m in manifests), 3),
+            "populations": [m["population"] for m in manifests]}
 
 
 def _names(names: Sequence[str], markup: bool, last: str = "and") -> str:

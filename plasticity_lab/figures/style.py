@@ -154,12 +154,13 @@ def study_caption(source, study: str | None = None) -> str:
     gridworld-permute-warm-vs-reset — gridworld, permute; warm_start, reset_all; preset book with its scale
     overridden (10 rounds × 300 epochs, pool 10), 5 seeds (0–4)"`` (runs made before the preset moved to 10 × 200).
 
-    ``source`` is a manifest (the dict :func:`plasticity_lab.results.read_run` returns), several manifests (a list,
-    or a mapping name → manifest), or one or more :class:`plasticity_lab.RunConfig` (for a live run). Everything is
-    read from the runs' resolved configurations; a setting that differs between runs lists its values joined by
-    "/". A preset whose scale (rounds, epochs per round, pool) the runs do not have as
-    :data:`plasticity_lab.config.PRESETS` defines it now is said to be overridden, as in
-    :meth:`plasticity_lab.results.Results.describe`. ``study`` (e.g. the study folder's name) is put in front.
+    ``source`` is a manifest (a population's, as :func:`~plasticity_lab.figures.studies.read_runs` returns it: any
+    dict with the runs' ``configs``), several manifests (a list, or a mapping name → manifest), or one or more
+    :class:`plasticity_lab.RunConfig` (for a live run). Everything is read from the runs' resolved configurations;
+    a setting that differs between runs lists its values joined by "/". A preset whose scale (rounds, epochs per
+    round, pool) the runs do not have as :data:`plasticity_lab.config.PRESETS` defines it now is said to be
+    overridden, as in :meth:`plasticity_lab.results.Results.describe`. ``study`` (e.g. the study folder's name) is
+    put in front.
     """
     if isinstance(source, Mapping) and "configs" in source:
         manifests = [source]
@@ -171,7 +172,7 @@ def study_caption(source, study: str | None = None) -> str:
     for item in manifests:
         if isinstance(item, Mapping):
             if "configs" not in item:
-                raise ValueError("study_caption: a manifest needs its 'configs' (as written by results.write_run)")
+                raise ValueError("study_caption: a manifest needs its 'configs' (as results.write_population writes them)")
             configs.extend(item["configs"])
         elif hasattr(item, "resolved"):
             configs.append(item.resolved().to_dict())

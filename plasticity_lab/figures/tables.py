@@ -1,7 +1,7 @@
 """What the figures over rounds and conditions check and pick in the tables they are given.
 
 These figures draw tables from :func:`plasticity_lab.run` (or stored studies read with
-:func:`plasticity_lab.results.read_run` and :func:`plasticity_lab.load_results`) with several conditions and seeds:
+:func:`plasticity_lab.load_results` and :meth:`~plasticity_lab.results.Results.epochs`) with several conditions and seeds:
 one line per condition (the mean over seeds) and a band for the spread between seeds. They draw one environment
 and one shift per table, name a missing column in their error, and order the conditions as the book's colours do
 (:data:`~plasticity_lab.figures.style.CONDITION_COLORS`). The checks and the per-seed reductions they share are
