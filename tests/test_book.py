@@ -16,6 +16,10 @@
   it starts and finishes) are shown as it runs. Its log and the screenshots go to a temporary folder (printed;
   ``BOOK_TEST_ARTIFACTS=DIR`` keeps them in DIR instead): the tests write nothing into the checkout. These tests skip
   only when Chromium is not installed (``bash scripts/setup_browser.sh`` installs it).
+* Every figure of a built chapter page (a plotly figure, an image, an ipywidgets explorer with a saved picture) is
+  followed, before the next code cell, by its caption: a paragraph starting ``Figure C.k.`` (C the chapter, k = 1, 2,
+  … in page order, no gaps) that links the package function drawing it; no such caption stands without a figure, and
+  every "Figure C.k" the text mentions exists. The check itself is shown to fail on a hand-written page.
 * A chapter that fails makes the build exit non-zero with one line naming the chapter, the cell and the error, after
   building every other page (a three-chapter book in a temporary folder).
 """
@@ -467,6 +471,219 @@ def test_no_page_clips_a_figure_or_a_table(pages, built_book, tmp_path, width):
         if bad:
             problems[chapter.stem] = bad
     assert not problems, f"at {width} px: {problems}"
+
+
+# ------------------------------------------------------------------------------------- figure captions
+#: A figure's caption: a paragraph that starts with ``**Figure C.k.**`` (C the chapter, k its figure's number).
+CAPTION = re.compile(r"\s*Figure\s+(\d+)\.(\d+)\.")
+#: A reference to figures in the text: "Figure 4.3", "Figures 4.1 and 4.3", "Fig. 4.3".
+REFERENCE = re.compile(r"\b(?:Figures?|Fig\.)\s+(\d+\.\d+(?:(?:\s*,\s*|\s+and\s+|\s*–\s*)\d+\.\d+)*)")
+
+
+def _chapter_number(stem: str) -> int:
+    return int(stem.split("_", 1)[0])
+
+
+def _widget_models(soup) -> dict:
+    """The widget models a page saved (model id → model), from its ``widget-state+json`` script."""
+    models = {}
+    for script in soup.find_all("script", type="application/vnd.jupyter.widget-state+json"):
+        models.update(json.loads(script.string or "{}").get("state", {}))
+    return models
+
+
+def _widget_has_picture(model_id: str, models: dict, seen: set | None = None) -> bool:
+    """Whether the widget ``model_id`` holds, itself or among its children, an ``Image`` with a picture saved."""
+    seen = set() if seen is None else seen
+    model = models.get(model_id)
+    if model is None or model_id in seen:
+        return False
+    seen.add(model_id)
+    state = model.get("state", {})
+    if model.get("model_name") == "ImageModel":
+        saved = [b for b in model.get("buffers", []) if b.get("path") == ["value"]]
+        if state.get("value") or any(b.get("data") for b in saved):
+            return True
+    children = state.get("children") or []
+    return any(_widget_has_picture(child.removeprefix("IPY_MODEL_"), models, seen)
+               for child in children if isinstance(child, str))
+
+
+def _figures_in(output, models: dict) -> str:
+    """What a cell's output area draws as figures ("a plotly figure", "2 images", …; empty if none): plotly
+    figures, images, ipywidgets explorers with a saved picture."""
+    widgets = [view for view in output.find_all("script", type="application/vnd.jupyter.widget-view+json")
+               if _widget_has_picture(json.loads(view.string or "{}").get("model_id", ""), models)]
+    found = {("a plotly figure", "plotly figures"): len(output.select(".plotly-graph-div")),
+             ("an image", "images"): len(output.find_all("img")),
+             ("a widget's picture", "widgets' pictures"): len(widgets)}
+    return ", ".join(one if n == 1 else f"{n} {many}" for (one, many), n in found.items() if n)
+
+
+def _telling_line(cell) -> str:
+    """The line of a code cell that best names it: the first that calls a figure or an explorer, else its first
+    line of code (shortened)."""
+    code = cell.select_one(".cell_input pre")
+    lines = [line.strip() for line in (code.get_text() if code else "").splitlines() if line.strip()]
+    drawing = [line for line in lines if re.search(r"\w(_figure|_panels?|_heatmap|_explorer)\(", line)]
+    statements = [line for line in lines if not line.startswith("#")]
+    return next(iter(drawing or statements or lines), "")[:70]
+
+
+def figure_caption_problems(html: str, chapter: int, name: str) -> list[str]:
+    """What is wrong with the figures' captions of one built chapter page (``chapter``: its number; ``name``: how the
+    messages call it). Empty when every code cell whose output holds a figure (a plotly figure, an ``<img>``, an
+    ipywidgets explorer with a saved picture) is followed, before the next code cell, by a paragraph that starts with
+    ``Figure C.k.`` — C the chapter's number, k counting the page's figures 1, 2, 3 … in order — which names the
+    package function that draws it (a resolved ``{py:func}`` link); and no such caption follows anything but a figure.
+    A cell that shows several figures (two panels in a loop) is one figure with one caption.
+    """
+    from bs4 import BeautifulSoup
+
+    soup = BeautifulSoup(html, "html.parser")
+    models = _widget_models(soup)
+    body = soup.find("article") or soup
+    problems: list[str] = []
+    figures = 0
+    waiting = None  # the figure that still needs its caption: (number, where)
+    cells = 0
+    last_cell = "the page's start"
+
+    for element in body.find_all(["div", "p"]):
+        if element.name == "div" and "cell" in (element.get("class") or []):
+            if waiting:
+                problems.append(f"{name}: figure {waiting[0]} ({waiting[1]}) has no caption "
+                                f"'Figure {chapter}.{waiting[0]}.' before the next code cell")
+            cells += 1
+            last_cell = f"code cell {cells}: {_telling_line(element)!r}"
+            output = element.select_one(".cell_output")
+            drawn = _figures_in(output, models) if output is not None else ""
+            waiting = None
+            if drawn:
+                figures += 1
+                waiting = (figures, f"{last_cell}, {drawn}")
+            continue
+        if element.name != "p" or element.find_parent("div", class_="cell") is not None:
+            continue
+        label = CAPTION.match(element.get_text())
+        if label is None:
+            continue
+        text = f"Figure {label.group(1)}.{label.group(2)}."
+        if waiting is None:
+            problems.append(f"{name}: the caption '{text}' after {last_cell} follows no figure")
+            continue
+        number, where = waiting
+        waiting = None
+        if (int(label.group(1)), int(label.group(2))) != (chapter, number):
+            problems.append(f"{name}: figure {number} ({where}) is captioned '{text}'; it should be "
+                            f"'Figure {chapter}.{number}.'")
+        if element.select_one("a.reference code.py-func") is None:
+            problems.append(f"{name}: the caption of figure {number} ({where}) names no package function that draws "
+                            "it (a {py:func} link that resolves)")
+    if waiting:
+        problems.append(f"{name}: figure {waiting[0]} ({waiting[1]}) has no caption "
+                        f"'Figure {chapter}.{waiting[0]}.' after it")
+    return problems
+
+
+def figure_reference_problems(html: str, name: str, figures: dict[int, int]) -> list[str]:
+    """References in a page's text to figures that do not exist (``figures``: chapter number → how many it has)."""
+    from bs4 import BeautifulSoup
+
+    soup = BeautifulSoup(html, "html.parser")
+    body = soup.find("article") or soup
+    problems = []
+    for paragraph in body.find_all(["p", "li"]):
+        text = paragraph.get_text(" ")
+        if CAPTION.match(text):
+            text = CAPTION.sub("", text, count=1)  # the caption's own label is not a reference
+        for found in REFERENCE.finditer(text):
+            for number in re.findall(r"\d+\.\d+", found.group(1)):
+                chapter, k = map(int, number.split("."))
+                if not 1 <= k <= figures.get(chapter, 0):
+                    problems.append(f"{name}: '{found.group(0)}' refers to Figure {number}, which does not exist "
+                                    f"(chapter {chapter} has {figures.get(chapter, 0)} numbered figures)")
+    return problems
+
+
+def test_every_figure_has_its_numbered_caption(built_book):
+    problems, counts = [], {}
+    for chapter in CHAPTERS:
+        html = (built_book / chapter.relative_to(ROOT).with_suffix(".html")).read_text()
+        number = _chapter_number(chapter.stem)
+        problems += figure_caption_problems(html, number, chapter.stem)
+        counts[number] = len(re.findall(r"<p><strong>Figure \d+\.\d+\.</strong>", html))
+    assert not problems, "\n".join(problems)
+    assert sum(counts.values()) >= 40, counts  # the check did find the book's figures
+
+
+def test_figure_references_name_existing_figures(built_book):
+    pages = {chapter: (built_book / chapter.relative_to(ROOT).with_suffix(".html")).read_text() for chapter in CHAPTERS}
+    counts = {_chapter_number(c.stem): len(re.findall(r"<p><strong>Figure \d+\.\d+\.</strong>", html))
+              for c, html in pages.items()}
+    problems = [p for c, html in pages.items() for p in figure_reference_problems(html, c.stem, counts)]
+    assert not problems, "\n".join(problems)
+
+
+def _cell(output: str, code: str = "draw()") -> str:
+    return (f'<div class="cell docutils container"><div class="cell_input docutils container"><pre>{code}</pre></div>'
+            f'<div class="cell_output docutils container">{output}</div></div>')
+
+
+def _caption(label: str, linked: bool = True) -> str:
+    link = ('<a class="reference internal" href="api.html#f"><code class="xref py py-func docutils literal">'
+            '<span class="pre">plasticity_lab.figures.curves.f()</span></code></a>') if linked else "<code>f</code>"
+    return f"<p><strong>{label}</strong> What is drawn, at what scale ({link}).</p>"
+
+
+def test_figure_numbers_check_finds_a_missing_and_a_misnumbered_caption():
+    plotly = '<div class="output text_html"><div id="a" class="plotly-graph-div"></div></div>'
+    image = '<img alt="x.png" src="x.png"/>'
+    table = '<div class="output text_html"><table class="dataframe"></table></div>'
+    state = {"state": {
+        "box": {"model_name": "VBoxModel", "state": {"children": ["IPY_MODEL_picture", "IPY_MODEL_empty"]}},
+        "picture": {"model_name": "ImageModel", "state": {},
+                    "buffers": [{"path": ["value"], "encoding": "base64", "data": "iVBORw0KGgo="}]},
+        "empty": {"model_name": "ImageModel", "state": {}, "buffers": [{"path": ["value"], "data": ""}]},
+        "bare": {"model_name": "VBoxModel", "state": {"children": ["IPY_MODEL_empty"]}}}}
+    widget = '<script type="application/vnd.jupyter.widget-view+json">{"model_id": "%s"}</script>'
+    head = f'<head><script type="application/vnd.jupyter.widget-state+json">{json.dumps(state)}</script></head>'
+
+    def page(*parts: str) -> str:
+        return f"<html>{head}<body><article class='bd-article'>{''.join(parts)}</article></body></html>"
+
+    good = page(_cell(plotly), "<p>Text between.</p>", _caption("Figure 7.1."), _cell(table),
+                _cell(image + image, "for split in splits:"), _caption("Figure 7.2."),
+                _cell(widget % "box"), _caption("Figure 7.3."), _cell(widget % "bare"))
+    assert figure_caption_problems(good, 7, "07_x") == []
+    # two panels drawn by one cell are one figure
+    assert figure_caption_problems(page(_cell(image + image, "for split in splits:")), 7, "07_x") == [
+        "07_x: figure 1 (code cell 1: 'for split in splits:', 2 images) has no caption 'Figure 7.1.' after it"]
+
+    bad = page(_cell(plotly, "fig_one()"), _caption("Figure 7.1."),
+               _cell(image, "fig_two()"),                       # no caption
+               _cell(plotly, "fig_three()"), _caption("Figure 7.2."),  # misnumbered: it is the third
+               _cell(table, "a_table()"), _caption("Figure 7.4."),     # a caption under a table
+               _cell(widget % "box", "explorer()"), _caption("Figure 7.4.", linked=False),
+               _cell(plotly, "fig_five()"))                     # last figure, no caption
+    problems = figure_caption_problems(bad, 7, "07_x")
+    assert problems == [
+        "07_x: figure 2 (code cell 2: 'fig_two()', an image) has no caption 'Figure 7.2.' before the next code cell",
+        "07_x: figure 3 (code cell 3: 'fig_three()', a plotly figure) is captioned 'Figure 7.2.'; it should be "
+        "'Figure 7.3.'",
+        "07_x: the caption 'Figure 7.4.' after code cell 4: 'a_table()' follows no figure",
+        "07_x: the caption of figure 4 (code cell 5: 'explorer()', a widget's picture) names no package function "
+        "that draws it (a {py:func} link that resolves)",
+        "07_x: figure 5 (code cell 6: 'fig_five()', a plotly figure) has no caption 'Figure 7.5.' after it",
+    ], problems
+    # a caption of another chapter's numbering is misnumbered too
+    assert figure_caption_problems(page(_cell(plotly), _caption("Figure 6.1.")), 7, "07_x") == [
+        "07_x: figure 1 (code cell 1: 'draw()', a plotly figure) is captioned 'Figure 6.1.'; it should be "
+        "'Figure 7.1.'"]
+    # references in the text must name figures that exist
+    text = page("<p>As Figures 7.1 and 7.3 show, and Fig. 4.9 too, unlike Figure 7.2.</p>")
+    assert figure_reference_problems(text, "07_x", {7: 2, 4: 9}) == [
+        "07_x: 'Figures 7.1 and 7.3' refers to Figure 7.3, which does not exist (chapter 7 has 2 numbered figures)"]
 
 
 def test_colab_button_opens_the_ipynb_twin(pages):

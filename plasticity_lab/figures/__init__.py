@@ -36,4 +36,5 @@ One module per chapter, for what that chapter's cells compute
 * :mod:`~plasticity_lab.figures.soft_shrink_perturb` — chapter 8, soft shrink+perturb without learning.
 * :mod:`~plasticity_lab.figures.architecture` — chapter 9, LayerNorm and CReLU.
 * :mod:`~plasticity_lab.figures.redo` — chapter 10, dormant units and their recycling.
+* :mod:`~plasticity_lab.figures.scale` — chapter 12, the stored studies' scale and measured cost against the paper's.
 """
