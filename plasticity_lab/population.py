@@ -138,7 +138,7 @@ class Population:
         n = length * copies  # rows per member, numbered as in ``rollout.flat()``: t·copies + e
         size = self.ppo.minibatch_size
         before = [p.detach().clone() for p in self.params.values()]
-        rows = MemberRows(rollout, self.device)
+        rows = MemberRows(rollout, self.device, generator.device)
         totals: dict[str, torch.Tensor] = {}
         steps = 0
         for _ in range(self.ppo.epochs):
@@ -215,19 +215,19 @@ class MemberRows:
     copy is made.
     """
 
-    KEYS = ("obs", "actions", "log_probs", "advantages", "returns")
-
-    def __init__(self, rollout: Rollout, device: torch.device):
+    def __init__(self, rollout: Rollout, device: torch.device, index_device: torch.device):
+        """``device``: where the buffers are; ``index_device``: where the row numbers passed to :meth:`take` are
+        (the shuffle lives on the generator's device)."""
         _, self.members, self.copies = rollout.actions.shape
         self.device = device
-        self.rows = {k: getattr(rollout, k).flatten(0, 2) for k in self.KEYS}
+        self.rows = {k: getattr(rollout, k).flatten(0, 2) for k in Rollout.UPDATE_KEYS}
+        self.offset = (torch.arange(self.members, device=index_device) * self.copies).unsqueeze(1)
 
     def take(self, picked: torch.Tensor) -> list[torch.Tensor]:
         """``picked [M, B]``: each member's row numbers within its own ``t·copies + e`` numbering (as in
-        ``rollout.flat()``) → the buffers in :data:`KEYS` order, each ``[M, B, ...]``."""
+        ``rollout.flat()``) → the buffers in ``Rollout.UPDATE_KEYS`` order, each ``[M, B, ...]``."""
         members, copies = self.members, self.copies
-        offset = (torch.arange(members, device=picked.device) * copies).unsqueeze(1)
-        index = (picked // copies * (members * copies) + picked % copies + offset).reshape(-1)
-        index = index.to(self.device)  # the shuffle lives on the generator's device, the buffers on ours
+        index = (picked // copies * (members * copies) + picked % copies + self.offset).reshape(-1)
+        index = index.to(self.device)
         return [self.rows[k].index_select(0, index).view(members, picked.shape[1], *self.rows[k].shape[1:])
-                for k in self.KEYS]
+                for k in Rollout.UPDATE_KEYS]

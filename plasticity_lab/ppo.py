@@ -20,7 +20,7 @@ train both on the same minibatches).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -89,6 +89,9 @@ class Rollout:
     advantages: torch.Tensor | None = None
     returns: torch.Tensor | None = None
 
+    #: The buffers an update reads, in the order the loss takes them.
+    UPDATE_KEYS: ClassVar[tuple[str, ...]] = ("obs", "actions", "log_probs", "advantages", "returns")
+
     def episode_returns(self) -> torch.Tensor:
         """Undiscounted return of each episode, ``[M, E]``."""
         return self.rewards.sum(0)
@@ -100,13 +103,7 @@ class Rollout:
             x = x.movedim(0, 1)  # [M, T, E, ...]
             return x.reshape(x.shape[0], -1, *x.shape[3:])
 
-        return {
-            "obs": flatten(self.obs),
-            "actions": flatten(self.actions),
-            "log_probs": flatten(self.log_probs),
-            "advantages": flatten(self.advantages),
-            "returns": flatten(self.returns),
-        }
+        return {key: flatten(getattr(self, key)) for key in self.UPDATE_KEYS}
 
 
 def sample_actions(logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -273,8 +270,7 @@ class Agent:
         of one makes, so that both train on the same minibatches).
         """
         cfg = self.ppo
-        batch = {k: getattr(rollout, k).flatten(0, rollout.actions.dim() - 1)
-                 for k in ("obs", "actions", "log_probs", "advantages", "returns")}
+        batch = {k: getattr(rollout, k).flatten(0, rollout.actions.dim() - 1) for k in Rollout.UPDATE_KEYS}
         rows = batch["actions"].shape[0]
         before = [p.detach().clone() for p in self.network.parameters()]
         totals: dict[str, float] = {}

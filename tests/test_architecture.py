@@ -141,16 +141,12 @@ def private_uses(path: Path, source: str | None = None) -> list[str]:
     tree = ast.parse(path.read_text() if source is None else source, filename=str(path))
     wrong = [f"line {line}: imports {name} from {module}" for line, module, names in internal_imports(path, source)
              for name in names if name.startswith("_") and not name.startswith("__")]
-    imported_modules = {}
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.Import, ast.ImportFrom)):
-            for alias in node.names:
-                imported_modules[alias.asname or alias.name.split(".")[-1]] = alias.name
-    package_modules = {local for local, _ in imported_modules.items()}
+    bound = {alias.asname or alias.name.split(".")[-1] for node in ast.walk(tree)
+             if isinstance(node, (ast.Import, ast.ImportFrom)) for alias in node.names}
     internal = {module.rsplit(".", 1)[-1] for _, module, names in internal_imports(path, source) if not names}
     for node in ast.walk(tree):
         if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.attr.startswith("_")
-                and not node.attr.startswith("__") and node.value.id in package_modules & internal):
+                and not node.attr.startswith("__") and node.value.id in bound & internal):
             wrong.append(f"line {node.lineno}: {node.value.id}.{node.attr}")
     return wrong
 

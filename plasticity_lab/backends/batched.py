@@ -53,6 +53,8 @@ def _known(module: nn.Module) -> bool:
 
 FEATURE_MAJOR, BATCH_MAJOR = 1, 2  # the axis of the activations that holds the features
 FEATURE_MAJOR_FROM = 32  # rows per member from which the feature-major layout is the faster one (measured)
+
+
 def _training_minibatch(rows: int) -> bool:
     return torch.is_grad_enabled() and rows >= FEATURE_MAJOR_FROM
 

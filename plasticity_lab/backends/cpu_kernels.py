@@ -56,7 +56,7 @@ def prepare(template, params: dict[str, torch.Tensor], frozen=frozenset()) -> di
 
 
 def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """oneDNN's float32 ``x W^T + b`` for one ``x [B, in]`` and ``W [out, in]`` (see :func:`onednn_available`)."""
+    """oneDNN's float32 ``x W^T + b`` for one ``x [B, in]`` and ``W [out, in]`` (see :func:`~plasticity_lab.backends.fastpath.onednn_available`)."""
     return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
 
 
