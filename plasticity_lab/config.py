@@ -1,9 +1,10 @@
 """What one run is: :class:`RunConfig`, the presets, and validation with clear errors.
 
-A preset fixes the scale of a run; explicit fields override it::
+A preset fixes the scale of a run, per environment; explicit fields override it::
 
     RunConfig(shift="permute", condition="warm_start", seed=0, preset="smoke")             # seconds
     RunConfig(shift="window", condition="reset_all", preset="paper", epochs_per_round=500)  # paper, shorter rounds
+    RunConfig(env="coinrun", shift="permute", preset="book")                                # CoinRun's book scale
 
 Every other setting of the study (PPO, network, environment) is the same in every preset.
 """
@@ -18,16 +19,46 @@ from .ppo import PPOConfig
 from .schema import check_choice, check_positive
 from .shifts import SHIFTS
 
-ENVS = ("gridworld",)
+#: The environments a run can train on (:mod:`plasticity_lab.environments` builds each one's games and network).
+ENVS = ("gridworld", "coinrun")
 
-#: Scale settings of each preset. ``paper`` is the authors' scale (PROTOCOL §1); ``smoke`` runs in seconds for
-#: tests and for the book's smoke mode; ``book`` is the scale of the studies stored in ``data/``, chosen by the search
-#: documented in ``data/gridworld-preset-search/README.md``.
+#: Scale settings of each gridworld preset. ``paper`` is the authors' scale (PROTOCOL §1); ``smoke`` runs in seconds
+#: for tests and for the book's smoke mode; ``book`` is the scale of the studies stored in ``data/``, chosen by the
+#: search documented in ``data/gridworld-preset-search/README.md``.
 PRESETS: dict[str, dict] = {
     "paper": {"rounds": 10, "epochs_per_round": 5000, "pool_size": 100},
     "book": {"rounds": 10, "epochs_per_round": 200, "pool_size": 10},
     "smoke": {"rounds": 3, "epochs_per_round": 6, "pool_size": 10},
 }
+
+#: CoinRun's presets, under the same names. ``paper``: 10 × 5 000 epochs, 100-level pools (PROTOCOL §1, §3).
+#: ``book``: what a 2-core CPU trains for the book's CoinRun study in a day or two (its measured cost is in
+#: ``benchmarks/coinrun_speed.py`` and ``data/coinrun-book/README.md``); it tests every ``test_interval`` epochs
+#: rather than 50 times a round, because a CoinRun evaluation (55 episodes of up to 200 steps) costs about as much
+#: as an epoch of training. ``smoke``: a minute on a CPU.
+COINRUN_PRESETS: dict[str, dict] = {
+    "paper": {"rounds": 10, "epochs_per_round": 5000, "pool_size": 100},
+    "book": {"rounds": 10, "epochs_per_round": 50, "pool_size": 100, "test_interval": 10},
+    "smoke": {"rounds": 3, "epochs_per_round": 2, "pool_size": 10},
+}
+
+#: Every environment's presets.
+ENV_PRESETS: dict[str, dict[str, dict]] = {"gridworld": PRESETS, "coinrun": COINRUN_PRESETS}
+
+
+def preset_scale(env: str, preset: str) -> dict:
+    """The settings ``preset`` fixes for ``env`` (rounds, epochs per round, pool size, and for some a test
+    interval), as defined now."""
+    env = check_choice("env", env, ENVS)
+    return dict(ENV_PRESETS[env][check_choice("preset", preset, list(ENV_PRESETS[env]))])
+
+
+def at_preset_scale(config: dict) -> bool:
+    """Whether a resolved config (a dict, as manifests store it) has the rounds, epochs per round and pool size its
+    preset defines now for its environment: a stored study outlives a preset that moves, and captions say so."""
+    presets = ENV_PRESETS.get(config.get("env", "gridworld"), {})
+    scale = presets.get(config.get("preset"), {})
+    return all(scale.get(k) == config.get(k) for k in ("rounds", "epochs_per_round", "pool_size"))
 
 #: At paper scale the test environment is evaluated every 100 of 5 000 epochs: 50 evaluations per round.
 TESTS_PER_ROUND = 50
@@ -45,8 +76,11 @@ def _format_value(value) -> str:
 class RunConfig:
     """One training run: an environment, a shift, a condition and a seed, at a preset's scale.
 
-    Fields left as ``None`` take the preset's value (see :data:`PRESETS`); ``test_interval`` defaults to
-    ``epochs_per_round / 50`` (at least 1), which is the paper's 100 at 5 000 epochs per round.
+    ``env`` selects the environment, its network and its collection rule (``"gridworld"``: the MLP, 11 × 100-step
+    episodes; ``"coinrun"``: the CNN, episodes that end, collected until ``ppo.min_transitions``). Fields left as
+    ``None`` take the preset's value for the environment (see :data:`ENV_PRESETS`); ``test_interval`` defaults to the
+    preset's, else ``epochs_per_round / 50`` (at least 1), which is the paper's 100 at 5 000 epochs per round.
+    ``reward_magnitude`` is the gridworld's (±0.75 in the release, PROTOCOL §3) and means nothing to CoinRun.
     ``condition_params`` overrides a condition's coefficients, e.g. ``{"perturb": 1e-5}`` (see ``plasticity-lab conditions``).
     """
 
@@ -87,9 +121,9 @@ class RunConfig:
 
     def resolved(self) -> "RunConfig":
         """The same run with every preset-dependent field filled in."""
-        preset = PRESETS[self.preset]
+        preset = preset_scale(self.env, self.preset)
         values = {k: getattr(self, k) if getattr(self, k) is not None else v for k, v in preset.items()}
-        if self.test_interval is None:
+        if self.test_interval is None and "test_interval" not in preset:
             values["test_interval"] = max(1, round(values["epochs_per_round"] / TESTS_PER_ROUND))
         return dataclasses.replace(self, **values)
 
@@ -115,6 +149,24 @@ class RunConfig:
         if unknown:
             raise ValueError(f"unknown RunConfig field(s) {unknown}; valid: {', '.join(sorted(valid))}")
         return cls(**data)
+
+
+#: Settings added after studies were stored, each with the value that does what every stored run did before it
+#: existed: ``ppo.min_transitions`` at 1 024 is one batch of 11 whole 100-step gridworld episodes, which is what the
+#: stored studies (all with 11 copies) collected. At that value a setting is left out of a run's identity
+#: (:func:`config_identity`), so stored studies keep their population names and stay extendable.
+LATER_SETTINGS: dict[tuple[str, str], object] = {("ppo", "min_transitions"): 1024}
+
+
+def config_identity(config: dict) -> dict:
+    """A run's config (a dict, as :meth:`RunConfig.to_dict` gives it or a manifest stores it) as runs are told
+    apart — population names, stored runs against a sweep, checkpoints against their run: the dict without the
+    :data:`LATER_SETTINGS` that sit at their earlier behaviour."""
+    out = dict(config)
+    for (group, name), value in LATER_SETTINGS.items():
+        if isinstance(out.get(group), dict) and out[group].get(name, value) == value:
+            out[group] = {k: v for k, v in out[group].items() if k != name}
+    return out
 
 
 def parse_seeds(text: str) -> list[int]:

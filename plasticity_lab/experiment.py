@@ -24,15 +24,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .config import RunConfig
+from .config import RunConfig, config_identity
 from .schema import DIAGNOSTICS, PPO_STATISTICS, RUN_KEYS
 from .conditions import injected_heads, parse_condition, restore_network
-from .envs.gridworld import N_ACTIONS, OBS_DIM
-from .envs.population import GridworldPopulation
-from .nets import NetworkSpec
+from .environments import environment
 from .population import Population
-from .ppo import collect_episodes, play_episodes
-from .shifts import distribution
+from .ppo import PopulationEnv, collect_episodes, play_episodes
 from .storage import atomic_write
 
 
@@ -69,7 +66,7 @@ def population_params(configs: list[RunConfig]) -> dict:
 
 
 @torch.no_grad()
-def evaluate(population: Population, env: GridworldPopulation, generator: torch.Generator) -> torch.Tensor:
+def evaluate(population: Population, env: PopulationEnv, generator: torch.Generator) -> torch.Tensor:
     """Mean undiscounted return per member over one episode in each of ``env``'s copies → ``[M]``."""
     return play_episodes(population, env, generator).mean(1)
 
@@ -99,11 +96,14 @@ class Experiment:
         self.device = torch.device(cfg.device)
         self.generator = torch.Generator(device=self.device).manual_seed(population_seed([c.seed for c in configs]))
         self.condition = parse_condition(cfg.condition, population_params(configs))
-        spec = NetworkSpec(encoder="mlp", obs_dim=OBS_DIM, n_actions=N_ACTIONS, **self.condition.network_options())
-        self.population = Population(spec, [c.seed for c in configs], cfg.ppo, self.condition, self.device)
+        self.environment = environment(cfg.env)
+        self.train_env = self.environment.make_games(self.members, cfg.num_envs, self.device, cfg.reward_magnitude)
+        self.test_env = self.environment.make_games(self.members, cfg.test_episodes, self.device,
+                                                    cfg.reward_magnitude)
+        spec = self.environment.network_spec(**self.condition.network_options())
+        self.population = Population(spec, [c.seed for c in configs], cfg.ppo, self.condition, self.device,
+                                     episodes_end=self.train_env.episodes_end)
         self.condition.setup(self.population)
-        self.train_env = GridworldPopulation(self.members, cfg.num_envs, self.device, cfg.reward_magnitude)
-        self.test_env = GridworldPopulation(self.members, cfg.test_episodes, self.device, cfg.reward_magnitude)
         self.total_epochs = cfg.rounds * cfg.epochs_per_round
         self.epoch = 0  # epochs completed
         self.elapsed_s = 0.0  # training time of earlier processes, for a run continued from a checkpoint
@@ -117,7 +117,8 @@ class Experiment:
     def _set_distributions(self, round_: int) -> None:
         if self._distribution_round == round_:
             return
-        dists = [distribution(c.shift, c.seed, round_, pool_size=self.cfg.pool_size) for c in self.configs]
+        dists = [self.environment.round_distribution(c.shift, c.seed, round_, self.cfg.pool_size)
+                 for c in self.configs]
         self.train_env.set_distributions([d.train_levels for d in dists], [d.mapping for d in dists])
         self.test_env.set_distributions([d.test_levels for d in dists], [d.mapping for d in dists])
         self._distribution_round = round_
@@ -136,7 +137,7 @@ class Experiment:
         revised = self.condition.after_epoch(population, self.epoch, self.generator)
         if revised:  # diagnostics measured again after the condition acted (ReDo's log_weights="after")
             stats.update(revised)
-        stats["train_return"] = rollout.episode_returns().mean(1)
+        stats["train_return"] = rollout.mean_episode_return()
         last = epoch_in_round == cfg.epochs_per_round - 1
         if (epoch_in_round + 1) % cfg.test_interval == 0 or last:
             stats["test_return"] = evaluate(population, self.test_env, self.generator)
@@ -176,7 +177,7 @@ class Experiment:
         population = self.population
         return {
             "format": CHECKPOINT_FORMAT,
-            "configs": json.dumps([c.to_dict() for c in self.configs], sort_keys=True),
+            "configs": json.dumps([config_identity(c.to_dict()) for c in self.configs], sort_keys=True),
             "epoch": self.epoch,
             "params": {k: v.detach().cpu() for k, v in population.params.items()},
             "frozen": sorted(population.frozen),
@@ -194,8 +195,8 @@ class Experiment:
         if state["format"] > CHECKPOINT_FORMAT:
             raise ValueError(f"checkpoint format {state['format']} is newer than this package reads "
                              f"({CHECKPOINT_FORMAT}); upgrade plasticity-lab")
-        stored = json.loads(state["configs"])
-        mine = [c.to_dict() for c in self.configs]
+        stored = [config_identity(c) for c in json.loads(state["configs"])]
+        mine = [config_identity(c.to_dict()) for c in self.configs]
         if stored != json.loads(json.dumps(mine, sort_keys=True)):
             diff = [f"{k}: {a.get(k)!r} vs {b.get(k)!r}" for a, b in zip(stored, mine) for k in a
                     if a.get(k) != json.loads(json.dumps(b.get(k)))]

@@ -9,6 +9,11 @@ not element-wise over the stack, so they are done per member by hand.
 
 Collection needs nothing batched of its own: :func:`~plasticity_lab.ppo.collect_episodes` runs any agent whose
 forward takes the environment's ``[M, E, ...]`` observations, a population included.
+
+Where episodes end at different times (CoinRun), members collect different numbers of transitions, so an epoch holds
+a different number of minibatches per member. The members then step together while each has a minibatch left; a
+member without one is left exactly as it is (its loss counts 0, it takes no weight decay, no optimizer step — its own
+step count, :class:`~plasticity_lab.member_adamw.MemberAdamW` — and no per-step intervention: ``stepping``).
 """
 
 from __future__ import annotations
@@ -19,9 +24,10 @@ import torch
 from torch import nn
 
 from . import backends
+from .member_adamw import MemberAdamW
 from .metrics import dead_unit_fraction, member_norm, weight_difference, weight_magnitude
 from .nets import NetworkSpec, fresh_parameters
-from .ppo import PPOConfig, Rollout, ppo_loss
+from .ppo import PPOConfig, Rollout, minibatch_order, ppo_loss
 
 
 class Population:
@@ -30,6 +36,10 @@ class Population:
     ``params`` maps each parameter name of the network to a leaf tensor ``[M, *shape]``. Conditions edit
     ``params`` in place (under ``torch.no_grad()``) or replace the architecture with :meth:`set_network`.
     Hooks are called on ``self.condition`` (see :mod:`plasticity_lab.conditions`).
+
+    ``episodes_end=True`` (an environment whose episodes end at different times) lets members train on different
+    numbers of transitions per epoch: the optimizer is then a :class:`~plasticity_lab.member_adamw.MemberAdamW`, and
+    during an update ``stepping`` (``[M]`` bool, else ``None``) names the members that take the current step.
     """
 
     def __init__(
@@ -39,8 +49,12 @@ class Population:
         ppo: PPOConfig = PPOConfig(),
         condition=None,
         device: str | torch.device = "cpu",
+        episodes_end: bool = False,
     ):
         self.ppo = ppo
+        self.episodes_end = bool(episodes_end)
+        #: The members taking the current optimizer step, ``[M]`` bool, or ``None`` when all of them do.
+        self.stepping: torch.Tensor | None = None
         self.device = torch.device(device)
         self.member_seeds = list(member_seeds)
         self.members = len(self.member_seeds)
@@ -94,6 +108,9 @@ class Population:
 
     def new_optimizer(self) -> None:
         """A fresh AdamW (empty moment estimates). The study does this at every shift, in every condition."""
+        if self.episodes_end:  # members may take different numbers of steps: each counts its own
+            self.optimizer = MemberAdamW(list(self.trainable().values()), lr=self.ppo.lr, eps=self.ppo.adam_eps)
+            return
         # The fused kernel makes one pass over the (large, stacked) parameters instead of one per Adam
         # operation; the update is the same AdamW.
         self.optimizer = torch.optim.AdamW(
@@ -131,27 +148,38 @@ class Population:
     def update(self, rollout: Rollout, generator: torch.Generator) -> dict[str, torch.Tensor]:
         """PPO's epochs of minibatch updates; returns per-member diagnostics ``[M]`` averaged over minibatches.
 
-        The observations of the last minibatch stay in ``self.last_minibatch_obs`` (``[M, B, ...]``): ReDo
-        scores its units on them.
+        The observations of each member's last minibatch stay in ``self.last_minibatch_obs`` (``[M, B, ...]``):
+        ReDo scores its units on them.
         """
-        length, members, copies = rollout.actions.shape
-        n = length * copies  # rows per member, numbered as in ``rollout.flat()``: t·copies + e
+        members = rollout.actions.shape[1]
         size = self.ppo.minibatch_size
         before = [p.detach().clone() for p in self.params.values()]
         rows = MemberRows(rollout, self.device, generator.device)
+        uneven = rows.counts is not None
+        if uneven and not self.episodes_end:
+            raise ValueError("this rollout has episode ends (members with different numbers of transitions): "
+                             "build the population with episodes_end=True")
+        if uneven and bool((rows.counts < size).any()):
+            raise ValueError(f"a member collected fewer transitions ({int(rows.counts.min())}) than one minibatch "
+                             f"({size})")
         totals: dict[str, torch.Tensor] = {}
-        steps = 0
+        steps: int | torch.Tensor = 0
         for _ in range(self.ppo.epochs):
             # An independent shuffle per member (the draw ppo.Agent makes for one); a partial minibatch is dropped.
-            order = torch.rand(members, n, generator=generator, device=generator.device).argsort(dim=1)
-            for start in range(0, n - size + 1, size):
-                minibatch = rows.take(order[:, start:start + size])
+            order = minibatch_order(members, rows.longest, generator, rows.counts)
+            for start in range(0, rows.longest - size + 1, size):
+                picked = order[:, start:start + size]
+                minibatch = rows.take(picked)
                 losses, stats = self._losses(*minibatch)
+                if uneven:  # the members with a minibatch left at this step; the others stay exactly as they are
+                    self.stepping = rows.counts >= start + size
+                    weight = self.stepping.to(losses.dtype)
+                    losses = losses * weight
                 total = losses.sum()  # the members' losses are independent: their sum keeps gradients apart
                 if self.condition is not None:
                     extra = self.condition.extra_loss(self)
                     if extra is not None:
-                        total = total + extra.sum()
+                        total = total + (extra * weight if uneven else extra).sum()
                 self.optimizer.zero_grad(set_to_none=True)
                 total.backward()
                 stats["grad_norm"] = self._clip_gradients()
@@ -160,9 +188,12 @@ class Population:
                 if self.condition is not None:
                     self.condition.after_optimizer_step(self, generator)
                 for key, value in stats.items():
-                    totals[key] = totals.get(key, 0) + value.detach()
-                steps += 1
-        self.last_minibatch_obs = minibatch[0]
+                    value = value.detach() * weight if uneven else value.detach()
+                    totals[key] = totals.get(key, 0) + value
+                steps = steps + weight if uneven else steps + 1
+                if uneven:
+                    self.stepping = None
+        self.last_minibatch_obs = rows.last_minibatches(order, size) if uneven else minibatch[0]
         self.update_start = before if self.keep_update_start else None
         out = {k: v / steps for k, v in totals.items()}
         after = [p.detach() for p in self.params.values()]
@@ -184,8 +215,12 @@ class Population:
                 "weight_difference": weight_difference(self.update_start, now)}
 
     def _optimizer_step(self) -> None:
-        """One AdamW step, as the backend takes it for the layout it stores the parameters in."""
-        self.backend.optimizer_step(self.optimizer)
+        """One AdamW step, as the backend takes it for the layout it stores the parameters in; with members that
+        count their own steps, for the ``stepping`` ones only."""
+        if isinstance(self.optimizer, MemberAdamW):
+            self.optimizer.step(self.stepping)
+        else:
+            self.backend.optimizer_step(self.optimizer)
 
     def _clip_gradients(self) -> torch.Tensor:
         """Clip each member's gradient to ``max_grad_norm`` (as ``clip_grad_norm_`` would); returns the norms."""
@@ -198,36 +233,70 @@ class Population:
 
     @torch.no_grad()
     def _decay_weights(self) -> None:
-        """Decoupled weight decay θ ← θ·(1 − lr·wd), per member, applied before the Adam step as AdamW does."""
+        """Decoupled weight decay θ ← θ·(1 − lr·wd), per member, applied before the Adam step as AdamW does (to the
+        ``stepping`` members only)."""
         if not self._any_weight_decay:
             return
-        factor = 1.0 - self.ppo.lr * self.weight_decay
+        decay = self.weight_decay if self.stepping is None else self.weight_decay * self.stepping
+        factor = 1.0 - self.ppo.lr * decay
         for p in self.trainable().values():
             p.mul_(factor.view(-1, *([1] * (p.dim() - 1))))
 
 
 class MemberRows:
-    """A rollout's buffers seen as one long list of rows, from which each member's minibatch is taken.
+    """A rollout's transitions seen as one long list of rows, from which each member's minibatch is taken.
 
-    Rows are picked straight from the time-major buffers ``[T, M, E, ...]`` flattened to row
-    ``(t·members + m)·copies + e``: one ``index_select`` per buffer is several times faster than indexing
-    ``[member, row]`` (``benchmarks/population_speed.py --profile`` shows the update's share), and no member-major
-    copy is made.
+    Every step a transition (``rollout.valid`` is None): rows are picked straight from the time-major buffers
+    ``[T, M, E, ...]`` flattened to row ``(t·members + m)·copies + e``: one ``index_select`` per buffer is several
+    times faster than indexing ``[member, row]`` (``benchmarks/population_speed.py --profile`` shows the update's
+    share), and no member-major copy is made. Each member numbers its own rows ``t·copies + e``, as
+    ``rollout.flat()`` does; ``counts`` is None and ``longest`` is ``T·copies``.
+
+    With episode ends, the rows are the transitions only, in ``(t, m, e)`` order (as the rollout stores their
+    observations), ``counts [M]`` says how many each member has, and member ``m`` numbers its own ``0 ..
+    counts[m] − 1`` in ``(t, e)`` order, through a table of their places among all rows.
     """
 
     def __init__(self, rollout: Rollout, device: torch.device, index_device: torch.device):
         """``device``: where the buffers are; ``index_device``: where the row numbers passed to :meth:`take` are
         (the shuffle lives on the generator's device)."""
-        _, self.members, self.copies = rollout.actions.shape
+        length, self.members, self.copies = rollout.actions.shape
         self.device = device
-        self.rows = {k: getattr(rollout, k).flatten(0, 2) for k in Rollout.UPDATE_KEYS}
-        self.offset = (torch.arange(self.members, device=index_device) * self.copies).unsqueeze(1)
+        if rollout.valid is None:
+            self.rows = {k: getattr(rollout, k).flatten(0, 2) for k in Rollout.UPDATE_KEYS}
+            self.offset = (torch.arange(self.members, device=index_device) * self.copies).unsqueeze(1)
+            self.counts, self.table, self.longest = None, None, length * self.copies
+            return
+        valid = rollout.valid.flatten()  # (t, m, e) order
+        self.rows = {k: getattr(rollout, k) if k == "obs" else getattr(rollout, k).flatten(0, 2)[valid]
+                     for k in Rollout.UPDATE_KEYS}
+        place = torch.cumsum(valid, 0) - 1  # each transition's row among all transitions
+        by_member = rollout.valid.transpose(0, 1).reshape(self.members, -1)  # [M, T·E], (t, e) order
+        place = place.view(length, self.members, self.copies).transpose(0, 1).reshape(self.members, -1)
+        self.counts = by_member.sum(1).to(device)
+        self.longest = int(self.counts.max())
+        # member m's k-th row is the k-th True of by_member[m]: sort the True places first, stably
+        first = torch.argsort((~by_member).to(torch.int8), dim=1, stable=True)[:, :self.longest]
+        table = place.gather(1, first)
+        table = table.masked_fill(torch.arange(self.longest, device=table.device) >= self.counts.to(table.device)
+                                  .unsqueeze(1), 0)  # past a member's rows: any real row (never used)
+        self.table = table.to(index_device)
 
     def take(self, picked: torch.Tensor) -> list[torch.Tensor]:
-        """``picked [M, B]``: each member's row numbers within its own ``t·copies + e`` numbering (as in
-        ``rollout.flat()``) → the buffers in ``Rollout.UPDATE_KEYS`` order, each ``[M, B, ...]``."""
+        """``picked [M, B]``: each member's own row numbers → the buffers in ``Rollout.UPDATE_KEYS`` order, each
+        ``[M, B, ...]``."""
         members, copies = self.members, self.copies
-        index = (picked // copies * (members * copies) + picked % copies + self.offset).reshape(-1)
+        if self.table is None:
+            index = (picked // copies * (members * copies) + picked % copies + self.offset).reshape(-1)
+        else:
+            index = self.table.gather(1, picked.clamp(max=self.longest - 1)).reshape(-1)
         index = index.to(self.device)
         return [self.rows[k].index_select(0, index).view(members, picked.shape[1], *self.rows[k].shape[1:])
                 for k in Rollout.UPDATE_KEYS]
+
+    def last_minibatches(self, order: torch.Tensor, size: int) -> torch.Tensor:
+        """The observations of each member's last whole minibatch of a pass shuffled as ``order`` (``[M, size,
+        ...]``): member ``m``'s last one starts at ``(counts[m] // size − 1)·size``."""
+        starts = (self.counts // size - 1) * size
+        picked = starts.to(order.device).unsqueeze(1) + torch.arange(size, device=order.device)
+        return self.take(order.gather(1, picked))[0]

@@ -314,14 +314,13 @@ class Results:
 
     def describe(self) -> str:
         """One line for figure captions: study, preset(s) and scale, seeds."""
-        from .config import PRESETS
+        from .config import at_preset_scale
 
         configs = self.configs
         presets = sorted({c["preset"] for c in configs})
         scale = sorted({(c["rounds"], c["epochs_per_round"], c["pool_size"]) for c in configs})
         scale_text = "; ".join(f"{r} rounds × {e} epochs, {k}-level pool" for r, e, k in scale)
-        as_defined = all(tuple(PRESETS.get(c["preset"], {}).get(k) for k in ("rounds", "epochs_per_round", "pool_size"))
-                         == (c["rounds"], c["epochs_per_round"], c["pool_size"]) for c in configs)
+        as_defined = all(at_preset_scale(c) for c in configs)
         preset_text = f"preset {'/'.join(presets)}" + ("" if as_defined else " with its scale overridden")
         seeds = sorted({c["seed"] for c in configs})
         return (f"study {self.path.name}, {preset_text} ({scale_text}), "

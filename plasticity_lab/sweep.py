@@ -42,7 +42,7 @@ from pathlib import Path
 
 import torch
 
-from .config import ENVS, PRESETS, RunConfig, parse_seeds
+from .config import ENVS, PRESETS, RunConfig, config_identity, parse_seeds
 from .results import (STUDY_FORMAT, read_manifest, environment_info, load_results, population_complete,
                       write_population)
 from .storage import atomic_write_text
@@ -208,7 +208,7 @@ class PopulationTask:
 
     @classmethod
     def of(cls, configs: Sequence[RunConfig]) -> "PopulationTask":
-        text = json.dumps([c.resolved().to_dict() for c in configs], sort_keys=True)
+        text = json.dumps([config_identity(c.resolved().to_dict()) for c in configs], sort_keys=True)
         digest = hashlib.sha256(text.encode()).hexdigest()[:10]
         first = configs[0]
         return cls(f"{first.env}-{first.condition.replace('+', '_')}-{digest}", tuple(configs))
@@ -315,10 +315,10 @@ def _check_stored_runs(study: Path, sweep: Sweep, produced: set[str]) -> None:
     stored = sorted(p for p in (study / "populations").glob("*/manifest.json") if p.parent.name not in produced)
     if not stored:
         return
-    then = read_manifest(stored[0])["configs"][0]
+    then = config_identity(read_manifest(stored[0])["configs"][0])
     key = (then["env"], then["shift"], then["condition"], then["seed"])
-    now = next((c.resolved().to_dict() for c in sweep.configs() if (c.env, c.shift, c.condition, c.seed) == key),
-               None)
+    now = next((config_identity(c.resolved().to_dict()) for c in sweep.configs()
+                if (c.env, c.shift, c.condition, c.seed) == key), None)
     if now is None:
         detail = f"its run {'/'.join(map(str, key))} is not in this sweep"
     else:

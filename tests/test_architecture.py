@@ -7,9 +7,9 @@ import fails here too. The wings, bottom to top:
 * network — ``nets``, ``metrics``: modules and diagnostics, knowing nothing of training;
 * worlds — ``envs``, ``shifts``: environments and training distributions, knowing nothing of learning;
 * backends — how a population's numbers are computed; they know the network and nothing above it;
-* learning — ``ppo``, ``population``, ``conditions``: the algorithm, its batching, the interventions;
+* learning — ``ppo``, ``population``, ``member_adamw``, ``conditions``: the algorithm, its batching, the interventions;
 * statistics — ``stats``: tables in, tables out; beside the others, importing only the vocabulary;
-* run and store — ``config``, ``experiment``, ``sweep``, ``results``, ``storage``, ``report``, ``cli``;
+* run and store — ``config``, ``environments``, ``experiment``, ``sweep``, ``results``, ``storage``, ``report``, ``cli``;
 * figures — the book layer, which nothing else imports.
 """
 
@@ -28,9 +28,9 @@ WINGS = {
     "network": {"nets", "metrics"},
     "worlds": {"envs", "shifts"},
     "backends": {"backends"},
-    "learning": {"ppo", "population", "conditions"},
+    "learning": {"ppo", "population", "member_adamw", "conditions"},
     "statistics": {"stats"},
-    "run and store": {"config", "experiment", "sweep", "results", "storage", "report", "cli", "__init__"},
+    "run and store": {"config", "environments", "experiment", "sweep", "results", "storage", "report", "cli", "__init__"},
     "figures": {"figures"},
 }
 #: What each wing may import from the package (besides itself).

@@ -588,8 +588,10 @@ def test_per_member_coefficients_must_match_the_population():
 # End to end
 # ---------------------------------------------------------------------------------------------------------------
 
-# Smoke scale: one environment copy (one minibatch per pass) and a test only at the end of each round.
-TINY = dict(preset="smoke", rounds=3, epochs_per_round=2, num_envs=1, test_episodes=11, test_interval=2)
+# Smoke scale: one environment copy, one episode an epoch (one minibatch per pass), and a test only at the end of
+# each round.
+TINY = dict(preset="smoke", rounds=3, epochs_per_round=2, num_envs=1, test_episodes=11, test_interval=2,
+            ppo=PPOConfig(min_transitions=100))
 
 
 def _check_finite(df):

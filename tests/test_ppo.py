@@ -175,7 +175,8 @@ def test_play_episodes_plays_the_collected_episodes_without_their_buffers():
     dists = [distribution("permute", seed, 2, pool_size=10) for seed in range(3)]
     env.set_distributions([d.train_levels for d in dists], [d.mapping for d in dists])
     collected_generator, played_generator = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
-    rollout = collect_episodes(population, env, collected_generator, advantages=False)
+    # one batch (min_transitions=1): the episodes an evaluation plays
+    rollout = collect_episodes(population, env, collected_generator, advantages=False, min_transitions=1)
     played = play_episodes(population, env, played_generator)
     assert played.shape == (3, 4) and bool((played != 0).any())  # the random policies do collect rewards
     # the gridworld pays multiples of 0.25 (±0.75 a reward), so both sums are exact and must agree exactly
@@ -233,7 +234,8 @@ def test_a_population_of_one_trains_as_the_readable_single_agent_does():
 
 
 def test_the_single_agent_collects_and_updates_on_a_real_environment():
-    """Collection works for one agent on the environment's [1, E] batch; an update changes the weights."""
+    """Collection works for one agent on the environment's [1, E] batch, batch after batch until at least 1 024
+    transitions (4 batches of 3 copies × 100 steps); an update changes the weights."""
     from plasticity_lab.envs.population import GridworldPopulation
     from plasticity_lab.ppo import Agent, collect_episodes
     from plasticity_lab.shifts import distribution
@@ -243,7 +245,8 @@ def test_the_single_agent_collects_and_updates_on_a_real_environment():
     d = distribution("window", 0, 1, pool_size=5)
     env.set_distributions([d.train_levels], [d.mapping])
     rollout = collect_episodes(agent, env, torch.Generator().manual_seed(0))
-    assert rollout.actions.shape == (env.episode_length, 1, 3)
+    assert rollout.actions.shape == (4 * env.episode_length, 1, 3)
+    assert rollout.episode_returns().shape == (1, 12)
     torch.testing.assert_close(rollout.returns, rollout.advantages + rollout.values)
     before = [p.detach().clone() for p in agent.network.parameters()]
     stats = agent.update(rollout, torch.Generator().manual_seed(1))

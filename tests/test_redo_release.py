@@ -209,7 +209,9 @@ def test_log_weights_after_measures_the_weights_ReDo_left(log_weights):
 # End to end
 # ---------------------------------------------------------------------------------------------------------------
 
-TINY = dict(preset="smoke", rounds=3, epochs_per_round=2, num_envs=1, test_episodes=11, test_interval=2)
+# one environment copy, one episode an epoch
+TINY = dict(preset="smoke", rounds=3, epochs_per_round=2, num_envs=1, test_episodes=11, test_interval=2,
+            ppo=PPOConfig(min_transitions=100))
 
 
 def _run(seeds=(0, 1), **params):

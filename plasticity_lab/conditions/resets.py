@@ -131,7 +131,8 @@ class SoftShrinkPerturb(Condition):
     shrunk as a whole.
 
     Without gradients a parameter contracts in expectation as αⁿ after n steps (θ_fresh has mean 0). It runs after
-    each of the 51 minibatch steps of an epoch, so it draws one stacked fresh tensor per parameter and updates in
+    each of a member's own optimizer steps (members with fewer transitions take fewer, ``population.stepping``) —
+    the gridworld's 51 minibatch steps of an epoch, so it draws one stacked fresh tensor per parameter and updates in
     place.
     """
 
@@ -156,4 +157,9 @@ class SoftShrinkPerturb(Condition):
         return self._cache[1], self._cache[2]
 
     def after_optimizer_step(self, population, generator):
-        _shrink_and_perturb(population, generator, *self._coefficients(population))
+        shrink, perturb = self._coefficients(population)
+        stepping = population.stepping
+        if stepping is not None:  # a member that took no step this time (it had no minibatch left) stays as it is
+            shrink = torch.where(stepping, shrink, torch.ones_like(shrink))
+            perturb = torch.where(stepping, perturb, torch.zeros_like(perturb))
+        _shrink_and_perturb(population, generator, shrink, perturb)

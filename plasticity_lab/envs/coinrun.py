@@ -30,6 +30,8 @@ module wraps it behind the same ``[members, copies, ...]`` interface as
 
 from __future__ import annotations
 
+import contextlib
+import io
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -131,7 +133,10 @@ def procgen_available() -> bool:
 
 def _procgen_factory(num: int, start_level: int, num_levels: int, rand_seed: int):
     try:
-        from procgen import ProcgenGym3Env
+        # ProcGen imports the old ``gym`` package only for its registry, and gym prints a notice about its own
+        # maintenance to stderr on import; the games do not use gym, so the notice would only clutter a chapter.
+        with contextlib.redirect_stderr(io.StringIO()):
+            from procgen import ProcgenGym3Env
     except ImportError as error:
         raise ImportError(f"CoinRun needs ProcGen, which is not installed ({error}); install it with: "
                           f"{PROCGEN_INSTALL}") from None
@@ -153,6 +158,8 @@ class CoinRunPopulation:
     """
 
     episode_length = EPISODE_LENGTH
+    #: An episode ends when the game ends it (coin or death), or at the cut: collection watches ``over``.
+    episodes_end = True
     obs_shape = (CHANNELS, IMAGE_SIZE, IMAGE_SIZE)
     num_actions = N_ACTIONS
 

@@ -20,6 +20,8 @@ class GridworldPopulation:
     """``members × copies`` gridworlds; observations and rewards come back shaped ``[M, E, ...]``."""
 
     episode_length = EPISODE_LENGTH
+    #: Every episode lasts exactly ``episode_length`` steps (PROTOCOL §3): collection need not watch for ends.
+    episodes_end = False
     obs_dim = OBS_DIM
 
     def __init__(self, members: int, copies: int, device="cpu", reward_magnitude: float = 0.75):
@@ -51,8 +53,13 @@ class GridworldPopulation:
         u = torch.rand(self.members, self.copies, generator=generator, device=generator.device).to(self.device)
         offset = torch.minimum((u * self.level_count).long(), self.level_count - 1)
         self.levels = self.level_start + offset
+        self.steps = 0
         return self._observe(self.batch.reset(self.levels.reshape(-1)))
 
-    def step(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def step(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Play ``actions [M, E]``; returns the observations, the rewards and ``over [M, E]`` (the same for every
+        copy: True from the episode's last step, the ``episode_length``-th)."""
         obs, reward = self.batch.step(actions.reshape(-1))
-        return self._observe(obs), reward.view(self.members, self.copies)
+        self.steps += 1
+        over = torch.full((self.members, self.copies), self.steps >= self.episode_length, device=self.device)
+        return self._observe(obs), reward.view(self.members, self.copies), over

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from ..config import PRESETS
+from ..config import at_preset_scale
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -158,7 +158,7 @@ def study_caption(source, study: str | None = None) -> str:
     dict with the runs' ``configs``), several manifests (a list, or a mapping name → manifest), or one or more
     :class:`plasticity_lab.RunConfig` (for a live run). Everything is read from the runs' resolved configurations;
     a setting that differs between runs lists its values joined by "/". A preset whose scale (rounds, epochs per
-    round, pool) the runs do not have as :data:`plasticity_lab.config.PRESETS` defines it now is said to be
+    round, pool) the runs do not have as :data:`plasticity_lab.config.ENV_PRESETS` defines it now is said to be
     overridden, as in :meth:`plasticity_lab.results.Results.describe`. ``study`` (e.g. the study folder's name) is
     put in front.
     """
@@ -193,8 +193,7 @@ def study_caption(source, study: str | None = None) -> str:
     n = len(seeds)
     scale = f"{joined('rounds')} rounds × {joined('epochs_per_round')} epochs, pool {joined('pool_size')}"
     # Checked against the presets of today: a stored study outlives a preset that moves.
-    as_preset = all(PRESETS.get(c["preset"]) == {k: c[k] for k in ("rounds", "epochs_per_round", "pool_size")}
-                    for c in configs)
+    as_preset = all(at_preset_scale(c) for c in configs)
     scale = f"preset {joined('preset')}{'' if as_preset else ' with its scale overridden'} ({scale})"
     text = (f"{joined('env')}, {joined('shift')}; {', '.join(map(str, values('condition')))}; "
             f"{scale}, {n} seed{'s' if n != 1 else ''} ({seed_text})")
