@@ -5,11 +5,13 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 import plasticity_lab as pl
 from plasticity_lab.cli import main
 from plasticity_lab.config import COINRUN_PRESETS, RunConfig, config_identity
-from plasticity_lab.envs.coinrun import EPISODE_LENGTH, STEP_PENALTY, CoinRunPopulation, procgen_available
+from plasticity_lab.envs.coinrun import (EPISODE_LENGTH, STEP_PENALTY, CoinRunPopulation, patch_mapping,
+                                      procgen_available)
 from plasticity_lab.envs.population import GridworldPopulation
 from plasticity_lab.experiment import Experiment
 from plasticity_lab.ppo import PPOConfig
@@ -116,3 +118,23 @@ def test_a_sweep_grids_coinrun_runs_into_coinrun_populations():
         assert {c.env for c in task.configs} == {"coinrun"} and len(task.configs) == 4
         resolved = task.configs[0].resolved()
         assert resolved.epochs_per_round == COINRUN_PRESETS["book"]["epochs_per_round"]
+
+
+@needs_procgen
+def test_the_frames_drawn_are_the_frames_the_network_is_given():
+    from plasticity_lab.envs.coinrun import permute_patches
+    from plasticity_lab.figures.coinrun import coinrun_levels_figure, level_frame
+
+    plain = level_frame(0)
+    assert plain.shape == (64, 64, 3) and plain.dtype == np.uint8 and plain.std() > 0
+    assert not np.array_equal(plain, level_frame(1))  # another level, another picture
+    # under permute: the same pixels, their 4×4 patches moved as the environment moves them
+    moved = level_frame(0, seed=3, round=2)
+    expected = permute_patches(torch.from_numpy(plain).permute(2, 0, 1).float(), patch_mapping(3, 2))
+    assert np.array_equal(moved, expected.permute(1, 2, 0).numpy().astype(np.uint8))
+    assert not np.array_equal(moved, plain)
+    fig = coinrun_levels_figure(train_levels=(0, 1), test_levels=(10_000,), permuted=0, rounds=(1,))
+    assert [a.text for a in fig.layout.annotations] == ["train level 0", "train level 1", "test level 10,000",
+                                                        "level 0, permute round 1"]
+    with pytest.raises(ValueError, match="level must be a non-negative integer; got -1"):
+        level_frame(-1)

@@ -18,6 +18,7 @@ Figures (plotly)
 
 * :mod:`~plasticity_lab.figures.environment` — levels, observations, level pools and shifts (chapters 2, 3), and
   the random-walk inputs later chapters evaluate networks on (chapters 6, 7, 9, 10).
+* :mod:`~plasticity_lab.figures.coinrun` — CoinRun's frames on train and test levels, and under *permute*.
 * :mod:`~plasticity_lab.figures.ppo` — PPO's clipped objective and GAE (chapter 2).
 * :mod:`~plasticity_lab.figures.curves` — learning curves, normalised reward, its read-out, the diagnostics and
   the epochs after a shift (chapters 2–10).
