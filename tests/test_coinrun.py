@@ -239,3 +239,18 @@ def test_procgen_is_reproducible_and_permute_moves_its_patches():
     assert torch.equal(plain, again)
     assert torch.equal(shuffled[:, 0], permute_patches(plain[:, 0], mapping))
     assert torch.equal(shuffled[:, 1], plain[:, 1])
+
+
+def test_pixel_mapping_moves_the_pixels_exactly_as_permute_patches_moves_the_patches():
+    from plasticity_lab.envs.coinrun import pixel_mapping
+
+    mappings = torch.as_tensor(np.stack([patch_mapping(3, 2), patch_mapping(5, 1)]))
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    index = pixel_mapping(mappings)
+    assert index.shape == (2, 4096) and torch.equal(index.sort(1).values, torch.arange(4096).expand(2, -1))
+    moved = images.reshape(2, 3, 4096).gather(2, index[:, None, :].expand(-1, 3, -1)).reshape(images.shape)
+    assert torch.equal(moved, permute_patches(images, mappings))
+    # one patch by hand: output patch 0 (rows 0-3, columns 0-3) is input patch mapping[0]
+    src = int(mappings[0, 0])
+    r, c = 4 * (src // 16), 4 * (src % 16)
+    assert torch.equal(moved[0, :, :4, :4], images[0, :, r:r + 4, c:c + 4])

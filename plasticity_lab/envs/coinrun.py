@@ -54,6 +54,7 @@ __all__ = [
     "coinrun_level_range",
     "patch_mapping",
     "permute_patches",
+    "pixel_mapping",
     "procgen_available",
     "CoinRunPopulation",
 ]
@@ -122,6 +123,19 @@ def permute_patches(images: torch.Tensor, mapping: torch.Tensor | np.ndarray) ->
     return moved.reshape(*lead, c, s, s, p, p).transpose(-3, -2).reshape(images.shape)
 
 
+def pixel_mapping(mapping: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """A patch mapping (``[256]`` or ``[N, 256]``, as :func:`permute_patches` takes it) as the pixel numbers it moves:
+    ``[..., 4096]``, output pixel ``q`` (row-major over 64×64) is input pixel ``index[q]``."""
+    mapping = torch.as_tensor(mapping).long()
+    p, s = PATCH_SIZE, PATCHES_PER_SIDE
+    rows = torch.arange(IMAGE_SIZE, device=mapping.device)
+    out_patch = (rows // p).view(-1, 1) * s + (rows // p).view(1, -1)  # the patch each output pixel lies in
+    within_row, within_col = (rows % p).view(-1, 1), (rows % p).view(1, -1)
+    source = mapping[..., out_patch]  # [..., 64, 64]: the input patch each output pixel comes from
+    index = ((source // s) * p + within_row) * IMAGE_SIZE + (source % s) * p + within_col
+    return index.reshape(*mapping.shape[:-1], IMAGE_SIZE * IMAGE_SIZE)
+
+
 def procgen_available() -> bool:
     """Whether ProcGen (the ``procgen`` module) can be imported here."""
     try:
@@ -188,8 +202,9 @@ class CoinRunPopulation:
             rows = np.stack([identity if m is None else np.asarray(m) for m in mappings])
             if rows.shape != (self.members, N_PATCHES) or not (np.sort(rows, axis=1) == identity).all():
                 raise ValueError(f"each mapping must be a permutation of 0..{N_PATCHES - 1}")
-            per_copy = np.repeat(rows, self.copies, axis=0)  # [M·E, 256]
-            self.mapping = torch.as_tensor(per_copy, device=self.device)
+            self.mapping = torch.as_tensor(rows, device=self.device)  # [M, 256]
+            # the same reordering as pixel numbers of the 64×64 frame, for one gather on the raw frames
+            self.pixel_index = pixel_mapping(self.mapping)  # [M, 4096]
 
     def _observe(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every game's last reward and episode-start flag ``[M, E]`` and frame ``[M·E, 64, 64, 3]`` (uint8)."""
@@ -198,9 +213,12 @@ class CoinRunPopulation:
         return np.stack(rewards).astype(np.float32), np.stack(firsts).astype(bool), frames
 
     def _to_obs(self, frames: np.ndarray) -> torch.Tensor:
-        images = torch.from_numpy(frames).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
-        if self.mapping is not None:
-            images = permute_patches(images, self.mapping)
+        raw = torch.from_numpy(frames).to(self.device)  # [M·E, 64, 64, 3] uint8
+        if self.mapping is not None:  # what permute_patches does, as one gather of whole pixels, before the floats
+            pixels = raw.view(self.members, self.copies, IMAGE_SIZE * IMAGE_SIZE, CHANNELS)
+            index = self.pixel_index.view(self.members, 1, -1, 1).expand(-1, self.copies, -1, CHANNELS)
+            raw = pixels.gather(2, index).view(-1, IMAGE_SIZE, IMAGE_SIZE, CHANNELS)
+        images = raw.permute(0, 3, 1, 2).float().div_(255.0)
         return images.reshape(self.members, self.copies, *self.obs_shape)
 
     def reset(self, generator: torch.Generator) -> torch.Tensor:
