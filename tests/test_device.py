@@ -36,6 +36,24 @@ def test_a_population_trains_on_the_device(device, condition):
         assert table[column].notna().all() and (table[column].abs() < 1e6).all(), column
 
 
+@pytest.mark.parametrize("device", DEVICES)
+def test_coinrun_trains_on_the_device(device):
+    """The CNN population with episodes that end (members with different numbers of transitions) on the device:
+    ProcGen steps on the CPU, the frames go to the device."""
+    pytest.importorskip("procgen")
+    configs = [pl.RunConfig(env="coinrun", condition="soft_shrink_perturb+layernorm", shift=shift, seed=seed,
+                            preset="smoke", rounds=2, epochs_per_round=1, num_envs=2, test_episodes=2,
+                            ppo=pl.PPOConfig(min_transitions=64), device=device)
+               for shift, seed in (("permute", 0), ("window", 1))]
+    experiment = Experiment(configs)
+    experiment.train_to_end()
+    assert {p.device.type for p in experiment.population.params.values()} == {device}
+    table = experiment.table()
+    assert len(table) == 2 * 2 and table["train_return"].between(-2.0, 10.0).all()
+    for column in ("weight_magnitude", "grad_norm", "entropy"):
+        assert table[column].notna().all() and (table[column].abs() < 1e6).all(), column
+
+
 def _rollout_on_cpu(members: int) -> tuple[Population, object]:
     population = Population(NetworkSpec(), list(range(members)))
     env = GridworldPopulation(members, 11)
@@ -72,3 +90,34 @@ def test_an_update_on_the_gpu_agrees_with_the_cpu():
         step_gpu = on_gpu.params[name].detach().cpu() - start
         assert (step_gpu - step_cpu).abs().mean() <= 0.02 * step_cpu.abs().mean() + 1e-9, name
     torch.testing.assert_close(stats_gpu["grad_norm"].cpu(), stats_cpu["grad_norm"], rtol=1e-3, atol=1e-6)
+
+
+@needs_cuda
+def test_an_uneven_cnn_update_on_the_gpu_agrees_with_the_cpu():
+    """Members with different numbers of transitions (episodes that end), the CNN, AdamW per member: one update on
+    the GPU moves the weights as on the CPU, to float rounding measured against the update's own size."""
+    from plasticity_lab.ppo import PPOConfig, Rollout, gae
+
+    g = torch.Generator().manual_seed(0)
+    T, M, E = 6, 2, 3
+    valid = torch.zeros(T, M, E, dtype=torch.bool)
+    for m, lengths in enumerate(([6, 5, 4], [3, 2, 6])):  # 15 and 11 transitions
+        for e, n in enumerate(lengths):
+            valid[:n, m, e] = True
+    rewards = torch.randn(T, M, E, generator=g) * valid
+    values = torch.randn(T, M, E, generator=g) * 0.1
+    rollout = Rollout(obs=torch.rand(T, M, E, 3, 64, 64, generator=g)[valid],
+                      actions=torch.randint(0, 9, (T, M, E), generator=g),
+                      log_probs=torch.log(torch.rand(T, M, E, generator=g) * 0.5 + 0.1), values=values,
+                      rewards=rewards, valid=valid)
+    rollout.advantages = gae(rewards, values, 0.99, 0.95, valid)
+    rollout.returns = rollout.advantages + values
+    spec, ppo = NetworkSpec(encoder="cnn", n_actions=9), PPOConfig(minibatch_size=5, epochs=2)
+    on_cpu = Population(spec, [0, 1], ppo, episodes_end=True)
+    on_gpu = Population(spec, [0, 1], ppo, device=OTHER_DEVICE, episodes_end=True)
+    start = {k: v.detach().clone() for k, v in on_cpu.params.items()}
+    on_cpu.update(rollout, torch.Generator().manual_seed(1))
+    on_gpu.update(_to(rollout, OTHER_DEVICE), torch.Generator().manual_seed(1))
+    for name, p in on_cpu.params.items():
+        moved = (p.detach() - start[name]).abs().max()
+        assert (on_gpu.params[name].detach().cpu() - p.detach()).abs().max() <= 1e-2 * moved + 1e-6, name
