@@ -99,7 +99,8 @@ def read_runs(path: str | Path, conditions: Sequence[str], fetch: bool | None = 
     of the working folder (:func:`plasticity_lab.results.fetch_study`, from ``base_url/<name>``; default:
     :data:`plasticity_lab.results.DATA_URL`, or the URL in ``$PLASTICITY_LAB_DATA_URL``), and read from there.
     The files land in a temporary folder that is renamed into place once all have arrived, so a failed download
-    leaves nothing behind and raises its ``OSError``.
+    leaves nothing behind and raises an ``OSError`` that says so in one line (the chapters that read whole runs
+    cannot go on without them).
     """
     import sys
 
@@ -113,7 +114,11 @@ def read_runs(path: str | Path, conditions: Sequence[str], fetch: bool | None = 
             raise FileNotFoundError(f"no study folder at {path}")
         local = Path("data") / path.name
         if not local.is_dir():
-            fetch_study(path.name, local, base_url=base_url, conditions=conditions)
+            try:
+                fetch_study(path.name, local, base_url=base_url, conditions=conditions)
+            except OSError as error:  # one line for the reader, not the download's whole traceback
+                raise OSError(f"the stored study {path.name} could not be downloaded ({error}); its results are "
+                              f"on the book's web pages, or in a clone of the repository") from None
         path = local
     results = load_results(path)
     df = results.epochs(conditions)
