@@ -81,7 +81,7 @@ class Population:
         injection freezes its subtracted copy). Call :meth:`new_optimizer` afterwards.
         """
         self.template = copy.deepcopy(module).to("meta")
-        self.backend = backends.backend_for(self.template)
+        self.backend = backends.backend_for(self.template, device=self.device)
         self.frozen = frozenset(frozen)
         params = {k: v.detach().clone().requires_grad_(k not in self.frozen) for k, v in params.items()}
         # the layout the backend computes on; every in-place edit (a condition's) keeps it

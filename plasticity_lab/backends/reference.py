@@ -2,7 +2,8 @@
 
 Every member's network is the template module called with its own slice of the stacked parameters, batched over
 members by ``torch.func.vmap``; the optimizer steps as PyTorch's AdamW does. It is the backend every faster one must
-equal (up to float rounding), and the one that runs networks the faster ones do not know (the CNN).
+equal (up to float rounding), and the one that runs the networks the batched backend does not know on a GPU (the
+CNN; on the CPU the member loop computes it faster).
 """
 
 from __future__ import annotations
