@@ -244,7 +244,10 @@ def train_population(task: PopulationTask, study: str | Path, checkpoint_dir: st
     resumed_from = train(experiment, checkpoint, checkpoint_every, on_epoch=progress)
     wall = experiment.elapsed_s
     write_population(folder, experiment.table(), list(task.configs), wall, task.stride(curve_stride), environment,
-                     extra={"resumed_from_epoch": resumed_from}, keep_epochs=keep_epochs)
+                     extra={"resumed_from_epoch": resumed_from,
+                            # the backend that computed it ("backend" is the choice asked for, often "auto")
+                            "population_backend": experiment.population.backend.name},
+                     keep_epochs=keep_epochs)
     if not keep_checkpoint:
         checkpoint.unlink(missing_ok=True)
     return {"name": task.name, "wall_time_s": wall, "skipped": False}

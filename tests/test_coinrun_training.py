@@ -103,6 +103,7 @@ def test_the_command_line_trains_coinrun_into_a_study(tmp_path, capsys):
     assert set(results.runs()["env"]) == {"coinrun"} and len(results.epochs()) == 2
     manifest = json.loads(next((out / "populations").glob("*/manifest.json")).read_text())
     assert manifest["configs"][0]["env"] == "coinrun" and manifest["configs"][0]["ppo"]["min_transitions"] == 1024
+    assert manifest["population_backend"] == "member_loop"  # the CNN on the CPU
 
 
 def test_a_sweep_grids_coinrun_runs_into_coinrun_populations():
