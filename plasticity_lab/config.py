@@ -32,15 +32,15 @@ PRESETS: dict[str, dict] = {
 }
 
 #: CoinRun's presets, under the same names. ``paper``: 10 × 5 000 epochs, 100-level pools (PROTOCOL §1, §3).
-#: ``book``: 10 × 30 epochs, 100-level pools, a test every 10 epochs — the book's CoinRun grid (3 conditions × 3
+#: ``book``: 10 × 50 epochs, 100-level pools, a test every 10 epochs — the book's CoinRun grid (3 conditions × 3
 #: shifts × 5 seeds) in a day or two of a 2-core CPU, from the cost ``benchmarks/coinrun_speed.py`` measures (the
-#: README gives it); 300 epochs are about 0.5 M agent steps, a small fraction of the paper's 5 000 per round, so
+#: README gives it); 500 epochs are under 1 M agent steps, a small fraction of the paper's 5 000 epochs a round, so
 #: the preset shows the machinery and the first rounds' learning, not the paper's late-round plasticity loss. It
 #: tests less often than 50 times a round because a CoinRun evaluation (55 episodes of up to 200 steps) costs
-#: about as much as an epoch of training. ``smoke``: a minute on a CPU.
+#: about half an epoch of training. ``smoke``: a minute on a CPU.
 COINRUN_PRESETS: dict[str, dict] = {
     "paper": {"rounds": 10, "epochs_per_round": 5000, "pool_size": 100},
-    "book": {"rounds": 10, "epochs_per_round": 30, "pool_size": 100, "test_interval": 10},
+    "book": {"rounds": 10, "epochs_per_round": 50, "pool_size": 100, "test_interval": 10},
     "smoke": {"rounds": 3, "epochs_per_round": 2, "pool_size": 10},
 }
 
