@@ -13,18 +13,14 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from .reference import ReferenceBackend
 
-class MemberLoopBackend:
-    """``functional_call`` once per member on its slice of the stacked parameters; ``optimizer.step()``."""
+
+class MemberLoopBackend(ReferenceBackend):
+    """The reference backend with another forward: ``functional_call`` once per member on its slice of the stacked
+    parameters (layout and optimizer step as the reference's)."""
 
     name = "member_loop"
-
-    def supports(self, template: nn.Module) -> bool:
-        return True
-
-    def prepare(self, template: nn.Module, params: dict[str, torch.Tensor], frozen=frozenset()
-                ) -> dict[str, torch.Tensor]:
-        return params
 
     def forward(self, template: nn.Module, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor],
                 obs: torch.Tensor, return_hidden: bool = False):
@@ -41,6 +37,3 @@ class MemberLoopBackend:
             return logits, value, features
         hidden = [torch.stack(layer) for layer in zip(*(o[3] for o in outputs))]
         return logits, value, features, hidden
-
-    def optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        optimizer.step()
