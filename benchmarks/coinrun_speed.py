@@ -182,7 +182,7 @@ def env_speed(members: int, copies: int, steps: int, resets: int = 3, permute: b
 
 
 def train_speed(members: int, epochs: int, condition: str = "warm_start", shift: str = "permute",
-                preset: str = "book") -> dict:
+                preset: str = "book", device: str = "cpu") -> dict:
     """Time ``epochs`` epochs (after one warm-up epoch) and one evaluation of a CoinRun population of ``members``
     (see the module docstring)."""
     import torch
@@ -191,8 +191,14 @@ def train_speed(members: int, epochs: int, condition: str = "warm_start", shift:
     from plasticity_lab.experiment import Experiment, evaluate
     from plasticity_lab.ppo import collect_episodes
 
-    configs = [RunConfig(env="coinrun", shift=shift, condition=condition, seed=seed, preset=preset)
+    configs = [RunConfig(env="coinrun", shift=shift, condition=condition, seed=seed, preset=preset, device=device)
                for seed in range(members)]
+
+    def now() -> float:  # on a GPU, after the queued work is done
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
     build_start = time.perf_counter()
     experiment = Experiment(configs)
     build_s = time.perf_counter() - build_start
@@ -204,12 +210,12 @@ def train_speed(members: int, epochs: int, condition: str = "warm_start", shift:
     collect, collect_env, update, transitions, batches, steps = [], [], [], [], [], []
     for _ in range(epochs):
         train_env.seconds, train_env.resets, train_env.steps = 0.0, 0, 0
-        t0 = time.perf_counter()
+        t0 = now()
         rollout = collect_episodes(population, train_env, generator)
-        t1 = time.perf_counter()
+        t1 = now()
         population.update(rollout, generator)
         experiment.condition.after_epoch(population, experiment.epoch, generator)
-        t2 = time.perf_counter()
+        t2 = now()
         experiment.epoch += 1
         collect.append(t1 - t0)
         collect_env.append(train_env.seconds)
@@ -219,9 +225,9 @@ def train_speed(members: int, epochs: int, condition: str = "warm_start", shift:
         steps.append(train_env.steps)
         del rollout
     test_env = TimedEnv(experiment.test_env)
-    t0 = time.perf_counter()
+    t0 = now()
     test_return = evaluate(population, test_env, generator)
-    eval_s = time.perf_counter() - t0
+    eval_s = now() - t0
 
     def mean(values):
         return sum(values) / len(values)
@@ -304,6 +310,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--epochs", type=int, default=2, help="timed epochs per size, after one warm-up epoch "
                         "(default: 2, kept small for the default's time; 3 or more is steadier)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's default)")
+    parser.add_argument("--device", default="cpu", help="where the networks train: cpu or cuda (the games step on the "
+                                                        "CPU either way)")
     parser.add_argument("--env-sizes", default="1x11,5x11,15x11", help="MEMBERSxCOPIES of the environment table")
     parser.add_argument("--env-steps", type=int, default=40,
                         help="timed agent steps of every game per size, at least (and at least --env-seconds)")
@@ -363,11 +371,11 @@ def main(argv: list[str] | None = None) -> dict:
     if not args.skip_training:
         rows = []
         for members in sizes:
-            rows.append(train_speed(members, args.epochs, args.condition))
+            rows.append(train_speed(members, args.epochs, args.condition, device=args.device))
             sys.stdout.flush()
         result["training"] = rows
         print()
-        print(f"2. Training (CoinRun, book preset, shift permute, {args.condition}; 11 copies per member; "
+        print(f"2. Training on {args.device} (CoinRun, book preset, shift permute, {args.condition}; 11 copies per member; "
               f"{args.epochs} timed epochs after 1 warm-up epoch; evaluation = one of 55 test episodes per member)")
         print(f"{'members':>7} {'s/pop-epoch':>11} {'s/agent-epoch':>13} {'collect':>8} {'of which env':>12} "
               f"{'update':>8} {'eval (pop)':>10} {'eval/agent':>10} {'transitions/agent-epoch':>23} "

@@ -4,6 +4,7 @@
 # populations, 12 worker processes, the first CHUNK_EPOCHS epochs). Logs go to $OUT (or /tmp/gpu-check).
 #
 #   bash benchmarks/gpu_wheels.sh      # where pip reaches a registry, if the GPU machine lacks gymnasium
+#                                      # (COINRUN=1: ProcGen too, for the CoinRun step)
 #   bash benchmarks/gpu_check.sh       # on the GPU machine, with .whl/ carried along; about 6–8 minutes
 #
 # DEVICE, SIZES, EPOCHS, WORKERS and CHUNK_EPOCHS override the defaults (DEVICE=cpu SIZES=1 EPOCHS=1 WORKERS=2
@@ -36,3 +37,9 @@ timeout 180 python3 benchmarks/population_speed.py --device "$device" --sizes 15
     --processes "$workers" --threads 1 2>&1 | tee -a "$out/table.log"
 timeout 240 python3 benchmarks/population_speed.py --grid-chunk "$chunk" --device "$device" \
     --processes "$workers" --threads 1 2>&1 | tee "$out/chunk.log"
+# CoinRun, where ProcGen is installed (`COINRUN=1 bash benchmarks/gpu_wheels.sh` carries it): the CNN population on
+# the device, the games on the CPU
+if python3 -c "import procgen" 2>/dev/null; then
+    timeout 240 python3 benchmarks/coinrun_speed.py --device "$device" --sizes "${COINRUN_SIZES:-5,15}" --epochs 2 \
+        --threads 1 --env-sizes 15x11 --json "$out/coinrun.json" 2>&1 | tee "$out/coinrun.log"
+fi

@@ -6,4 +6,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m pip download --quiet --no-deps --only-binary=:all: -d .whl gymnasium==1.4.0 farama-notifications==0.0.6
+# CoinRun (COINRUN=1): ProcGen and what it imports, for the GPU machine's Python (PYTHON_VERSION, default 3.12); gym
+# ships no wheel, so one is built here (pure Python). About 50 MB in all.
+if [ "${COINRUN:-0}" = 1 ]; then
+    version=${PYTHON_VERSION:-3.12}
+    python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version "$version" \
+        --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 -d .whl \
+        procgen-mirror==0.10.7 gym3==0.3.3 gym-notices cffi pycparser imageio pillow
+    python3 -m pip wheel --quiet --no-deps -w .whl gym==0.26.2
+fi
 ls .whl
