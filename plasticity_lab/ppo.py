@@ -7,9 +7,8 @@
    target is advantage + old value.
 4. **Loss**: the clipped policy loss, the value error and the entropy bonus (:func:`ppo_loss`).
 5. **Update**: ``epochs`` passes over whatever the epoch collected, in shuffled minibatches of ``minibatch_size``
-   (:func:`minibatch_order`); each minibatch
-   normalises its own advantages and takes one AdamW step, with the gradient clipped to a global norm of
-   ``max_grad_norm`` (:class:`Agent`).
+   (:func:`minibatch_order`); each minibatch normalises its own advantages and takes one AdamW step, with the
+   gradient clipped to a global norm of ``max_grad_norm`` (:class:`Agent`).
 
 The study trains many agents at once: :class:`plasticity_lab.population.Population` wraps these same pieces and
 batches them over a leading *member* axis. Every function here reduces over the last axis only, so it computes
