@@ -378,6 +378,7 @@ STORED_SWEEPS = {
     "gridworld-book": "gridworld-book",
     "gridworld-book-e300": "gridworld-book-e300",
     "gridworld-soft-sp-coefficients": "gridworld-soft-sp-coefficients",
+    "gridworld-regen-l2-release-coefficient": "gridworld-regen-l2-release-coefficient",
     "gridworld-long-rounds": "gridworld-long-rounds",
     "gridworld-permute-warm-vs-reset": "gridworld-permute-warm-vs-reset",
     **{f"gridworld-preset-search-{e}": f"gridworld-preset-search/epochs-{e}"
