@@ -273,7 +273,7 @@ class MemberRows:
         place = torch.cumsum(valid, 0) - 1  # each transition's row among all transitions
         by_member = rollout.valid.transpose(0, 1).reshape(self.members, -1)  # [M, T·E], (t, e) order
         place = place.view(length, self.members, self.copies).transpose(0, 1).reshape(self.members, -1)
-        self.counts = by_member.sum(1).to(device)
+        self.counts = rollout.transitions().to(device)
         self.longest = int(self.counts.max())
         # member m's k-th row is the k-th True of by_member[m]: sort the True places first, stably
         first = torch.argsort((~by_member).to(torch.int8), dim=1, stable=True)[:, :self.longest]
@@ -289,7 +289,7 @@ class MemberRows:
         if self.table is None:
             index = (picked // copies * (members * copies) + picked % copies + self.offset).reshape(-1)
         else:
-            index = self.table.gather(1, picked.clamp(max=self.longest - 1)).reshape(-1)
+            index = self.table.gather(1, picked).reshape(-1)
         index = index.to(self.device)
         return [self.rows[k].index_select(0, index).view(members, picked.shape[1], *self.rows[k].shape[1:])
                 for k in Rollout.UPDATE_KEYS]

@@ -267,7 +267,6 @@ def play_episodes(agent: Policy, env: PopulationEnv, generator: torch.Generator)
     return returns
 
 
-
 # --------------------------------------------------------------------------------------------------------------
 # 3. Advantages and 4. the loss
 # --------------------------------------------------------------------------------------------------------------
@@ -283,25 +282,19 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, gamma: float, lam: float,
     (the protocol's episodes are complete, or cut at a fixed length as part of the game). Advantages of the steps
     after an end are 0.
     """
+    # continues[t]: step t + 1 belongs to the same episode as step t (0 at an end and at the cut). Multiplying by
+    # 1.0 is exact, so episodes without ends get the same numbers as a recursion without the factor.
+    continues = torch.zeros_like(rewards)
+    continues[:-1] = 1.0 if valid is None else valid[1:].to(rewards.dtype)
     advantages = torch.zeros_like(rewards)
     running = torch.zeros_like(rewards[0])
     next_value = torch.zeros_like(values[0])
-    if valid is None:
-        for t in reversed(range(rewards.shape[0])):
-            delta = rewards[t] + gamma * next_value - values[t]
-            running = delta + gamma * lam * running
-            advantages[t] = running
-            next_value = values[t]
-        return advantages
-    # continues[t]: step t + 1 belongs to the same episode as step t (0 at an end and at the cut)
-    continues = torch.zeros_like(rewards)
-    continues[:-1] = valid[1:].to(rewards.dtype)
     for t in reversed(range(rewards.shape[0])):
         delta = rewards[t] + gamma * next_value * continues[t] - values[t]
         running = delta + gamma * lam * continues[t] * running
         advantages[t] = running
         next_value = values[t]
-    return advantages * valid.to(rewards.dtype)
+    return advantages if valid is None else advantages * valid.to(rewards.dtype)
 
 
 def normalise(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:

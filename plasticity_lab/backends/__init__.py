@@ -19,8 +19,8 @@ Three backends exist:
   :mod:`~plasticity_lab.backends.fastpath` has proved on the machine at hand (see :func:`cpu_matmul`).
 
 :func:`backend_for` picks ``"batched"`` where it supports the network, else ``"member_loop"`` for a convolutional
-network on the CPU, else ``"reference"``; ``PLASTICITY_LAB_BACKEND=reference`` forces the reference (to check a result against plain PyTorch). Manifests
-record the backend and the CPU path with the reason for it.
+network on the CPU, else ``"reference"``; ``PLASTICITY_LAB_BACKEND=reference`` forces the reference (to check a
+result against plain PyTorch). Manifests record the backend and the CPU path with the reason for it.
 """
 
 from __future__ import annotations
