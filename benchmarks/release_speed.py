@@ -54,6 +54,9 @@ from population_speed import FLOP_PER_AGENT_EPOCH, GRID_RUNS, PAPER_EPOCHS, matm
 
 #: The release's gridworld at the paper's settings: its procgen hyperparameters with the gridworld environment
 #: its gridworld analysis reads (the ``gather`` task with 100-level pools, the flat 363-value observation).
+#: The paper's test interval (its ``hyperparams.yaml``'s and the ``paper`` preset's): one test every 100 epochs.
+PAPER_TEST_INTERVAL = 100
+
 RELEASE_ENVIRONMENT = {"name": "gridworld", "task": "gather-vis_100", "shift_type": "permute", "obs_type": "linear",
                        "env_copies": 11}
 
@@ -112,7 +115,7 @@ def release_worker(release: str, neuronav: str | None, epochs: int, warmup: int,
     hyperparams = copy.deepcopy(hyperparams)
     hyperparams["environment"].update(RELEASE_ENVIRONMENT)
     trainer_params = hyperparams["ppo_trainer"]
-    if trainer_params["test_interval"] != 100 or trainer_params["buffer_size"] != 1024:
+    if trainer_params["test_interval"] != PAPER_TEST_INTERVAL or trainer_params["buffer_size"] != 1024:
         raise SystemExit(f"the release's hyperparams.yaml is not the one this benchmark knows: {trainer_params}")
     with tempfile.TemporaryDirectory(prefix="release-speed-") as tmp, open(os.devnull, "w") as devnull:
         os.chdir(tmp)  # its trainer writes TensorBoard logs under ./results
@@ -131,6 +134,17 @@ def release_worker(release: str, neuronav: str | None, epochs: int, warmup: int,
             "torch_threads": torch.get_num_threads(), "libraries": _versions(["numpy", "gym", "torch"])}
 
 
+def ours_configs(members: int, epochs_per_round: int) -> list:
+    """The runs plasticity-lab's rows train: the ``paper`` preset, *permute*, warm-start, one round of
+    ``epochs_per_round`` epochs, seeds ``0 .. members - 1``. The test interval is given explicitly: a preset derives
+    it from the epochs per round (50 tests a round), which would test far more often in a short round."""
+    import plasticity_lab as pl
+
+    return [pl.RunConfig(shift="permute", condition="warm_start", seed=seed, preset="paper", rounds=1,
+                         epochs_per_round=epochs_per_round, test_interval=PAPER_TEST_INTERVAL)
+            for seed in range(members)]
+
+
 def ours_worker(members: int, epochs: int, warmup: int, threads: int) -> dict:
     """Train ``members`` paper-preset runs as one population for ``warmup`` and for ``warmup + epochs`` epochs; the
     difference of the two wall times is ``epochs`` epochs of the population (a first run of ``warmup`` epochs takes
@@ -142,8 +156,7 @@ def ours_worker(members: int, epochs: int, warmup: int, threads: int) -> dict:
     torch.set_num_threads(threads)
 
     def wall(epochs_per_round: int) -> float:
-        configs = [pl.RunConfig(shift="permute", condition="warm_start", seed=seed, preset="paper", rounds=1,
-                                epochs_per_round=epochs_per_round) for seed in range(members)]
+        configs = ours_configs(members, epochs_per_round)
         start = time.perf_counter()
         pl.run(configs if members > 1 else configs[0])
         return time.perf_counter() - start
