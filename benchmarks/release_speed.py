@@ -16,10 +16,11 @@ epochs) of
 Each measurement runs in a fresh process with ``--threads`` threads (1 by default: a sweep's ``--threads 1``, and
 how the release trains one seed per process), and the rows alternate ``--repeats`` times so that the machine's drift
 falls on all of them alike; each row reports its median run and the range. The release's first epoch (it builds
-the trainer and tests at epoch 0) is left out; plasticity-lab's cost per epoch is the difference between a run of
-``W + N`` epochs and one of ``W`` epochs, after a first run of ``W`` epochs that takes the process's one-time costs,
-so that setting up, the first epochs and the tables it writes at the end cancel out. With ``--epochs 100`` each
-measured stretch of both contains exactly one test.
+the trainer and tests at epoch 0) is left out. Both are timed the same way: each epoch of the training loop on its
+own (the release's ``PPOTrainer.train``, plasticity-lab's ``Experiment.train_epoch``, which :func:`plasticity_lab.run`
+calls), the first ``--warmup`` epochs left out, the mean of the next ``--epochs``. With ``--epochs 100`` and the
+paper's test interval each measured stretch of both contains exactly one test (the release's at epoch 100, ours
+after the 100th epoch).
 
 The release runs under its own Python (``--release-python``: a virtual environment with its requirements, torch,
 ``gym``, NeuroNav and their imports; NeuroNav from a checkout with ``--neuronav``). Its gridworld constructs a
@@ -146,26 +147,24 @@ def ours_configs(members: int, epochs_per_round: int) -> list:
 
 
 def ours_worker(members: int, epochs: int, warmup: int, threads: int) -> dict:
-    """Train ``members`` paper-preset runs as one population for ``warmup`` and for ``warmup + epochs`` epochs; the
-    difference of the two wall times is ``epochs`` epochs of the population (a first run of ``warmup`` epochs takes
-    the process's one-time costs)."""
+    """Train ``members`` paper-preset runs as one population and time its epochs ``warmup .. warmup + epochs - 1``,
+    one :meth:`~plasticity_lab.experiment.Experiment.train_epoch` at a time, as the release's epochs are timed."""
     import torch
 
     import plasticity_lab as pl
+    from plasticity_lab.experiment import Experiment
 
     torch.set_num_threads(threads)
-
-    def wall(epochs_per_round: int) -> float:
-        configs = ours_configs(members, epochs_per_round)
+    # one epoch more in the round than is trained: its last epoch would test once more
+    experiment = Experiment(ours_configs(members, warmup + epochs + 1))
+    seconds = []
+    for _ in range(warmup + epochs):
         start = time.perf_counter()
-        pl.run(configs if members > 1 else configs[0])
-        return time.perf_counter() - start
-
-    wall(warmup)  # once first: the process's one-time costs (the products' probe, first allocations) fall here
-    short, long = wall(warmup), wall(warmup + epochs)
-    per_population_epoch = (long - short) / epochs
+        experiment.train_epoch()
+        seconds.append(time.perf_counter() - start)
+    measured = seconds[warmup:]
     return {"row": f"plasticity-lab, population of {members}", "members": members,
-            "s_per_agent_epoch": per_population_epoch / members, "epochs": epochs,
+            "s_per_agent_epoch": sum(measured) / len(measured) / members, "epochs": epochs,
             "cpu_matmul": pl.cpu_matmul(), "torch": torch.__version__, "torch_threads": torch.get_num_threads()}
 
 
