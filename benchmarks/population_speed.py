@@ -374,7 +374,7 @@ def main() -> None:
     shares = "".join(f" {'% of ' + name:>12}" for name in peaks)
     spread = f" {'range of ' + str(args.repeats):>15}" if args.repeats > 1 else ""
     header = (f"{'members':>7} {'matmul':>11} {'s/pop-epoch':>11} {'s/agent-epoch':>13}{spread} "
-              f"{'speed-up vs 0.27 s':>18} {'GFLOP/s':>8}{shares} {'collect %':>9} {'peak MB':>8} "
+              f"{'GFLOP/s':>8}{shares} {'collect %':>9} {'peak MB':>8} "
               f"{'paper run (h)':>13} {'paper grid (h)':>14}")
     if args.repeats > 1:
         print(f"each row: the median of {args.repeats} runs; 'range of {args.repeats}': the fastest and slowest "
@@ -387,7 +387,7 @@ def main() -> None:
         shares = "".join(f" {100 * r['gflops'] / peak:>11.1f}%" for peak in peaks.values())
         spread = f" {r['fastest']:>7.4f}–{r['slowest']:.4f}" if args.repeats > 1 else ""
         print(f"{r.get('label', r['members']):>7} {r['matmul']:>11} {r['s_per_population_epoch']:>11.3f} "
-              f"{per_agent:>13.4f}{spread} {0.27 / per_agent:>17.1f}× {r['gflops']:>8.1f}{shares} "
+              f"{per_agent:>13.4f}{spread} {r['gflops']:>8.1f}{shares} "
               f"{100 * r['collect_share']:>8.0f}% {r['peak_memory_mb']:>8.0f} {run_h:>13.1f} {grid_h:>14.1f}")
     if any(r["matmul"] == "onednn+sparse" for r in rows):
         print("onednn+sparse skips the observation's zeros in the first layer: its GFLOP/s and % count the products "

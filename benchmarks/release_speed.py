@@ -271,6 +271,10 @@ def main(argv: list[str] | None = None) -> dict:
                                       "warmup": args.warmup, "threads": args.threads}))
     jobs.append((sys.executable, {"kind": "limit", "threads": args.threads}))
 
+    sys.path.insert(0, str(ROOT))
+    from plasticity_lab.results import environment_info
+
+    info = environment_info()  # read before measuring: the checkout's commit as the measurement starts
     runs: dict[int, list[dict]] = {i: [] for i in range(len(jobs))}
     started = time.perf_counter()
     for repeat in range(args.repeats):
@@ -299,8 +303,6 @@ def main(argv: list[str] | None = None) -> dict:
               "the measured path never calls them")
 
     if args.json:
-        sys.path.insert(0, str(ROOT))
-        from plasticity_lab.results import environment_info
         from plasticity_lab.storage import atomic_write_text
 
         manifest = {
@@ -310,7 +312,7 @@ def main(argv: list[str] | None = None) -> dict:
             "release_environment": RELEASE_ENVIRONMENT,
             "flop_per_agent_epoch": FLOP_PER_AGENT_EPOCH,
             "wall_time_s": time.perf_counter() - started,
-            **environment_info(),
+            **info,
         }
         atomic_write_text(args.json, json.dumps({"manifest": manifest, "rows": rows}, indent=1) + "\n")
     return {"rows": rows}
