@@ -32,6 +32,10 @@ torch), the worker supplies stand-ins for those names, which raise if they are e
         --release-python ~/release-venv/bin/python --sizes 1,15 --repeats 3 --json speed.json
     python benchmarks/release_speed.py --sizes 1 --epochs 4 --warmup 2   # plasticity-lab only, a smoke row
 
+``--keep-denormals`` adds a row: the largest population with denormal floats kept, as the studies stored before
+they were flushed trained (see :mod:`plasticity_lab.backends.denormals`); its gap to the row above grows with the
+epochs measured, as units die and AdamW's moments of their weights decay into the denormal range.
+
 ``--json PATH`` writes the rows and a manifest (the CPU, both environments' library versions, both repositories'
 commits, the arguments); the book's chapter 13 draws ``data/benchmarks/release-speed/speed.json``.
 """
@@ -146,9 +150,11 @@ def ours_configs(members: int, epochs_per_round: int) -> list:
             for seed in range(members)]
 
 
-def ours_worker(members: int, epochs: int, warmup: int, threads: int) -> dict:
+def ours_worker(members: int, epochs: int, warmup: int, threads: int, flush_denormals: bool = True) -> dict:
     """Train ``members`` paper-preset runs as one population and time its epochs ``warmup .. warmup + epochs - 1``,
-    one :meth:`~plasticity_lab.experiment.Experiment.train_epoch` at a time, as the release's epochs are timed."""
+    one :meth:`~plasticity_lab.experiment.Experiment.train_epoch` at a time, as the release's epochs are timed;
+    ``flush_denormals=False``: with denormal floats kept (see :mod:`plasticity_lab.backends.denormals`)."""
+    os.environ["PLASTICITY_LAB_FLUSH_DENORMALS"] = "1" if flush_denormals else "0"
     import torch
 
     import plasticity_lab as pl
@@ -163,7 +169,9 @@ def ours_worker(members: int, epochs: int, warmup: int, threads: int) -> dict:
         experiment.train_epoch()
         seconds.append(time.perf_counter() - start)
     measured = seconds[warmup:]
-    return {"row": f"plasticity-lab, population of {members}", "members": members,
+    kept = "" if flush_denormals else ", denormals kept"
+    return {"row": f"plasticity-lab, population of {members}{kept}", "members": members,
+            "flush_denormals": pl.backends.denormals.status(),
             "s_per_agent_epoch": sum(measured) / len(measured) / members, "epochs": epochs,
             "cpu_matmul": pl.cpu_matmul(), "torch": torch.__version__, "torch_threads": torch.get_num_threads()}
 
@@ -240,6 +248,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--warmup", type=int, default=20, help="epochs before the measured ones")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of every measurement")
     parser.add_argument("--repeats", type=int, default=1, help="alternate the rows this many times")
+    parser.add_argument("--keep-denormals", action="store_true",
+                        help="also measure the largest population with denormals kept "
+                             "(PLASTICITY_LAB_FLUSH_DENORMALS=0), as studies before they were flushed trained")
     parser.add_argument("--json", help="write the rows and a manifest to this file")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -269,6 +280,9 @@ def main(argv: list[str] | None = None) -> dict:
     for members in sizes:
         jobs.append((sys.executable, {"kind": "ours", "members": members, "epochs": args.epochs,
                                       "warmup": args.warmup, "threads": args.threads}))
+    if args.keep_denormals:
+        jobs.append((sys.executable, {"kind": "ours", "members": max(sizes), "epochs": args.epochs,
+                                      "warmup": args.warmup, "threads": args.threads, "flush_denormals": False}))
     jobs.append((sys.executable, {"kind": "limit", "threads": args.threads}))
 
     sys.path.insert(0, str(ROOT))

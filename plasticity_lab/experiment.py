@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from . import backends
 from .config import RunConfig, config_identity
 from .schema import DIAGNOSTICS, PPO_STATISTICS, RUN_KEYS
 from .conditions import injected_heads, parse_condition, restore_network
@@ -124,7 +125,13 @@ class Experiment:
         self._distribution_round = round_
 
     def train_epoch(self) -> None:
-        """One epoch: at a round boundary the shift first, then collect, update, test when due, log."""
+        """One epoch: at a round boundary the shift first, then collect, update, test when due, log. Denormal
+        floats are flushed to zero meanwhile (unless ``PLASTICITY_LAB_FLUSH_DENORMALS=0``): dead units would
+        otherwise slow the CPU down epoch after epoch (:mod:`plasticity_lab.backends.denormals`)."""
+        with backends.denormals.flushed():
+            self._train_epoch()
+
+    def _train_epoch(self) -> None:
         cfg, population, members = self.cfg, self.population, self.members
         round_, epoch_in_round = divmod(self.epoch, cfg.epochs_per_round)
         round_ += 1

@@ -95,6 +95,7 @@ def environment_info() -> dict:
         "cpu_matmul_reason": backends.cpu_matmul_reason(),
         "sparse_kernels_isa": backends.sparse_kernels_isa() if path == "onednn+sparse" else None,
         "backend": os.environ.get(backends.BACKEND_VARIABLE) or "auto",
+        "flush_denormals": backends.denormals.status(),
     }
 
 

@@ -22,6 +22,14 @@ _spec.loader.exec_module(release_speed)
 STORED = ROOT / "data" / "benchmarks" / "release-speed" / "speed.json"
 
 
+def pl_status():
+    """What a worker that flushes denormals records on this machine."""
+    from plasticity_lab.backends import denormals
+
+    with denormals.flushed(True):
+        return "on" if denormals.flushing_now() else "unsupported"
+
+
 def _row(name, members, seconds, fastest, slowest):
     return {"row": name, "members": members, "median_s_per_agent_epoch": seconds, "fastest": fastest,
             "slowest": slowest, "repeats": 3, "paper_grid_h": seconds * 50_000 * 165 / 3600}
@@ -145,12 +153,15 @@ def test_the_torchvision_stand_ins_are_constructible_but_never_callable(monkeypa
 
 def test_plasticity_labs_own_rows_run_and_write_a_manifest(tmp_path):
     out = tmp_path / "speed.json"
-    release_speed.main(["--sizes", "2", "--epochs", "2", "--warmup", "1", "--json", str(out)])
+    release_speed.main(["--sizes", "2", "--epochs", "2", "--warmup", "1", "--keep-denormals", "--json", str(out)])
     run = speed.load_speed(out)
-    assert list(run.table["row"]) == ["plasticity-lab, population of 2", "matrix products at a large product's speed"]
-    assert list(run.table["kind"]) == ["plasticity-lab", "limit"]
+    assert list(run.table["row"]) == ["plasticity-lab, population of 2",
+                                      "plasticity-lab, population of 2, denormals kept",
+                                      "matrix products at a large product's speed"]
+    assert list(run.table["kind"]) == ["plasticity-lab", "plasticity-lab", "limit"]
+    assert list(run.table["flush_denormals"].iloc[:2]) == [pl_status(), "off"]
     assert run.table["median_s_per_agent_epoch"].notna().all()
-    assert run.table.loc[1, "median_s_per_agent_epoch"] > 0
+    assert run.table.loc[2, "median_s_per_agent_epoch"] > 0
     assert run.manifest["arguments"]["sizes"] == "2" and run.manifest["release_commit"] is None
     assert run.manifest["flop_per_agent_epoch"] == release_speed.FLOP_PER_AGENT_EPOCH
 

@@ -21,6 +21,9 @@ Three backends exist:
 :func:`backend_for` picks ``"batched"`` where it supports the network, else ``"member_loop"`` for a convolutional
 network on the CPU, else ``"reference"``; ``PLASTICITY_LAB_BACKEND=reference`` forces the reference (to check a
 result against plain PyTorch). Manifests record the backend and the CPU path with the reason for it.
+
+Training flushes denormal floats to zero (:mod:`~plasticity_lab.backends.denormals`, ``denormals.flushed``), since
+the CPU computes with them many times slower; manifests record that too.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import os
 import torch
 from torch import nn
 
+from . import denormals
 from .batched import BatchedBackend
 from .fastpath import CHOICES as CPU_MATMUL_CHOICES
 from .fastpath import VARIABLE as CPU_MATMUL_VARIABLE
@@ -73,6 +77,7 @@ __all__ = [
     "CPU_MATMUL_CHOICES",
     "CPU_MATMUL_VARIABLE",
     "backend_for",
+    "denormals",
     "cpu_info",
     "cpu_matmul",
     "cpu_matmul_reason",

@@ -46,6 +46,8 @@ __all__ = [
     "ACTION_DELTAS",
     "LevelLayout",
     "level_layout",
+    "check_level",
+    "check_reward_magnitude",
     "GridworldBatch",
     "GatherEnv",
 ]
@@ -114,7 +116,8 @@ class LevelLayout:
         return obs.reshape(OBS_DIM)
 
 
-def _check_level(level: Any) -> int:
+def check_level(level: Any) -> int:
+    """``level`` as an int, or one error naming it and the valid range (it seeds NumPy's legacy generator)."""
     if (
         isinstance(level, bool)
         or not isinstance(level, numbers.Integral)
@@ -127,7 +130,8 @@ def _check_level(level: Any) -> int:
     return int(level)
 
 
-def _check_magnitude(reward_magnitude: Any) -> float:
+def check_reward_magnitude(reward_magnitude: Any) -> float:
+    """``reward_magnitude`` as a float, or one error naming it and the valid values."""
     try:
         value = float(reward_magnitude)
     except (TypeError, ValueError):
@@ -160,7 +164,7 @@ def level_layout(level: int, reward_magnitude: float = DEFAULT_REWARD) -> LevelL
     ``reward_magnitude`` only scales the reward values (0.75 in the release; 1.0 matches the paper's caption);
     the positions do not depend on it. Results are cached.
     """
-    return _level_layout(_check_level(level), _check_magnitude(reward_magnitude))
+    return _level_layout(check_level(level), check_reward_magnitude(reward_magnitude))
 
 
 @functools.lru_cache(maxsize=65536)
@@ -213,7 +217,8 @@ class GridworldBatch:
 
     Reset observations of every level seen so far are kept in a *level bank* on the device (a stacked tensor plus
     a sorted index of level ids), so a reset of hundreds of copies is one ``searchsorted`` and one gather once the
-    levels are cached; a new level costs one call to :func:`level_layout`.
+    levels are cached. New levels are generated together (:mod:`~plasticity_lab.envs.levels`, exactly as
+    :func:`level_layout` makes each), and :meth:`prepare_levels` generates a whole pool before its first reset.
 
     Returned tensors are fresh (never views of the internal state), so they may be stored in a rollout buffer.
     """
@@ -228,7 +233,7 @@ class GridworldBatch:
             raise ValueError(f"invalid num_envs {num_envs!r}; it must be an integer >= 1")
         self.num_envs = int(num_envs)
         self.device = torch.device(device)
-        self.reward_magnitude = _check_magnitude(reward_magnitude)
+        self.reward_magnitude = check_reward_magnitude(reward_magnitude)
         dev = self.device
         # Flat observation offset of each action: 3 * (d_row * 11 + d_col).
         self._delta3 = torch.tensor(
@@ -249,7 +254,9 @@ class GridworldBatch:
 
     # ------------------------------------------------------------------ level bank
     def _add_levels(self, new_levels: Sequence[int]) -> None:
-        rows = [level_layout(lv, self.reward_magnitude).observation() for lv in new_levels]
+        from .levels import level_observations  # many levels at once, exactly as level_layout makes each
+
+        rows = level_observations(new_levels, self.reward_magnitude)
         n_new = len(rows)
         needed = self._bank_size + n_new
         if needed > self._bank.shape[0]:  # grow geometrically so appends are amortised O(1)
@@ -257,7 +264,7 @@ class GridworldBatch:
             bank = torch.empty(capacity, OBS_DIM, dtype=torch.float32, device=self.device)
             bank[: self._bank_size] = self._bank[: self._bank_size]
             self._bank = bank
-        self._bank[self._bank_size : needed] = torch.from_numpy(np.stack(rows)).to(self.device)
+        self._bank[self._bank_size : needed] = torch.from_numpy(rows).to(self.device)
         keys = torch.cat([self._keys, torch.tensor(list(new_levels), dtype=torch.long, device=self.device)])
         key_rows = torch.cat(
             [self._key_rows, torch.arange(self._bank_size, needed, dtype=torch.long, device=self.device)]
@@ -272,6 +279,21 @@ class GridworldBatch:
             return levels, torch.zeros_like(levels, dtype=torch.bool)
         pos = torch.searchsorted(self._keys, levels).clamp_(max=self._keys.numel() - 1)
         return self._key_rows[pos], self._keys[pos] == levels
+
+    def prepare_levels(self, levels: Sequence[int] | range) -> None:
+        """Put every level of ``levels`` not yet in the level bank there, all in one vectorised generation
+        (:func:`~plasticity_lab.envs.levels.level_observations`), so that no later reset generates one. Resets
+        give the same observations either way."""
+        wanted = np.unique(np.asarray(list(levels), dtype=np.int64))
+        if wanted.size == 0:
+            return
+        bad = wanted[(wanted < 0) | (wanted > _MAX_LEVEL)]
+        if bad.size:
+            raise ValueError(f"invalid level {int(bad[0])!r}; a level must be an integer in [0, 2**32 - 1]")
+        rows, found = self._lookup(torch.as_tensor(wanted, device=self.device))
+        missing = wanted[~found.cpu().numpy()]
+        if missing.size:
+            self._add_levels(missing.tolist())
 
     @property
     def num_cached_levels(self) -> int:
@@ -450,8 +472,8 @@ class GatherEnv(gymnasium.Env):
         if len(self._level_pool) == 0:
             raise ValueError(f"invalid levels {levels!r}; the level pool must not be empty")
         for lv in (self._level_pool[0], self._level_pool[-1]) if isinstance(levels, range) else self._level_pool:
-            _check_level(lv)
-        self.reward_magnitude = _check_magnitude(reward_magnitude)
+            check_level(lv)
+        self.reward_magnitude = check_reward_magnitude(reward_magnitude)
         self.render_mode = render_mode
         self.max_steps = int(max_steps)
         high = max(1.0, self.reward_magnitude)
@@ -470,7 +492,7 @@ class GatherEnv(gymnasium.Env):
     ) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed)
         if options is not None and "level" in options:
-            level = _check_level(options["level"])
+            level = check_level(options["level"])
         else:
             level = int(self._level_pool[int(self.np_random.integers(len(self._level_pool)))])
         self._level = level

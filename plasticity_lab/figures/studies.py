@@ -15,6 +15,8 @@ is still to come instead of failing or showing an empty figure.
 * :func:`study_section`, :class:`StudySection` — what a chapter's section on a stored study can show of a study that
   may hold only some of its conditions so far, and the note that says so.
 * :func:`describe_gaps` — t-tests against a baseline in words, so the prose stays true of whatever study is read.
+* :func:`substitute_condition` — a study's run table with one condition's runs taken from another study (the same
+  condition at another coefficient), so that every statistic can be read with either.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from ..config import RunConfig
 from ..schema import DIAGNOSTICS
 
 __all__ = ["BASELINES", "STUDY_DIR_VARIABLE", "StudySection", "describe_gaps", "load_study", "read_runs",
-           "study_path", "study_section"]
+           "study_path", "study_section", "substitute_condition"]
 
 
 #: The conditions the book compares every other condition with: doing nothing (warm-start) and the paper's
@@ -381,3 +383,28 @@ def describe_gaps(tests: pd.DataFrame, baseline: str = "reset_all", alpha: float
                          f"({row.mean:+.3f} against {row.baseline_mean:+.3f}, {p_text})")
         lines.append(f"* *{shift}* — " + "; ".join(parts) + ".")
     return "\n".join(lines)
+
+
+def substitute_condition(runs: pd.DataFrame, replacement: pd.DataFrame, condition: str) -> pd.DataFrame:
+    """``runs`` (a study's run or round table) with the rows of ``condition`` replaced by ``replacement``'s, which
+    hold one condition under any label — the same condition trained at another coefficient, such as
+    ``regen_l2[coef=0.0001]`` — relabelled ``condition``. The statistics then read the replacement wherever they
+    read ``condition``: the claims' verdicts, the correlations and the GLM, with either coefficient.
+
+    The replacement must cover the same shifts and seeds as ``condition``'s runs (else the comparison would change
+    more than the coefficient); one error names what differs.
+    """
+    labels = sorted(replacement["condition"].unique()) if "condition" in replacement else []
+    if len(labels) != 1:
+        raise ValueError(f"the replacement must hold exactly one condition; it holds {labels}")
+    if condition not in set(runs["condition"]):
+        raise ValueError(f"condition {condition!r} is not in the runs; they hold {sorted(runs['condition'].unique())}")
+    keys = [k for k in ("env", "shift", "seed") if k in runs.columns and k in replacement.columns]
+    own = runs[runs["condition"] == condition]
+    ours = set(map(tuple, own[keys].drop_duplicates().to_numpy().tolist()))
+    theirs = set(map(tuple, replacement[keys].drop_duplicates().to_numpy().tolist()))
+    if ours != theirs:
+        raise ValueError(f"the replacement {labels[0]!r} covers other {'/'.join(keys)} than {condition!r}: only in "
+                         f"the runs {sorted(ours - theirs)}, only in the replacement {sorted(theirs - ours)}")
+    relabelled = replacement.assign(condition=condition)[runs.columns]
+    return pd.concat([runs[runs["condition"] != condition], relabelled], ignore_index=True)
