@@ -120,3 +120,18 @@ def test_a_population_generates_each_round_pool_whole_before_its_first_reset():
     assert env.batch.num_cached_levels == 1 + 3 * 25  # the starting pool [0, 1) and three pools of 25
     env.set_distributions([d.train_levels for d in dists], [d.mapping for d in dists])
     assert env.batch.num_cached_levels == 1 + 3 * 25
+
+
+def test_the_levels_benchmark_compares_both_generators_on_the_same_levels(capsys):
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "levels_speed.py"
+    spec = importlib.util.spec_from_file_location("levels_speed", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    result = module.main(["--levels", "40", "--repeats", "1"])
+    assert set(result) == {"one level at a time", "all levels at once"}
+    assert all(seconds > 0 for seconds in result.values())
+    assert "40 levels, 1 run(s) each" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="--levels and --repeats must be at least 1, got 0 and 1"):
+        module.main(["--levels", "0", "--repeats", "1"])
