@@ -116,20 +116,21 @@ def one(members: int, epochs: int, device: str, threads: int, compile_loss: bool
 
     import torch
 
-    from plasticity_lab.backends import fastpath
+    from plasticity_lab.backends import denormals, fastpath
     from plasticity_lab.ppo import collect_episodes
 
     population, env, generator = _paper_population(members, device, threads, compile_loss, cpu_matmul)
     collect_time = update_time = 0.0
     for epoch in range(epochs + 2):  # two warm-up epochs
-        _sync(device)
-        t0 = time.perf_counter()
-        rollout = collect_episodes(population, env, generator)
-        _sync(device)
-        t1 = time.perf_counter()
-        population.update(rollout, generator)
-        _sync(device)
-        t2 = time.perf_counter()
+        with denormals.flushed():  # as training flushes them (PLASTICITY_LAB_FLUSH_DENORMALS=0 keeps them)
+            _sync(device)
+            t0 = time.perf_counter()
+            rollout = collect_episodes(population, env, generator)
+            _sync(device)
+            t1 = time.perf_counter()
+            population.update(rollout, generator)
+            _sync(device)
+            t2 = time.perf_counter()
         if epoch >= 2:
             collect_time += t1 - t0
             update_time += t2 - t1
