@@ -206,15 +206,17 @@ def profile(members: int, epochs: int, device: str, threads: int, cpu_matmul: st
     import torch
     from torch.profiler import ProfilerActivity, profile as torch_profile
 
+    from plasticity_lab.backends import denormals
     from plasticity_lab.ppo import collect_episodes
 
     population, env, generator = _paper_population(members, device, threads, cpu_matmul=cpu_matmul)
-    for _ in range(2):
-        population.update(collect_episodes(population, env, generator), generator)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith("cuda") else [])
-    with torch_profile(activities=activities, record_shapes=True) as prof:
-        for _ in range(epochs):
+    with denormals.flushed():  # as training flushes them
+        for _ in range(2):
             population.update(collect_episodes(population, env, generator), generator)
+        with torch_profile(activities=activities, record_shapes=True) as prof:
+            for _ in range(epochs):
+                population.update(collect_episodes(population, env, generator), generator)
     events = prof.key_averages()
     ops = computing_ops(prof.events()) / epochs
     total = sum(e.self_cpu_time_total for e in events)
