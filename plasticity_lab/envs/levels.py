@@ -103,7 +103,7 @@ def _mask(span: int) -> int:
     return mask
 
 
-#: Levels generated together at most: bounds the memory of the word tables (about 4 kB a level).
+#: Levels generated together at most: bounds the memory of the words and their tables (under 10 kB a level).
 _CHUNK = 4096
 
 
