@@ -7,8 +7,9 @@ epochs) of
 * **the authors' release** (github.com/awjuliani/deep-rl-plasticity with NeuroNav), unmodified: its own
   ``shared.runner.gen_trainer`` builds one agent for the gridworld (``gather-vis_100``, *permute*, the ``linear``
   observation) from its own ``hyperparams.yaml``, and its ``PPOTrainer.train`` runs epoch after epoch;
-* **plasticity-lab**, the same settings through :func:`plasticity_lab.run` (the ``paper`` preset, *permute*,
-  warm-start), for a population of each size in ``--sizes``;
+* **plasticity-lab**, the same settings through its training loop (``Experiment.train_epoch``, what
+  :func:`plasticity_lab.run` calls; the ``paper`` preset, *permute*, warm-start), for a population of each size in
+  ``--sizes``;
 * **the physical limit**: the matrix products of one agent-epoch (``population_speed.FLOP_PER_AGENT_EPOCH``)
   at the speed of a large float32 matrix product on the same threads — no implementation of this network can be
   much faster on this CPU, since everything else it does is smaller than its products.
@@ -37,7 +38,7 @@ they were flushed trained (see :mod:`plasticity_lab.backends.denormals`); its ga
 epochs measured, as units die and AdamW's moments of their weights decay into the denormal range.
 
 ``--json PATH`` writes the rows and a manifest (the CPU, both environments' library versions, both repositories'
-commits, the arguments); the book's chapter 13 draws ``data/benchmarks/release-speed/speed.json``.
+commits, the arguments); the book's chapter 12 draws ``data/benchmarks/release-speed/speed.json``.
 """
 
 from __future__ import annotations
@@ -55,13 +56,13 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from population_speed import FLOP_PER_AGENT_EPOCH, GRID_RUNS, PAPER_EPOCHS, matmul_gflops  # noqa: E402
+from population_speed import FLOP_PER_AGENT_EPOCH, GRID_RUNS, PAPER_EPOCHS, matmul_gflops, median_run  # noqa: E402
 
-#: The release's gridworld at the paper's settings: its procgen hyperparameters with the gridworld environment
-#: its gridworld analysis reads (the ``gather`` task with 100-level pools, the flat 363-value observation).
 #: The paper's test interval (its ``hyperparams.yaml``'s and the ``paper`` preset's): one test every 100 epochs.
 PAPER_TEST_INTERVAL = 100
 
+#: The release's gridworld at the paper's settings: its procgen hyperparameters with the gridworld environment
+#: its gridworld analysis reads (the ``gather`` task with 100-level pools, the flat 363-value observation).
 RELEASE_ENVIRONMENT = {"name": "gridworld", "task": "gather-vis_100", "shift_type": "permute", "obs_type": "linear",
                        "env_copies": 11}
 
@@ -106,7 +107,6 @@ def _stand_in_torchvision() -> bool:
 def release_worker(release: str, neuronav: str | None, epochs: int, warmup: int, threads: int, seed: int) -> dict:
     """Train one agent with the release's own code and time its epochs ``warmup .. warmup + epochs - 1``."""
     import contextlib
-    import copy
     import tempfile
 
     sys.path[:0] = [release] + ([neuronav] if neuronav else [])
@@ -117,7 +117,6 @@ def release_worker(release: str, neuronav: str | None, epochs: int, warmup: int,
     torch.set_num_threads(threads)
     with open(Path(release) / "hyperparams.yaml") as f:
         hyperparams = yaml.safe_load(f)
-    hyperparams = copy.deepcopy(hyperparams)
     hyperparams["environment"].update(RELEASE_ENVIRONMENT)
     trainer_params = hyperparams["ppo_trainer"]
     if trainer_params["test_interval"] != PAPER_TEST_INTERVAL or trainer_params["buffer_size"] != 1024:
@@ -154,11 +153,13 @@ def ours_worker(members: int, epochs: int, warmup: int, threads: int, flush_deno
     """Train ``members`` paper-preset runs as one population and time its epochs ``warmup .. warmup + epochs - 1``,
     one :meth:`~plasticity_lab.experiment.Experiment.train_epoch` at a time, as the release's epochs are timed;
     ``flush_denormals=False``: with denormal floats kept (see :mod:`plasticity_lab.backends.denormals`)."""
-    os.environ["PLASTICITY_LAB_FLUSH_DENORMALS"] = "1" if flush_denormals else "0"
     import torch
 
     import plasticity_lab as pl
+    from plasticity_lab.backends import denormals
     from plasticity_lab.experiment import Experiment
+
+    os.environ[denormals.VARIABLE] = "1" if flush_denormals else "0"  # read by every training epoch
 
     torch.set_num_threads(threads)
     # one epoch more in the round than is trained: its last epoch would test once more
@@ -171,7 +172,7 @@ def ours_worker(members: int, epochs: int, warmup: int, threads: int, flush_deno
     measured = seconds[warmup:]
     kept = "" if flush_denormals else ", denormals kept"
     return {"row": f"plasticity-lab, population of {members}{kept}", "members": members,
-            "flush_denormals": pl.backends.denormals.status(),
+            "flush_denormals": denormals.status(),
             "s_per_agent_epoch": sum(measured) / len(measured) / members, "epochs": epochs,
             "cpu_matmul": pl.cpu_matmul(), "torch": torch.__version__, "torch_threads": torch.get_num_threads()}
 
@@ -219,10 +220,9 @@ def _measure(python: str, job: dict, threads: int) -> dict:
 
 
 def _median(runs: list[dict]) -> dict:
-    ordered = sorted(runs, key=lambda r: r["s_per_agent_epoch"])
-    return {**ordered[(len(ordered) - 1) // 2 if len(ordered) % 2 else len(ordered) // 2],
-            "median_s_per_agent_epoch": statistics.median(r["s_per_agent_epoch"] for r in runs),
-            "fastest": ordered[0]["s_per_agent_epoch"], "slowest": ordered[-1]["s_per_agent_epoch"],
+    """The median run with its range (``population_speed.median_run``), the median of the runs' speeds and their
+    count."""
+    return {**median_run(runs), "median_s_per_agent_epoch": statistics.median(r["s_per_agent_epoch"] for r in runs),
             "repeats": len(runs)}
 
 

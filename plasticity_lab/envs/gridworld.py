@@ -280,20 +280,21 @@ class GridworldBatch:
         pos = torch.searchsorted(self._keys, levels).clamp_(max=self._keys.numel() - 1)
         return self._key_rows[pos], self._keys[pos] == levels
 
+    def _bank_missing(self, levels: torch.Tensor) -> None:
+        """Generate and bank those of ``levels`` (a long tensor on the device) not in the bank yet, each once."""
+        _, found = self._lookup(levels)
+        missing = torch.unique(levels[~found]).tolist()
+        bad = [lv for lv in missing if not 0 <= lv <= _MAX_LEVEL]
+        if bad:
+            raise ValueError(f"invalid level {bad[0]!r}; a level must be an integer in [0, 2**32 - 1]")
+        if missing:
+            self._add_levels(missing)
+
     def prepare_levels(self, levels: Sequence[int] | range) -> None:
         """Put every level of ``levels`` not yet in the level bank there, all in one vectorised generation
         (:func:`~plasticity_lab.envs.levels.level_observations`), so that no later reset generates one. Resets
         give the same observations either way."""
-        wanted = np.unique(np.asarray(list(levels), dtype=np.int64))
-        if wanted.size == 0:
-            return
-        bad = wanted[(wanted < 0) | (wanted > _MAX_LEVEL)]
-        if bad.size:
-            raise ValueError(f"invalid level {int(bad[0])!r}; a level must be an integer in [0, 2**32 - 1]")
-        rows, found = self._lookup(torch.as_tensor(wanted, device=self.device))
-        missing = wanted[~found.cpu().numpy()]
-        if missing.size:
-            self._add_levels(missing.tolist())
+        self._bank_missing(torch.as_tensor(np.asarray(levels, dtype=np.int64), device=self.device).reshape(-1))
 
     @property
     def num_cached_levels(self) -> int:
@@ -313,11 +314,7 @@ class GridworldBatch:
             )
         rows, found = self._lookup(levels_t)
         if not bool(found.all()):
-            missing = torch.unique(levels_t[~found]).tolist()
-            bad = [lv for lv in missing if not 0 <= lv <= _MAX_LEVEL]
-            if bad:
-                raise ValueError(f"invalid level {bad[0]!r}; a level must be an integer in [0, 2**32 - 1]")
-            self._add_levels(missing)
+            self._bank_missing(levels_t[~found])
             rows, _ = self._lookup(levels_t)
         torch.index_select(self._bank, 0, rows, out=self._obs)
         self._p3.fill_(self._start3)

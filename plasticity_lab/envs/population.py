@@ -35,7 +35,7 @@ class GridworldPopulation:
         if len(level_pools) != self.members or len(mappings) != self.members:
             raise ValueError(f"need one level pool and one mapping per member ({self.members})")
         # every level of every pool generated at once, before the first reset needs one
-        self.batch.prepare_levels(np.unique(np.concatenate([np.arange(p.start, p.stop) for p in level_pools])))
+        self.batch.prepare_levels(np.concatenate([np.arange(p.start, p.stop) for p in level_pools]))
         self.level_start = torch.tensor([p.start for p in level_pools], device=self.device).unsqueeze(1)
         self.level_count = torch.tensor([len(p) for p in level_pools], device=self.device).unsqueeze(1)
         if all(m is None for m in mappings):
