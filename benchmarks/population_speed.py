@@ -18,6 +18,8 @@ seeds).
     python benchmarks/population_speed.py --cpu-matmul onednn+sparse,onednn   # with and without the sparse
                                                                               # first layer
     python benchmarks/population_speed.py --sizes 15 --repeats 7     # the median of 7 runs, and their range
+    python benchmarks/population_speed.py --sizes 15 --randomness population,member   # one generator vs each
+                                                                     # run's own streams, a row each
     python benchmarks/population_speed.py --grid-chunk 200 --device cuda --processes 12   # a paper-scale chunk
 
 Each population size runs in its own process, so its peak memory is its own. With ``--processes P``, P
@@ -86,10 +88,13 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def _paper_population(members: int, device: str, threads: int, compile_loss: bool = False, cpu_matmul: str = "auto"):
+def _paper_population(members: int, device: str, threads: int, compile_loss: bool = False, cpu_matmul: str = "auto",
+                      randomness: str = "population"):
     """A population of ``members`` fresh agents at the paper's settings (11 episodes per epoch, a pool of 100
     permuted levels), its environments and a random generator; ``compile_loss``: its minibatch loss compiled;
-    ``cpu_matmul``: the library of its training products on the CPU (:func:`plasticity_lab.backends.set_cpu_matmul`)."""
+    ``cpu_matmul``: the library of its training products on the CPU (:func:`plasticity_lab.backends.set_cpu_matmul`);
+    ``randomness="member"``: as ``RunConfig(randomness="member")`` trains, each member's own streams (the root,
+    from which :func:`_random` takes each epoch's place) and a size-invariant population."""
     import torch
 
     from plasticity_lab.backends import fastpath
@@ -100,18 +105,27 @@ def _paper_population(members: int, device: str, threads: int, compile_loss: boo
 
     torch.set_num_threads(threads)
     fastpath.set_cpu_matmul(cpu_matmul)
-    population = Population(NetworkSpec(), list(range(members)), device=device)
+    from plasticity_lab.streams import MemberStreams
+
+    member = randomness == "member"
+    population = Population(NetworkSpec(), list(range(members)), device=device, size_invariant=member)
     env = GridworldPopulation(members, 11, device=device)
     dists = [distribution("permute", seed, 1, pool_size=100) for seed in range(members)]
     env.set_distributions([d.train_levels for d in dists], [d.mapping for d in dists])
-    generator = torch.Generator(device=device).manual_seed(0)
+    generator = (MemberStreams.for_members([(seed, "permute") for seed in range(members)], device) if member
+                 else torch.Generator(device=device).manual_seed(0))
     if compile_loss:
         population._losses = torch.compile(population._losses, dynamic=False)
     return population, env, generator
 
 
+def _random(source, phase: str, epoch: int):
+    """The generator, or member streams at the epoch's place (as ``Experiment`` draws them)."""
+    return source.at(phase, epoch) if hasattr(source, "at") else source
+
+
 def one(members: int, epochs: int, device: str, threads: int, compile_loss: bool = False,
-        cpu_matmul: str = "auto") -> dict:
+        cpu_matmul: str = "auto", randomness: str = "population") -> dict:
     import resource
 
     import torch
@@ -119,16 +133,16 @@ def one(members: int, epochs: int, device: str, threads: int, compile_loss: bool
     from plasticity_lab.backends import denormals, fastpath
     from plasticity_lab.ppo import collect_episodes
 
-    population, env, generator = _paper_population(members, device, threads, compile_loss, cpu_matmul)
+    population, env, generator = _paper_population(members, device, threads, compile_loss, cpu_matmul, randomness)
     collect_time = update_time = 0.0
     for epoch in range(epochs + 2):  # two warm-up epochs
         with denormals.flushed():  # as training flushes them (PLASTICITY_LAB_FLUSH_DENORMALS=0 keeps them)
             _sync(device)
             t0 = time.perf_counter()
-            rollout = collect_episodes(population, env, generator)
+            rollout = collect_episodes(population, env, _random(generator, "collect", epoch))
             _sync(device)
             t1 = time.perf_counter()
-            population.update(rollout, generator)
+            population.update(rollout, _random(generator, "update", epoch))
             _sync(device)
             t2 = time.perf_counter()
         if epoch >= 2:
@@ -248,6 +262,7 @@ def _combined(rows: list[dict]) -> dict:
         "members": members,
         "matmul": rows[0]["matmul"],
         "matmul_reason": rows[0].get("matmul_reason", ""),
+        "randomness": rows[0].get("randomness", "population"),
         "label": f"{len(rows)}×{rows[0]['members']}",
         "s_per_population_epoch": max(r["s_per_population_epoch"] for r in rows),
         "s_per_agent_epoch": 1 / agent_epochs_per_s,
@@ -310,10 +325,20 @@ def main() -> None:
     parser.add_argument("--grid-chunk", type=int, default=None, metavar="EPOCHS",
                         help="instead of the table, train the first EPOCHS epochs of the paper-scale grid as a sweep "
                              "of --processes workers and project the whole grid from its wall time")
+    parser.add_argument("--randomness", default="population",
+                        help="population (one generator), member (each run's own streams, size-invariant "
+                             "arithmetic: what mixed-condition populations need), or both separated by a comma "
+                             "(a row each, in the same run)")
     parser.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     kinds = args.cpu_matmul.split(",")
+    randomness = args.randomness.split(",")
     from plasticity_lab.backends import fastpath
+    from plasticity_lab.streams import RANDOMNESS
+
+    for choice in randomness:
+        if choice not in RANDOMNESS:
+            parser.error(f"unknown --randomness {choice!r}; valid: {', '.join(RANDOMNESS)}")
 
     for kind in kinds:
         try:
@@ -337,7 +362,8 @@ def main() -> None:
               f"grid ({r['runs']} runs × {PAPER_EPOCHS} epochs) projected at {r['grid_h']:.2f} h")
         return
     if args.one is not None:
-        print(json.dumps(one(args.one, args.epochs, args.device, args.threads, args.compile, first)))
+        result = one(args.one, args.epochs, args.device, args.threads, args.compile, first, randomness[0])
+        print(json.dumps({**result, "randomness": randomness[0]}))
         return
 
     import torch
@@ -351,20 +377,22 @@ def main() -> None:
     if on_cpu and fastpath.onednn_available():
         references["oneDNN"] = lambda: matmul_gflops(args.device, onednn=True)
     peaks = {name: measure() for name, measure in references.items()}
-    runs: dict[tuple[int, str], list[dict]] = {}
+    runs: dict[tuple[int, str, str], list[dict]] = {}
     for _ in range(args.repeats):  # each repeat measures every row once, so that drift spreads over all rows
         for size in [int(s) for s in args.sizes.split(",")]:
             for kind in kinds:
-                command = [sys.executable, __file__, "--one", str(size), "--epochs", str(args.epochs),
-                           "--device", args.device, "--threads", str(args.threads), "--cpu-matmul", kind]
-                command += ["--compile"] if args.compile else []
-                workers = [subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-                           for _ in range(args.processes)]
-                outputs = [w.communicate()[0] for w in workers]
-                if any(w.returncode for w in workers):
-                    raise SystemExit(f"a benchmark process for {size} members failed")
-                runs.setdefault((size, kind), []).append(
-                    _combined([json.loads(o.strip().splitlines()[-1]) for o in outputs]))
+                for choice in randomness:
+                    command = [sys.executable, __file__, "--one", str(size), "--epochs", str(args.epochs),
+                               "--device", args.device, "--threads", str(args.threads), "--cpu-matmul", kind,
+                               "--randomness", choice]
+                    command += ["--compile"] if args.compile else []
+                    workers = [subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+                               for _ in range(args.processes)]
+                    outputs = [w.communicate()[0] for w in workers]
+                    if any(w.returncode for w in workers):
+                        raise SystemExit(f"a benchmark process for {size} members failed")
+                    runs.setdefault((size, kind, choice), []).append(
+                        _combined([json.loads(o.strip().splitlines()[-1]) for o in outputs]))
     rows = [median_run(r) for r in runs.values()]
     peaks = {name: max(peak, references[name]()) for name, peak in peaks.items()}
     print(f"device={args.device} processes={args.processes} threads per process={args.threads} "
@@ -376,7 +404,7 @@ def main() -> None:
           "the forward)")
     shares = "".join(f" {'% of ' + name:>12}" for name in peaks)
     spread = f" {'range of ' + str(args.repeats):>15}" if args.repeats > 1 else ""
-    header = (f"{'members':>7} {'matmul':>11} {'s/pop-epoch':>11} {'s/agent-epoch':>13}{spread} "
+    header = (f"{'members':>7} {'matmul':>11} {'randomness':>10} {'s/pop-epoch':>11} {'s/agent-epoch':>13}{spread} "
               f"{'GFLOP/s':>8}{shares} {'collect %':>9} {'peak MB':>8} "
               f"{'paper run (h)':>13} {'paper grid (h)':>14}")
     if args.repeats > 1:
@@ -389,7 +417,8 @@ def main() -> None:
         grid_h = per_agent * PAPER_EPOCHS * GRID_RUNS / 3600
         shares = "".join(f" {100 * r['gflops'] / peak:>11.1f}%" for peak in peaks.values())
         spread = f" {r['fastest']:>7.4f}–{r['slowest']:.4f}" if args.repeats > 1 else ""
-        print(f"{r.get('label', r['members']):>7} {r['matmul']:>11} {r['s_per_population_epoch']:>11.3f} "
+        print(f"{r.get('label', r['members']):>7} {r['matmul']:>11} {r.get('randomness', 'population'):>10} "
+              f"{r['s_per_population_epoch']:>11.3f} "
               f"{per_agent:>13.4f}{spread} {r['gflops']:>8.1f}{shares} "
               f"{100 * r['collect_share']:>8.0f}% {r['peak_memory_mb']:>8.0f} {run_h:>13.1f} {grid_h:>14.1f}")
     if any(r["matmul"] == "onednn+sparse" for r in rows):

@@ -50,6 +50,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                      help="a condition coefficient, e.g. --param perturb=1e-5 (repeatable)")
     run.add_argument("--device", default="cpu", help="cpu or cuda")
+    run.add_argument("--randomness", default=None,
+                     help="population (one generator per population, the default) or member (each run its own "
+                          "streams: its table is the same whatever it trains beside)")
+    run.add_argument("--mix", action="store_true",
+                     help="train the conditions that build the same network in one population (implies "
+                          "--randomness member)")
     run.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     run.add_argument("--out", default=None, help="the study folder (default: runs/<name>-<time>)")
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -121,11 +127,14 @@ def _run_sweep(args, study: str):
                                                         "test_episodes") if getattr(args, name) is not None}
     if args.device != "cpu":
         overrides["device"] = args.device
+    if args.randomness is not None:
+        overrides["randomness"] = args.randomness
     params = _parse_params(args.param)
+    runs = len(shifts) * len(seeds) * (len(conditions) if args.mix else 1)
     return Sweep.from_dict({"study": study, "envs": [args.env], "shifts": shifts, "conditions": conditions,
                             "seeds": seeds, "preset": args.preset, "overrides": overrides,
                             "params": {c: params for c in conditions} if params else {},
-                            "max_members": len(shifts) * len(seeds), "keep_epochs": True})
+                            "max_members": runs, "keep_epochs": True, "mix_conditions": args.mix})
 
 
 def _run(args) -> int:

@@ -18,6 +18,7 @@ from .conditions import condition_names, parse_condition
 from .ppo import PPOConfig
 from .schema import check_choice, check_positive
 from .shifts import SHIFTS
+from .streams import RANDOMNESS
 
 #: The environments a run can train on (:mod:`plasticity_lab.environments` builds each one's games and network).
 ENVS = ("gridworld", "coinrun")
@@ -84,6 +85,10 @@ class RunConfig:
     preset's, else ``epochs_per_round / 50`` (at least 1), which is the paper's 100 at 5 000 epochs per round.
     ``reward_magnitude`` is the gridworld's (±0.75 in the release, PROTOCOL §3) and means nothing to CoinRun.
     ``condition_params`` overrides a condition's coefficients, e.g. ``{"perturb": 1e-5}`` (see ``plasticity-lab conditions``).
+    ``randomness``: ``"population"`` (the default, what every stored study used) draws the whole population's random
+    numbers from one generator, so a run's numbers depend on the runs beside it; ``"member"`` gives each run its own
+    streams (:mod:`plasticity_lab.streams`), so a run gives the same table whatever it is trained with — which is
+    what lets runs of different conditions share one population (:class:`plasticity_lab.conditions.MemberGroups`).
     """
 
     env: str = "gridworld"
@@ -101,6 +106,7 @@ class RunConfig:
     condition_params: dict = field(default_factory=dict)
     ppo: PPOConfig = field(default_factory=PPOConfig)
     device: str = "cpu"
+    randomness: str = "population"
 
     def __post_init__(self):
         check_choice("env", self.env, ENVS)
@@ -120,6 +126,7 @@ class RunConfig:
         parse_condition(self.condition, self.condition_params)  # unknown coefficient names fail here, early
         if not (self.device == "cpu" or str(self.device).startswith("cuda")):
             raise ValueError(f"unknown device {self.device!r}; valid: cpu, cuda, cuda:N")
+        check_choice("randomness", self.randomness, RANDOMNESS)
 
     def resolved(self) -> "RunConfig":
         """The same run with every preset-dependent field filled in."""
@@ -156,8 +163,10 @@ class RunConfig:
 #: Settings added after studies were stored, each with the value that does what every stored run did before it
 #: existed: ``ppo.min_transitions`` at 1 024 is one batch of 11 whole 100-step gridworld episodes, which is what the
 #: stored studies (all with 11 copies) collected. At that value a setting is left out of a run's identity
-#: (:func:`config_identity`), so stored studies keep their population names and stay extendable.
-LATER_SETTINGS: dict[tuple[str, str], object] = {("ppo", "min_transitions"): 1024}
+#: (:func:`config_identity`), so stored studies keep their population names and stay extendable. ``randomness`` at
+#: ``"population"`` is the one generator every stored population drew from (a group of ``None``: a top-level field).
+LATER_SETTINGS: dict[tuple[str | None, str], object] = {("ppo", "min_transitions"): 1024,
+                                                        (None, "randomness"): "population"}
 
 
 def config_identity(config: dict) -> dict:
@@ -166,7 +175,10 @@ def config_identity(config: dict) -> dict:
     :data:`LATER_SETTINGS` that sit at their earlier behaviour."""
     out = dict(config)
     for (group, name), value in LATER_SETTINGS.items():
-        if isinstance(out.get(group), dict) and out[group].get(name, value) == value:
+        if group is None:
+            if name in out and out[name] == value:
+                del out[name]
+        elif isinstance(out.get(group), dict) and out[group].get(name, value) == value:
             out[group] = {k: v for k, v in out[group].items() if k != name}
     return out
 

@@ -27,11 +27,12 @@ import torch
 from . import backends
 from .config import RunConfig, config_identity
 from .schema import DIAGNOSTICS, PPO_STATISTICS, RUN_KEYS
-from .conditions import injected_heads, parse_condition, restore_network
+from .conditions import MemberGroups, injected_heads, parse_condition, restore_network
 from .environments import environment
 from .population import Population
 from .ppo import PopulationEnv, collect_episodes, play_episodes
 from .storage import atomic_write
+from .streams import MemberStreams
 
 
 
@@ -42,19 +43,48 @@ def population_seed(seeds: Sequence[int]) -> int:
 
 def _check_population(configs: list[RunConfig]) -> None:
     first = configs[0]
-    shared = ("env", "condition", "preset", "rounds", "epochs_per_round", "pool_size", "test_interval",
-              "test_episodes", "num_envs", "reward_magnitude", "ppo", "device")
+    shared = ("env", "preset", "rounds", "epochs_per_round", "pool_size", "test_interval", "test_episodes",
+              "num_envs", "reward_magnitude", "ppo", "device", "randomness")
+    if first.randomness != "member":
+        shared = ("condition", *shared)
     for c in configs[1:]:
         for name in shared:
             if getattr(c, name) != getattr(first, name):
+                hint = (" (runs of different conditions can share a population with randomness='member')"
+                        if name == "condition" else "")
                 raise ValueError(f"configs of one population must share {name!r}: "
-                                 f"{getattr(first, name)!r} vs {getattr(c, name)!r}")
-        if set(c.condition_params) != set(first.condition_params):
-            raise ValueError(f"configs of one population must override the same coefficients: "
-                             f"{sorted(first.condition_params)} vs {sorted(c.condition_params)}")
+                                 f"{getattr(first, name)!r} vs {getattr(c, name)!r}{hint}")
+    for group in condition_groups(configs):
+        for c in group[1:]:
+            if set(c.condition_params) != set(group[0].condition_params):
+                raise ValueError(f"configs of one condition in a population must override the same coefficients: "
+                                 f"{sorted(group[0].condition_params)} vs {sorted(c.condition_params)}")
     members = [(c.shift, c.seed, c.label) for c in configs]
     if len(set(members)) != len(members):
         raise ValueError(f"a population cannot hold the same (shift, seed) twice: {members}")
+
+
+def condition_groups(configs: Sequence[RunConfig]) -> list[list[RunConfig]]:
+    """The configs by condition, in the order each condition first appears (one group unless a population mixes
+    conditions)."""
+    groups: dict[str, list[RunConfig]] = {}
+    for c in configs:
+        groups.setdefault(c.condition, []).append(c)
+    return list(groups.values())
+
+
+def population_condition(configs: Sequence[RunConfig]):
+    """The condition a population trains under: the configs' one condition with its per-member coefficients, or,
+    where they name several, :class:`~plasticity_lab.conditions.MemberGroups` of them over contiguous members (in
+    the order of :func:`condition_groups`)."""
+    groups = condition_groups(configs)
+    if len(groups) == 1:
+        return parse_condition(configs[0].condition, population_params(configs))
+    parts, start = [], 0
+    for group in groups:
+        parts.append((parse_condition(group[0].condition, population_params(group)), start, start + len(group)))
+        start += len(group)
+    return MemberGroups(parts)
 
 
 def population_params(configs: list[RunConfig]) -> dict:
@@ -91,19 +121,25 @@ class Experiment:
         if not configs:
             raise ValueError("an experiment needs at least one RunConfig")
         _check_population(configs)
+        # a mixed population keeps each condition's members together (its group acts on a contiguous slice)
+        configs = [c for group in condition_groups(configs) for c in group]
         self.configs = configs
         cfg = self.cfg = configs[0]
         self.members = len(configs)
         self.device = torch.device(cfg.device)
         self.generator = torch.Generator(device=self.device).manual_seed(population_seed([c.seed for c in configs]))
-        self.condition = parse_condition(cfg.condition, population_params(configs))
+        # randomness="member": each run's own streams, addressed by the place of the run (see _random)
+        self.streams = (MemberStreams.for_members([(c.seed, c.shift) for c in configs], self.device)
+                        if cfg.randomness == "member" else None)
+        self.condition = population_condition(configs)
         self.environment = environment(cfg.env)
         self.train_env = self.environment.make_games(self.members, cfg.num_envs, self.device, cfg.reward_magnitude)
         self.test_env = self.environment.make_games(self.members, cfg.test_episodes, self.device,
                                                     cfg.reward_magnitude)
         spec = self.environment.network_spec(**self.condition.network_options())
         self.population = Population(spec, [c.seed for c in configs], cfg.ppo, self.condition, self.device,
-                                     episodes_end=self.train_env.episodes_end)
+                                     episodes_end=self.train_env.episodes_end,
+                                     size_invariant=self.streams is not None)
         self.condition.setup(self.population)
         self.total_epochs = cfg.rounds * cfg.epochs_per_round
         self.epoch = 0  # epochs completed
@@ -131,23 +167,29 @@ class Experiment:
         with backends.denormals.flushed():
             self._train_epoch()
 
+    def _random(self, phase: str, number: int):
+        """Where a phase of the run draws its random numbers: the population's one generator (in the order the
+        phases run), or each member's streams at ``(phase, number)`` — the same numbers whatever ran before."""
+        return self.generator if self.streams is None else self.streams.at(phase, number)
+
     def _train_epoch(self) -> None:
         cfg, population, members = self.cfg, self.population, self.members
         round_, epoch_in_round = divmod(self.epoch, cfg.epochs_per_round)
         round_ += 1
         self._set_distributions(round_)
         if epoch_in_round == 0 and round_ > 1:
-            self.condition.at_shift(population, self.generator)
+            self.condition.at_shift(population, self._random("shift", round_))
             population.new_optimizer()
-        rollout = collect_episodes(population, self.train_env, self.generator)
-        stats = population.update(rollout, self.generator)
-        revised = self.condition.after_epoch(population, self.epoch, self.generator)
-        if revised:  # diagnostics measured again after the condition acted (ReDo's log_weights="after")
-            stats.update(revised)
+        rollout = collect_episodes(population, self.train_env, self._random("collect", self.epoch))
+        stats = population.update(rollout, self._random("update", self.epoch))
+        revised = self.condition.after_epoch(population, self.epoch, self._random("after_epoch", self.epoch))
+        for key, value in (revised or {}).items():
+            # diagnostics measured again after the condition acted (ReDo's log_weights="after"); NaN: not revised
+            stats[key] = torch.where(torch.isnan(value), stats[key], value)
         stats["train_return"] = rollout.mean_episode_return()
         last = epoch_in_round == cfg.epochs_per_round - 1
         if (epoch_in_round + 1) % cfg.test_interval == 0 or last:
-            stats["test_return"] = evaluate(population, self.test_env, self.generator)
+            stats["test_return"] = evaluate(population, self.test_env, self._random("test", self.epoch))
         else:
             stats["test_return"] = torch.full((members,), float("nan"), device=self.device)
         stats["round"] = torch.full((members,), round_)

@@ -16,24 +16,33 @@ def _by_member(t: torch.Tensor) -> torch.Tensor:
     return t.reshape(t.shape[0], -1)
 
 
-def member_norm(tensors: list[torch.Tensor]) -> torch.Tensor:
+def member_norm(tensors: list[torch.Tensor], size_invariant: bool = False) -> torch.Tensor:
     """Global L2 norm of each member's slice across a list of ``[M, ...]`` tensors → ``[M]``.
 
-    Used for the gradient norm (before clipping) and by :func:`weight_magnitude`.
+    Used for the gradient norm (before clipping) and by :func:`weight_magnitude`. The tensors' norms are combined
+    by one reduction over the stacked ``[tensors, M]``, whose order of additions PyTorch chooses by shape (with one
+    member, a vectorised sum; with several, a column at a time). ``size_invariant=True`` adds them one tensor
+    after another instead, the same additions for any number of members (see ``Population(size_invariant=...)``).
     """
     norms = [torch.linalg.vector_norm(_by_member(t.detach()), dim=1) for t in tensors]
-    return torch.linalg.vector_norm(torch.stack(norms), dim=0)
+    if not size_invariant:
+        return torch.linalg.vector_norm(torch.stack(norms), dim=0)
+    total = norms[0].square()
+    for norm in norms[1:]:
+        total = total + norm.square()
+    return total.sqrt()
 
 
-def weight_magnitude(tensors: list[torch.Tensor]) -> torch.Tensor:
+def weight_magnitude(tensors: list[torch.Tensor], size_invariant: bool = False) -> torch.Tensor:
     """Root-mean-square of all of a member's parameters, ``sqrt(Σθ² / N)`` → ``[M]``."""
     count = sum(t[0].numel() for t in tensors)
-    return member_norm(tensors) / count**0.5
+    return member_norm(tensors, size_invariant) / count**0.5
 
 
-def weight_difference(before: list[torch.Tensor], after: list[torch.Tensor]) -> torch.Tensor:
+def weight_difference(before: list[torch.Tensor], after: list[torch.Tensor], size_invariant: bool = False
+                      ) -> torch.Tensor:
     """RMS of the change ``after − before`` (one epoch's update) → ``[M]``."""
-    return weight_magnitude([a.detach() - b.detach() for a, b in zip(after, before)])
+    return weight_magnitude([a.detach() - b.detach() for a, b in zip(after, before)], size_invariant)
 
 
 def dead_unit_fraction(activations: torch.Tensor) -> torch.Tensor:

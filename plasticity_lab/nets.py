@@ -25,6 +25,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .streams import MemberStreams
+
 HIDDEN = 256
 
 
@@ -140,8 +142,10 @@ class ActorCritic(nn.Module):
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _uniform(shape, bound: float, generators: list[torch.Generator]) -> torch.Tensor:
-    if all(g is generators[0] for g in generators):
+def _uniform(shape, bound: float, generators) -> torch.Tensor:
+    if isinstance(generators, MemberStreams):
+        u = generators.rand(shape)
+    elif all(g is generators[0] for g in generators):
         u = torch.rand((len(generators), *shape), generator=generators[0], device=generators[0].device)
     else:
         u = torch.stack([torch.rand(shape, generator=g, device=g.device) for g in generators])
@@ -167,8 +171,9 @@ def _on_meta(module: nn.Module) -> bool:
     return any(p.is_meta for p in module.parameters(recurse=False))
 
 
-def fresh_parameters(module: nn.Module, generators: list[torch.Generator]) -> dict[str, torch.Tensor]:
-    """A newly drawn PyTorch-default initialisation of ``module``, one per generator, stacked ``[M, ...]``.
+def fresh_parameters(module: nn.Module, generators: list[torch.Generator] | MemberStreams) -> dict[str, torch.Tensor]:
+    """A newly drawn PyTorch-default initialisation of ``module``, one per generator (or per member of
+    :class:`~plasticity_lab.streams.MemberStreams`), stacked ``[M, ...]``.
 
     Linear and convolution layers draw weight and bias from U(−1/√fan_in, 1/√fan_in) — exactly the distribution
     of their ``reset_parameters`` (Kaiming-uniform with a = √5) — but straight into a stacked tensor, so that a
@@ -177,7 +182,10 @@ def fresh_parameters(module: nn.Module, generators: list[torch.Generator]) -> di
     own ``reset_parameters``. ``module`` may live on the meta device (only shapes are read). Values are drawn on
     the generators' device.
     """
-    members = len(generators)
+    if isinstance(generators, MemberStreams):
+        members, device = generators.members, generators.device
+    else:
+        members, device = len(generators), generators[0].device
     out: dict[str, torch.Tensor] = {}
     for prefix, sub in module.named_modules():
         own = dict(sub.named_parameters(recurse=False))
@@ -189,9 +197,12 @@ def fresh_parameters(module: nn.Module, generators: list[torch.Generator]) -> di
             drawn = {name: _uniform(p.shape, bound, generators) for name, p in own.items()}
         elif isinstance(sub, (nn.LayerNorm, nn.GroupNorm)):
             drawn = {name: torch.full((members, *p.shape), 1.0 if name == "weight" else 0.0,
-                                      device=generators[0].device)
+                                      device=device)
                      for name, p in own.items()}
         elif hasattr(sub, "reset_parameters"):
+            if isinstance(generators, MemberStreams):
+                raise TypeError(f"member streams draw fresh values for Linear, convolution and norm layers only, "
+                                f"not {type(sub).__name__} ({prefix!r})")
             drawn = _fresh_default(sub, generators)
         else:
             raise TypeError(f"cannot draw a fresh initialisation for module {type(sub).__name__} ({prefix!r})")

@@ -28,6 +28,7 @@ from .member_adamw import MemberAdamW
 from .metrics import dead_unit_fraction, member_norm, weight_difference, weight_magnitude
 from .nets import NetworkSpec, fresh_parameters
 from .ppo import PPOConfig, Rollout, minibatch_order, ppo_loss
+from .streams import MemberStreams
 
 
 class Population:
@@ -40,6 +41,11 @@ class Population:
     ``episodes_end=True`` (an environment whose episodes end at different times) lets members train on different
     numbers of transitions per epoch: the optimizer is then a :class:`~plasticity_lab.member_adamw.MemberAdamW`, and
     during an update ``stepping`` (``[M]`` bool, else ``None``) names the members that take the current step.
+
+    ``size_invariant=True`` keeps every member's arithmetic independent of how many members there are, so that a
+    run trained beside others (``RunConfig(randomness="member")``) gives the table it gives alone: AdamW then runs
+    as PyTorch's ``foreach`` implementation, because the fused CPU kernel rounds an element differently depending on
+    where it falls in its vector loop (once in a few thousand steps, then training drifts apart).
     """
 
     def __init__(
@@ -50,9 +56,11 @@ class Population:
         condition=None,
         device: str | torch.device = "cpu",
         episodes_end: bool = False,
+        size_invariant: bool = False,
     ):
         self.ppo = ppo
         self.episodes_end = bool(episodes_end)
+        self.size_invariant = bool(size_invariant)
         #: The members taking the current optimizer step, ``[M]`` bool, or ``None`` when all of them do.
         self.stepping: torch.Tensor | None = None
         self.device = torch.device(device)
@@ -112,9 +120,10 @@ class Population:
             self.optimizer = MemberAdamW(list(self.trainable().values()), lr=self.ppo.lr, eps=self.ppo.adam_eps)
             return
         # The fused kernel makes one pass over the (large, stacked) parameters instead of one per Adam
-        # operation; the update is the same AdamW.
+        # operation; the update is the same AdamW (rounded alike whatever the size only in the foreach form).
+        kernel = {"foreach": True} if self.size_invariant else {"fused": True}
         self.optimizer = torch.optim.AdamW(
-            list(self.trainable().values()), lr=self.ppo.lr, eps=self.ppo.adam_eps, weight_decay=0.0, fused=True
+            list(self.trainable().values()), lr=self.ppo.lr, eps=self.ppo.adam_eps, weight_decay=0.0, **kernel
         )
 
     def member_params(self, member: int) -> dict[str, torch.Tensor]:
@@ -123,7 +132,7 @@ class Population:
 
     def fresh_params(self, generator: torch.Generator) -> dict[str, torch.Tensor]:
         """A newly drawn PyTorch-default initialisation of the current architecture, for every member."""
-        generators = [generator] * self.members
+        generators = generator if isinstance(generator, MemberStreams) else [generator] * self.members
         return {k: v.to(self.device) for k, v in fresh_parameters(self.template, generators).items()}
 
     # ---- forward ----------------------------------------------------------------------------------------
@@ -135,7 +144,7 @@ class Population:
 
     def forward(self, obs: torch.Tensor, return_hidden: bool = False):
         """Every member on its own observations: ``obs [M, N, ...] -> (logits, value, features[, hidden])``."""
-        return self.backend.forward(self.template, self.params, self.buffers, obs, return_hidden)
+        return members_forward(self, obs, return_hidden)
 
     # ---- update -----------------------------------------------------------------------------------------
 
@@ -197,22 +206,26 @@ class Population:
         self.update_start = before if self.keep_update_start else None
         out = {k: v / steps for k, v in totals.items()}
         after = [p.detach() for p in self.params.values()]
-        out["weight_magnitude"] = weight_magnitude(after)
-        out["weight_difference"] = weight_difference(before, after)
+        out["weight_magnitude"] = weight_magnitude(after, self.size_invariant)
+        out["weight_difference"] = weight_difference(before, after, self.size_invariant)
         return out
 
     def weight_statistics(self) -> dict[str, torch.Tensor]:
         """``weight_magnitude`` and ``weight_difference`` (``[M]`` each) of the parameters as they are now, the
         difference against the parameters before the last update: what :meth:`update` logs, measured again after
         a condition changed the weights (ReDo's ``log_weights="after"``). Needs ``keep_update_start``."""
-        if self.update_start is None:
-            raise RuntimeError("weight_statistics needs the parameters before the last update: set "
-                               "keep_update_start before calling update")
-        now = [p.detach() for p in self.params.values()]
-        if len(now) != len(self.update_start):
-            raise RuntimeError("the network's parameters changed since the last update")
-        return {"weight_magnitude": weight_magnitude(now),
-                "weight_difference": weight_difference(self.update_start, now)}
+        return _weight_statistics(self.params, self.update_start, self.size_invariant)
+
+    def optimizer_moments(self, name: str) -> dict[str, torch.Tensor]:
+        """AdamW's moment estimates of parameter ``name`` (``[M, ...]`` each, by their state names; empty before
+        its first step), for a condition that edits them in place (ReDo)."""
+        state = self.optimizer.state.get(self.params[name], {})
+        return {k: state[k] for k in MOMENTS if k in state}
+
+    def member_slice(self, start: int, stop: int) -> "MemberSlice":
+        """Members ``start … stop − 1`` as a population of their own whose edits are this population's
+        (:class:`MemberSlice`): how a condition acts on its members of a mixed population."""
+        return MemberSlice(self, start, stop)
 
     def _optimizer_step(self) -> None:
         """One AdamW step, as the backend takes it for the layout it stores the parameters in; with members that
@@ -225,7 +238,7 @@ class Population:
     def _clip_gradients(self) -> torch.Tensor:
         """Clip each member's gradient to ``max_grad_norm`` (as ``clip_grad_norm_`` would); returns the norms."""
         grads = [p.grad for p in self.trainable().values() if p.grad is not None]
-        norms = member_norm(grads)
+        norms = member_norm(grads, self.size_invariant)
         scale = (self.ppo.max_grad_norm / (norms + 1e-6)).clamp(max=1.0)
         for g in grads:
             g.mul_(scale.view(-1, *([1] * (g.dim() - 1))))
@@ -241,6 +254,134 @@ class Population:
         factor = 1.0 - self.ppo.lr * decay
         for p in self.trainable().values():
             p.mul_(factor.view(-1, *([1] * (p.dim() - 1))))
+
+
+def members_forward(population, obs: torch.Tensor, return_hidden: bool = False):
+    """``population``'s backend on ``obs [M, N, ...]``. A single member of a size-invariant population is computed
+    as the first of two identical ones: PyTorch multiplies a batch of one matrix by another routine than a batch of
+    several (for a one-column product, the value head, they round differently), and a run must compute alike
+    alone and beside others. The observations are expanded, not copied: a copy would lose their memory format
+    (CoinRun's frames are channels-last), and a convolution rounds differently in the other format."""
+    params, buffers = population.params, population.buffers
+    if not (population.size_invariant and population.members == 1):
+        return population.backend.forward(population.template, params, buffers, obs, return_hidden)
+    twice = {k: torch.cat([v, v.detach()]) for k, v in params.items()}
+    out = population.backend.forward(population.template, twice, {k: torch.cat([v, v]) for k, v in buffers.items()},
+                                     obs.expand(2, *obs.shape[1:]), return_hidden)
+    first = [t[:1] for t in out[:3]]
+    return (*first, [h[:1] for h in out[3]]) if return_hidden else tuple(first)
+
+
+#: AdamW's per-parameter moment estimates (``max_exp_avg_sq`` with amsgrad).
+MOMENTS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+
+
+def _weight_statistics(params: dict[str, torch.Tensor], update_start: list[torch.Tensor] | None,
+                       size_invariant: bool) -> dict[str, torch.Tensor]:
+    if update_start is None:
+        raise RuntimeError("weight_statistics needs the parameters before the last update: set "
+                           "keep_update_start before calling update")
+    now = [p.detach() for p in params.values()]
+    if len(now) != len(update_start):
+        raise RuntimeError("the network's parameters changed since the last update")
+    return {"weight_magnitude": weight_magnitude(now, size_invariant),
+            "weight_difference": weight_difference(update_start, now, size_invariant)}
+
+
+class MemberSlice:
+    """Members ``start … stop − 1`` of a :class:`Population`, seen as a population of their own: what a condition
+    of a mixed population (:class:`plasticity_lab.conditions.MemberGroups`) is given, so that every condition's code
+    works unchanged on its own members.
+
+    Everything is a view of the parent's: editing ``params`` in place edits the parent's members, a loss computed
+    from them sends its gradient to the parent's parameters, ``weight_decay`` and ``keep_update_start`` set the
+    parent's, and ``stepping``, ``initial_params``, ``last_minibatch_obs`` and AdamW's moments are the parent's rows.
+    Fresh initialisations need a source whose draws are the members' own (:class:`~plasticity_lab.streams.
+    MemberStreams`, given as the members' subset by the caller). The architecture cannot change here: it is the
+    parent's, shared by every group.
+    """
+
+    def __init__(self, parent: Population, start: int, stop: int):
+        if not 0 <= start < stop <= parent.members:
+            raise ValueError(f"a slice of {parent.members} members must satisfy 0 <= start < stop <= "
+                             f"{parent.members}; got {start}, {stop}")
+        self.parent, self.start, self.stop = parent, start, stop
+        self.members = stop - start
+        self.member_seeds = parent.member_seeds[start:stop]
+
+    def _rows(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {k: v[self.start:self.stop] for k, v in tensors.items()}
+
+    # what every condition reads from a population, as the parent has it
+    ppo = property(lambda self: self.parent.ppo)
+    device = property(lambda self: self.parent.device)
+    template = property(lambda self: self.parent.template)
+    backend = property(lambda self: self.parent.backend)
+    frozen = property(lambda self: self.parent.frozen)
+    episodes_end = property(lambda self: self.parent.episodes_end)
+    size_invariant = property(lambda self: self.parent.size_invariant)
+    params = property(lambda self: self._rows(self.parent.params))
+    buffers = property(lambda self: self._rows(self.parent.buffers))
+    initial_params = property(lambda self: self._rows(self.parent.initial_params))
+
+    @property
+    def stepping(self) -> torch.Tensor | None:
+        stepping = self.parent.stepping
+        return None if stepping is None else stepping[self.start:self.stop]
+
+    @property
+    def last_minibatch_obs(self) -> torch.Tensor:
+        return self.parent.last_minibatch_obs[self.start:self.stop]
+
+    @property
+    def update_start(self) -> list[torch.Tensor] | None:
+        start = self.parent.update_start
+        return None if start is None else [p[self.start:self.stop] for p in start]
+
+    @property
+    def keep_update_start(self) -> bool:
+        return self.parent.keep_update_start
+
+    @keep_update_start.setter
+    def keep_update_start(self, value: bool) -> None:
+        # another group may need it: a slice can ask for it, never turn it off
+        self.parent.keep_update_start = self.parent.keep_update_start or bool(value)
+
+    @property
+    def weight_decay(self) -> torch.Tensor:
+        return self.parent.weight_decay[self.start:self.stop]
+
+    @weight_decay.setter
+    def weight_decay(self, value: torch.Tensor) -> None:
+        decay = self.parent.weight_decay.clone()
+        decay[self.start:self.stop] = value
+        self.parent.weight_decay = decay
+
+    def trainable(self) -> dict[str, torch.Tensor]:
+        return {k: v for k, v in self.params.items() if k not in self.frozen}
+
+    def forward(self, obs: torch.Tensor, return_hidden: bool = False):
+        """These members on their own observations ``[m, N, ...]``."""
+        return members_forward(self, obs, return_hidden)
+
+    def fresh_params(self, generator: MemberStreams) -> dict[str, torch.Tensor]:
+        if not isinstance(generator, MemberStreams) or generator.members != self.members:
+            raise ValueError(f"a member slice draws fresh parameters from its {self.members} members' own streams "
+                             f"(MemberStreams of {self.members} members); got {generator!r}")
+        return {k: v.to(self.device) for k, v in fresh_parameters(self.template, generator).items()}
+
+    def weight_statistics(self) -> dict[str, torch.Tensor]:
+        return _weight_statistics(self.params, self.update_start, self.size_invariant)
+
+    def optimizer_moments(self, name: str) -> dict[str, torch.Tensor]:
+        return self._rows(self.parent.optimizer_moments(name))
+
+    def set_network(self, *args, **kwargs) -> None:
+        raise ValueError("a condition that changes the architecture at a shift (injection) cannot share a "
+                         "population with other conditions: train it in a population of its own")
+
+    def new_optimizer(self) -> None:
+        raise ValueError("the optimizer belongs to the whole mixed population; a group cannot re-create it")
 
 
 class MemberRows:

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import streams
 from .metrics import dead_unit_fraction, weight_difference, weight_magnitude
 
 
@@ -117,8 +118,11 @@ class Rollout:
     UPDATE_KEYS: ClassVar[tuple[str, ...]] = ("obs", "actions", "log_probs", "advantages", "returns")
 
     def __post_init__(self):
-        if self.episode_return is None:  # one batch of whole episodes, every step a transition
-            self.episode_return = self.rewards.sum(0).unsqueeze(0)
+        if self.episode_return is None:  # one batch of whole episodes
+            if self.valid is None:  # every step a transition
+                self.episode_return = self.rewards.sum(0).unsqueeze(0)
+            else:  # the steps after an episode's end pay 0; summed exactly (float64), however many there are
+                self.episode_return = self.rewards.to(torch.float64).sum(0).to(self.rewards.dtype).unsqueeze(0)
 
     def episode_returns(self) -> torch.Tensor:
         """Undiscounted return of each episode, ``[M, B·E]`` (batch-major); NaN for the episodes of a batch the
@@ -129,11 +133,16 @@ class Rollout:
         return returns.transpose(0, 1).reshape(returns.shape[1], -1)
 
     def mean_episode_return(self) -> torch.Tensor:
-        """Mean return of the episodes each member keeps, ``[M]``: the study's train return."""
-        if self.kept is None:
+        """Mean return of the episodes each member keeps, ``[M]``: the study's train return. Where episodes end
+        (members may keep different batches) it is summed in float64, which holds these sums exactly: a member's
+        mean then does not depend on how many batches the other members needed."""
+        if self.valid is None:  # fixed-length episodes: every member keeps the one batch
             return self.episode_returns().mean(1)
-        kept = self.kept.to(self.episode_return.dtype).unsqueeze(-1).expand_as(self.episode_return)
-        return (self.episode_return * kept).sum((0, 2)) / kept.sum((0, 2))
+        kept = (torch.ones(self.episode_return.shape[:2], dtype=torch.bool, device=self.episode_return.device)
+                if self.kept is None else self.kept)
+        kept = kept.to(torch.float64).unsqueeze(-1).expand_as(self.episode_return)
+        mean = (self.episode_return.to(torch.float64) * kept).sum((0, 2)) / kept.sum((0, 2))
+        return mean.to(self.episode_return.dtype)
 
     def transitions(self) -> torch.Tensor:
         """How many transitions each member collected, ``[M]``."""
@@ -175,8 +184,7 @@ class Rollout:
 
 def sample_actions(logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """One categorical sample per row of ``logits [..., A]``."""
-    probs = torch.softmax(logits.reshape(-1, logits.shape[-1]), dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).reshape(logits.shape[:-1])
+    return streams.categorical(torch.softmax(logits, dim=-1), generator)
 
 
 def _episode_steps(agent: Policy, env: PopulationEnv, generator: torch.Generator):
@@ -364,10 +372,11 @@ def minibatch_order(members: int, rows: int, generator: torch.Generator,
     agent ``m``'s first ``counts[m]`` entries are a random permutation of its own rows ``0 .. counts[m] − 1`` and
     the rest point past them (never a minibatch of that agent's: see ``Population.update``).
     """
-    keys = torch.rand(members, rows, generator=generator, device=generator.device)
+    keys = streams.permutation_keys(generator, members, rows)
     if counts is not None:
         past = torch.arange(rows, device=keys.device) >= counts.to(keys.device).unsqueeze(1)
-        keys = keys.masked_fill(past, 2.0)  # after every real row: rand lies in [0, 1)
+        # after every real row: rand lies in [0, 1), member streams' integer keys in [0, 2³²)
+        keys = keys.masked_fill(past, 2.0 if keys.is_floating_point() else 2**32)
     return keys.argsort(dim=1)
 
 

@@ -405,7 +405,8 @@ def fetch_study(name: str, dest: str | Path, base_url: str | None = None, timeou
         # the study manifest names each population's condition without its coefficients: "l2" for "l2[coef=0.1]"
         wanted = None if conditions is None else {c.split("[")[0] for c in conditions}
         for population, entry in manifest.get("populations", {}).items():
-            if wanted is not None and entry.get("condition") not in wanted:
+            held = set(entry.get("conditions", [entry.get("condition")]))  # a mixed population names them all
+            if wanted is not None and not held & wanted:
                 continue
             folder = f"populations/{population}"
             for file in population_files(json.loads(get(f"{folder}/manifest.json", staging))):

@@ -10,6 +10,7 @@ A sweep file (TOML or YAML) names the grid::
     seeds = "0-4"                         # or a list of integers
     max_members = 15                      # the largest population trained as one computation
     keep_epochs = false                   # true: each population also keeps every epoch (epochs.parquet)
+    mix_conditions = false                # true: conditions of one architecture share populations
 
     [overrides]                           # any RunConfig field, for every run
     epochs_per_round = 300
@@ -18,7 +19,11 @@ A sweep file (TOML or YAML) names the grid::
     perturb = [1e-6, 1e-5, 1e-4]
 
 Each condition's runs (shifts × seeds × coefficient values) are cut into populations of at most ``max_members``
-members; a population is the unit of work, of checkpointing and of storage. Re-running a sweep skips the
+members; a population is the unit of work, of checkpointing and of storage. With ``mix_conditions = true`` the
+runs of every condition that builds the same network (all but LayerNorm, CReLU and injection, which each form their
+own) are cut into populations together, and every run draws from its own random streams
+(``randomness = "member"``), so each run's table is what it would be alone (:class:`~plasticity_lab.conditions.
+MemberGroups`): fewer, larger populations, which is what a GPU needs. Re-running a sweep skips the
 populations already stored and continues an interrupted one from its checkpoint, so the study ends identical to an
 uninterrupted one. Populations run in local processes (:func:`run_sweep` with ``workers``) or on a Ray cluster
 (``backend="ray"``).
@@ -49,7 +54,7 @@ from .storage import atomic_write_text
 
 #: The keys a sweep file may hold.
 SWEEP_KEYS = ("study", "envs", "shifts", "conditions", "seeds", "preset", "overrides", "params", "max_members",
-              "curve_stride", "keep_epochs")
+              "curve_stride", "keep_epochs", "mix_conditions")
 BACKENDS = ("local", "ray")
 #: Sweep keys that may differ from a stored study's when the sweep still produces the runs stored.
 RESTATABLE_KEYS = {"study", "preset", "overrides"}
@@ -80,6 +85,7 @@ class Sweep:
     max_members: int = 15
     curve_stride: int | None = None  # None: one curve point per test interval
     keep_epochs: bool = False  # also store each population's every epoch (what `plasticity-lab run` does)
+    mix_conditions: bool = False  # conditions of one architecture train in shared populations
 
     @classmethod
     def from_dict(cls, data: dict) -> "Sweep":
@@ -116,10 +122,11 @@ class Sweep:
                 if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                     raise ValueError(f"sweep key {key!r} must be a positive integer; got {v!r}")
                 values[key] = v
-        if "keep_epochs" in data:
-            if not isinstance(data["keep_epochs"], bool):
-                raise ValueError(f"sweep key 'keep_epochs' must be true or false; got {data['keep_epochs']!r}")
-            values["keep_epochs"] = data["keep_epochs"]
+        for key in ("keep_epochs", "mix_conditions"):
+            if key in data:
+                if not isinstance(data[key], bool):
+                    raise ValueError(f"sweep key {key!r} must be true or false; got {data[key]!r}")
+                values[key] = data[key]
         sweep = cls(**values)
         sweep.configs()  # validates envs, shifts, conditions, overrides and coefficients before any work
         return sweep
@@ -180,23 +187,41 @@ class Sweep:
         unknown = sorted(set(self.overrides) - fields)
         if unknown:
             raise ValueError(f"unknown override(s) {unknown}; valid: {', '.join(sorted(fields))}")
+        overrides = dict(self.overrides)
+        if self.mix_conditions:
+            if overrides.setdefault("randomness", "member") != "member":
+                raise ValueError(f"mix_conditions needs every run's own random streams (randomness 'member'); "
+                                 f"the overrides set randomness {overrides['randomness']!r}")
         return [RunConfig(env=env, shift=shift, condition=condition, seed=seed, preset=self.preset,
-                          condition_params=params, **self.overrides)
+                          condition_params=params, **overrides)
                 for env in self.envs for condition in self.conditions for params in self._param_grid(condition)
                 for shift in self.shifts for seed in self.seeds]
 
     def populations(self) -> list["PopulationTask"]:
-        """The grid cut into populations: per env and condition, at most ``max_members`` runs each, in a fixed
-        order (so the same sweep always forms the same populations)."""
+        """The grid cut into populations: per env and condition (with ``mix_conditions``, per env and network),
+        at most ``max_members`` runs each, in a fixed order (so the same sweep always forms the same populations)."""
         tasks = []
-        configs = self.configs()
-        for (env, condition), group in itertools.groupby(configs, key=lambda c: (c.env, c.condition)):
-            group = list(group)
+        groups: dict[tuple, list[RunConfig]] = {}
+        for c in self.configs():
+            key = (c.env, _network_key(c.condition) if self.mix_conditions else c.condition)
+            groups.setdefault(key, []).append(c)
+        for group in groups.values():
             n = math.ceil(len(group) / self.max_members)
             size = math.ceil(len(group) / n)  # balanced chunks
             for i in range(n):
                 tasks.append(PopulationTask.of(group[i * size:(i + 1) * size]))
         return tasks
+
+
+def _network_key(condition: str) -> str:
+    """What runs of ``condition`` can share a population with: the network it builds, or the condition itself
+    where its shift changes the architecture (injection)."""
+    from .conditions import parse_condition
+
+    parts = condition.split("+")
+    if "injection" in parts:
+        return condition
+    return json.dumps(parse_condition(condition).network_options(), sort_keys=True)
 
 
 @dataclass(frozen=True)
@@ -211,7 +236,14 @@ class PopulationTask:
         text = json.dumps([config_identity(c.resolved().to_dict()) for c in configs], sort_keys=True)
         digest = hashlib.sha256(text.encode()).hexdigest()[:10]
         first = configs[0]
-        return cls(f"{first.env}-{first.condition.replace('+', '_')}-{digest}", tuple(configs))
+        conditions = {c.condition for c in configs}
+        named = first.condition.replace('+', '_') if len(conditions) == 1 else "mixed"
+        return cls(f"{first.env}-{named}-{digest}", tuple(configs))
+
+    @property
+    def conditions(self) -> list[str]:
+        """The conditions of its runs, in the order they first appear."""
+        return list(dict.fromkeys(c.condition for c in self.configs))
 
     @property
     def agent_epochs(self) -> int:
@@ -371,6 +403,7 @@ def run_sweep(sweep: Sweep, root: str | Path = "data", out: str | Path | None = 
     def finished(result: dict, task: PopulationTask) -> None:
         write_study_manifest(study, sweep, environment, started, {task.name: {
             "members": len(task.configs), "condition": task.configs[0].condition,
+            **({"conditions": task.conditions} if len(task.conditions) > 1 else {}),
             "wall_time_s": round(result["wall_time_s"], 3)}})
 
     if backend == "ray":

@@ -57,7 +57,9 @@ hook class :class:`Condition`, coefficient checking, :class:`Composite`, the reg
 :func:`parse_condition`), :mod:`~plasticity_lab.conditions.resets` (warm_start, reset_all, reset_final,
 shrink_perturb, soft_shrink_perturb), :mod:`~plasticity_lab.conditions.injection` (injection, the injected head and
 :func:`effective_params`), :mod:`~plasticity_lab.conditions.regularisers` (l2, regen_l2, regen_w2),
-:mod:`~plasticity_lab.conditions.architecture` (layernorm, crelu) and :mod:`~plasticity_lab.conditions.redo` (redo).
+:mod:`~plasticity_lab.conditions.architecture` (layernorm, crelu) and :mod:`~plasticity_lab.conditions.redo` (redo);
+:mod:`~plasticity_lab.conditions.groups` holds :class:`MemberGroups`, several conditions in one population (each
+on its own members).
 This ``__init__`` registers every condition class, in the order of the table above; a new condition is a class in
 the module of its kind plus one entry in that :func:`~plasticity_lab.conditions.base.register` call.
 """
@@ -67,6 +69,7 @@ from __future__ import annotations
 from .architecture import CReLUActivation, LayerNorm
 from .base import (CONDITIONS, Coefficient, Composite, Condition, check_coefficient, check_option, condition_names,
                    head_names, member_view, parse_condition, per_member, per_member_option, register)
+from .groups import MemberGroups
 from .injection import InjectedHead, Injection, effective_params, fold_injections, injected_heads, restore_network
 from .redo import ReDo
 from .regularisers import L2, RegenL2, RegenW2
@@ -82,5 +85,5 @@ __all__ = [
     "L2", "RegenL2", "RegenW2", "effective_params",
     "LayerNorm", "CReLUActivation",
     "InjectedHead", "Injection", "fold_injections", "injected_heads", "restore_network",
-    "ReDo",
+    "ReDo", "MemberGroups",
 ]

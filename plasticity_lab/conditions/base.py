@@ -50,7 +50,8 @@ class Condition:
 
     def after_epoch(self, population, epoch: int, generator: torch.Generator) -> dict[str, torch.Tensor] | None:
         """Act after the epoch's update. May return diagnostics (``[M]`` tensors by name) that the run loop logs
-        for this epoch instead of the update's own (ReDo's ``log_weights="after"``); None leaves them."""
+        for this epoch instead of the update's own (ReDo's ``log_weights="after"``); None leaves them, and so does
+        NaN in a member's row (a mixed population's groups revise only their own members)."""
         return None
 
     def parameters(self) -> dict:

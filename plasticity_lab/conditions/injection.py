@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..nets import fresh_parameters
+from ..streams import MemberStreams
 from .base import Condition
 
 
@@ -131,7 +132,7 @@ class Injection(Condition):
         module = copy.deepcopy(population.template)
         params = dict(population.params)
         frozen = set()
-        generators = [generator] * population.members
+        generators = generator if isinstance(generator, MemberStreams) else [generator] * population.members
         for head_name, head in module.heads().items():
             if not isinstance(head, nn.Linear):
                 raise TypeError(f"injection needs linear heads; {head_name} is {type(head).__name__}")

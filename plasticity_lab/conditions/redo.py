@@ -200,11 +200,12 @@ class ReDo(Condition):
                 raise RuntimeError(f"redo: {units.shape[1]} units scored for {key} of shape {tuple(w.shape[1:])}")
             mask = units.view(*units.shape, *([1] * (w.dim() - 2)))
             w.copy_(torch.where(mask, fresh[key], w))
-            self._reset_moments(population, w, mask)
+            self._reset_moments(population, key, mask)
         # 2. zero outgoing weights in every consumer
         for _, readers, _, outputs, spatial in plans:
             for reader in readers:
-                w = params[f"{reader}.weight"]
+                key = f"{reader}.weight"
+                w = params[key]
                 fan_in = w.shape[2]
                 if fan_in == outputs.shape[1]:
                     columns = outputs
@@ -215,17 +216,15 @@ class ReDo(Condition):
                                        f"of {reader}")
                 mask = columns.view(members, 1, fan_in, *([1] * (w.dim() - 3)))
                 w.masked_fill_(mask, 0.0)
-                self._reset_moments(population, w, mask)
+                self._reset_moments(population, key, mask)
         return [units for _, _, units, _, _ in plans]
 
-    def _reset_moments(self, population, param: torch.Tensor, mask: torch.Tensor) -> None:
+    def _reset_moments(self, population, name: str, mask: torch.Tensor) -> None:
         resets = per_member_option(self.reset_optimizer_state, population, self.name, "reset_optimizer_state")
         if not any(resets):
             return
         if not all(resets):
             chosen = torch.tensor(resets, device=mask.device).view(-1, *([1] * (mask.dim() - 1)))
             mask = mask & chosen
-        state = population.optimizer.state.get(param, {})
-        for key in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
-            if key in state:
-                state[key].masked_fill_(mask, 0.0)
+        for moment in population.optimizer_moments(name).values():
+            moment.masked_fill_(mask, 0.0)

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .. import streams
 from ..schema import SPLITS, check_choice, check_int, check_round
 from ..shifts import DEFAULT_POOL_SIZE, SHIFTS, permute_mapping, pool_from
 
@@ -223,7 +224,7 @@ class CoinRunPopulation:
 
     def reset(self, generator: torch.Generator) -> torch.Tensor:
         """Start a new episode in every copy; returns the first observations."""
-        seeds = torch.randint(0, 2**31 - 1, (self.members,), generator=generator, device=generator.device).tolist()
+        seeds = streams.integers(generator, self.members, 2**31 - 1).tolist()
         for env in self.envs:
             if hasattr(env, "close"):
                 env.close()

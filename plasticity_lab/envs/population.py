@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from .. import streams
 from ..shifts import apply_mapping
 from .gridworld import EPISODE_LENGTH, OBS_DIM, GridworldBatch
 
@@ -52,7 +53,7 @@ class GridworldPopulation:
 
     def reset(self, generator: torch.Generator) -> torch.Tensor:
         """Start a new episode in every copy, each on a level drawn uniformly from its member's pool."""
-        u = torch.rand(self.members, self.copies, generator=generator, device=generator.device).to(self.device)
+        u = streams.uniform(generator, self.members, (self.copies,)).to(self.device)
         offset = torch.minimum((u * self.level_count).long(), self.level_count - 1)
         self.levels = self.level_start + offset
         self.steps = 0
