@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from . import backends
-from .member_adamw import MemberAdamW
+from .member_adamw import MemberAdamW, fused_step_per_member
 from .metrics import dead_unit_fraction, member_norm, weight_difference, weight_magnitude
 from .nets import NetworkSpec, fresh_parameters
 from .ppo import PPOConfig, Rollout, minibatch_order, ppo_loss
@@ -43,9 +43,10 @@ class Population:
     during an update ``stepping`` (``[M]`` bool, else ``None``) names the members that take the current step.
 
     ``size_invariant=True`` keeps every member's arithmetic independent of how many members there are, so that a
-    run trained beside others (``RunConfig(randomness="member")``) gives the table it gives alone: AdamW then runs
-    as PyTorch's ``foreach`` implementation, because the fused CPU kernel rounds an element differently depending on
-    where it falls in its vector loop (once in a few thousand steps, then training drifts apart).
+    run trained beside others (``RunConfig(randomness="member")``) gives the table it gives alone: AdamW's fused
+    kernel then steps each member's slice as a tensor of its own (:func:`~plasticity_lab.member_adamw.
+    fused_step_per_member`), because over the stacked tensor it rounds an element differently depending on where it
+    falls in its vector loop (once in a few thousand steps, and then training drifts apart).
     """
 
     def __init__(
@@ -120,10 +121,9 @@ class Population:
             self.optimizer = MemberAdamW(list(self.trainable().values()), lr=self.ppo.lr, eps=self.ppo.adam_eps)
             return
         # The fused kernel makes one pass over the (large, stacked) parameters instead of one per Adam
-        # operation; the update is the same AdamW (rounded alike whatever the size only in the foreach form).
-        kernel = {"foreach": True} if self.size_invariant else {"fused": True}
+        # operation; the update is the same AdamW.
         self.optimizer = torch.optim.AdamW(
-            list(self.trainable().values()), lr=self.ppo.lr, eps=self.ppo.adam_eps, weight_decay=0.0, **kernel
+            list(self.trainable().values()), lr=self.ppo.lr, eps=self.ppo.adam_eps, weight_decay=0.0, fused=True
         )
 
     def member_params(self, member: int) -> dict[str, torch.Tensor]:
@@ -232,6 +232,8 @@ class Population:
         count their own steps, for the ``stepping`` ones only."""
         if isinstance(self.optimizer, MemberAdamW):
             self.optimizer.step(self.stepping)
+        elif self.size_invariant:
+            fused_step_per_member(self.optimizer)
         else:
             self.backend.optimizer_step(self.optimizer)
 

@@ -208,3 +208,33 @@ def test_the_command_line_trains_mixed_conditions_in_one_population(tmp_path, ca
     assert main(["run", "--randomness", "shared", "--out", str(tmp_path / "bad"), "--no-progress"]) == 2
     assert not (tmp_path / "bad").exists()
     assert "unknown randomness 'shared'; valid: population, member" in capsys.readouterr().err
+
+
+def test_fused_adamw_stepped_member_by_member_is_the_same_for_a_member_whatever_the_population():
+    import torch
+
+    from plasticity_lab.member_adamw import fused_step_per_member
+
+    gen = torch.Generator().manual_seed(0)
+    for shape in [(1,), (4,), (3, 5), (256, 363)]:
+        start = torch.randn(15, *shape, generator=gen)
+        grads = torch.randn(60, 15, *shape, generator=gen) * torch.rand(60, 15, *shape, generator=gen)
+        finals = {}
+        for members in (1, 2, 15):
+            p = start[:members].clone().requires_grad_()
+            optimizer = torch.optim.AdamW([p], lr=2.5e-4, eps=1e-5, weight_decay=1e-2, fused=True)
+            for g in grads:
+                p.grad = g[:members].clone()
+                fused_step_per_member(optimizer)
+            finals[members] = p.detach()
+        assert torch.equal(finals[1][0], finals[2][0]) and torch.equal(finals[1][0], finals[15][0])
+        # and it is AdamW: each member as PyTorch's own (for-loop) AdamW moves it, to float rounding
+        for m in (0, 7, 14):
+            q = start[m].clone().requires_grad_()
+            reference = torch.optim.AdamW([q], lr=2.5e-4, eps=1e-5, weight_decay=1e-2, foreach=False)
+            for g in grads:
+                q.grad = g[m].clone()
+                reference.step()
+            assert torch.allclose(finals[15][m], q.detach(), rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="fused=True"):
+        fused_step_per_member(torch.optim.AdamW([torch.zeros(2, 3, requires_grad=True)], foreach=True))
