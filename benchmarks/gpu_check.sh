@@ -19,12 +19,7 @@ epochs=${EPOCHS:-10}
 workers=${WORKERS:-12}
 chunk=${CHUNK_EPOCHS:-200}
 mkdir -p "$out"
-if compgen -G ".whl/*.whl" > /dev/null; then
-    python3 -m pip install --quiet --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
-        .whl/*.whl || exit 1
-    export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+source benchmarks/gpu_env.sh
 
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 || true
   python3 -c "import torch; print('torch', torch.__version__, 'CUDA available:', torch.cuda.is_available())"

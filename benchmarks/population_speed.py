@@ -21,6 +21,8 @@ seeds).
     python benchmarks/population_speed.py --sizes 15 --randomness population,member   # one generator vs each
                                                                      # run's own streams, a row each
     python benchmarks/population_speed.py --grid-chunk 200 --device cuda --processes 12   # a paper-scale chunk
+    python benchmarks/population_speed.py --grid-chunk 200 --device cuda --mix --max-members 180 --processes 2
+                                                                     # the chunk in mixed populations
 
 Each population size runs in its own process, so its peak memory is its own. With ``--processes P``, P
 populations of each size train at the same time in P processes of ``--threads`` threads each (how a sweep's
@@ -272,9 +274,12 @@ def _combined(rows: list[dict]) -> dict:
     }
 
 
-def grid_chunk(epochs: int, device: str, workers: int, threads: int) -> dict:
+def grid_chunk(epochs: int, device: str, workers: int, threads: int, mix: bool = False, max_members: int | None = None
+               ) -> dict:
     """Train the first ``epochs`` epochs of every run of the paper-scale gridworld grid as a sweep (see the module
-    docstring) and return its size and timing, with the whole grid's projected hours."""
+    docstring) and return its size and timing, with the whole grid's projected hours. ``mix``: the sweep's
+    ``mix_conditions`` (conditions that build the same network share populations, each run with its own streams),
+    ``max_members``: its largest population (default the book's 15)."""
     import dataclasses
     import tempfile
     from pathlib import Path
@@ -283,7 +288,9 @@ def grid_chunk(epochs: int, device: str, workers: int, threads: int) -> dict:
 
     book = Sweep.from_file(Path(__file__).resolve().parent.parent / "sweeps" / "gridworld-book.toml")
     sweep = dataclasses.replace(book, study="paper-grid-chunk", preset="paper", overrides={
-        "rounds": 1, "epochs_per_round": epochs, "test_interval": 100, "device": device})
+        "rounds": 1, "epochs_per_round": epochs, "test_interval": 100, "device": device}, mix_conditions=mix,
+        max_members=max_members or book.max_members)
+    sweep.configs()  # validated as a sweep file would be
     runs = len(sweep.configs())
     with tempfile.TemporaryDirectory(prefix="paper-grid-chunk-") as out:
         start = time.perf_counter()
@@ -329,6 +336,10 @@ def main() -> None:
                         help="population (one generator), member (each run's own streams, size-invariant "
                              "arithmetic: what mixed-condition populations need), or both separated by a comma "
                              "(a row each, in the same run)")
+    parser.add_argument("--mix", action="store_true",
+                        help="with --grid-chunk: conditions that build the same network share populations")
+    parser.add_argument("--max-members", type=int, default=None,
+                        help="with --grid-chunk: the largest population (default: the book sweep's 15)")
     parser.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     kinds = args.cpu_matmul.split(",")
@@ -354,7 +365,7 @@ def main() -> None:
             parser.error(f"--grid-chunk must be at least 1 epoch; got {args.grid_chunk}")
         fastpath.set_cpu_matmul(first)
         os.environ[fastpath.VARIABLE] = first  # which the sweep's worker processes inherit
-        r = grid_chunk(args.grid_chunk, args.device, args.processes, args.threads)
+        r = grid_chunk(args.grid_chunk, args.device, args.processes, args.threads, args.mix, args.max_members)
         print(f"device={args.device} workers={args.processes} threads per worker={args.threads} "
               f"cpu matmul={(kinds[0] + ' → ' + fastpath.cpu_matmul()) if args.device == 'cpu' else '-'}")
         print(f"paper-scale grid chunk: {r['runs']} runs in {r['populations']} populations, first {r['epochs']} "

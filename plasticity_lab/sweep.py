@@ -245,6 +245,12 @@ class PopulationTask:
         """The conditions of its runs, in the order they first appear."""
         return list(dict.fromkeys(c.condition for c in self.configs))
 
+    def manifest_entry(self, wall_time_s: float) -> dict:
+        """What the study's manifest says of it once stored (``conditions`` where it mixes several)."""
+        return {"members": len(self.configs), "condition": self.configs[0].condition,
+                **({"conditions": self.conditions} if len(self.conditions) > 1 else {}),
+                "wall_time_s": round(wall_time_s, 3)}
+
     @property
     def agent_epochs(self) -> int:
         c = self.configs[0].resolved()
@@ -288,7 +294,7 @@ def train_population(task: PopulationTask, study: str | Path, checkpoint_dir: st
 def write_study_manifest(study: Path, sweep: Sweep, environment: dict, started: float | None, done: dict,
                          trains: bool = True, extra: dict | None = None) -> None:
     """Write the study's manifest: the sweep as given now, the populations finished so far (``done`` adds
-    ``{name: {"members", "condition", "wall_time_s"}}``), and the environment of this session, which started at
+    ``{name: PopulationTask.manifest_entry(...)}``), and the environment of this session, which started at
     ``started`` (seconds since the epoch; ``None``: not known, as for results converted from another layout).
     A session that ``trains`` nothing (every population already stored) only restates the sweep: the environment
     and start time stay those of the last session that trained, and so do the entries it added (``extra``, e.g.
@@ -401,10 +407,8 @@ def run_sweep(sweep: Sweep, root: str | Path = "data", out: str | Path | None = 
                   checkpoint_every=checkpoint_every, keep_checkpoint=keep_checkpoints, keep_epochs=sweep.keep_epochs)
 
     def finished(result: dict, task: PopulationTask) -> None:
-        write_study_manifest(study, sweep, environment, started, {task.name: {
-            "members": len(task.configs), "condition": task.configs[0].condition,
-            **({"conditions": task.conditions} if len(task.conditions) > 1 else {}),
-            "wall_time_s": round(result["wall_time_s"], 3)}})
+        write_study_manifest(study, sweep, environment, started,
+                             {task.name: task.manifest_entry(result["wall_time_s"])})
 
     if backend == "ray":
         _run_ray(todo, kwargs, threads or 1, address, bar, finished)
