@@ -127,3 +127,17 @@ def test_member_keys_differ_for_nearby_identities():
     keys = member_keys([(seed, shift) for seed in range(50) for shift in ("permute", "window", "expand")])
     assert len(set(keys)) == len(keys)
     assert all(0 <= k < 2**32 for k in keys)
+
+
+def test_the_int32_hash_draws_exactly_what_the_int64_reference_draws(monkeypatch):
+    assert streams.int32_hash_works("cpu")  # proved on this machine, so draws take it
+    seeds = torch.tensor([0, 5, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFF], dtype=torch.int64)
+    for count in (1, 15, 16, 17, 1000, 70_001):
+        fast = streams._bulk(seeds, count, True).to(torch.int64) & 0xFFFFFFFF
+        assert torch.equal(fast, streams._bulk(seeds, count, False))
+    # a device where the probe failed draws through the reference: the same numbers
+    root = MemberStreams.for_members([(0, "permute"), (4, "expand")])
+    fast_draw = root.at("update", 3).rand((300, 7))
+    monkeypatch.setitem(streams._INT32_CHECKED, "cpu", False)
+    assert torch.equal(root.at("update", 3).rand((300, 7)), fast_draw)
+    assert torch.equal(root.at("update", 3).bits((300,)), MemberStreams(root.keys).at("update", 3).bits((300,)))
