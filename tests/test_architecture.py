@@ -3,7 +3,8 @@
 Read from the source (every ``import`` statement, at module level or inside a function), so a rule broken by a lazy
 import fails here too. The wings, bottom to top:
 
-* vocabulary — ``schema``: the results' names and the argument checks;
+* vocabulary — ``schema``: the results' names and the argument checks; ``streams``: the per-run random numbers that
+  environments, networks and PPO all draw from;
 * network — ``nets``, ``metrics``: modules and diagnostics, knowing nothing of training;
 * worlds — ``envs``, ``shifts``: environments and training distributions, knowing nothing of learning;
 * backends — how a population's numbers are computed; they know the network and nothing above it;
@@ -24,7 +25,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "plasticity_lab"
 MAX_LINES = 600
 
 WINGS = {
-    "vocabulary": {"schema"},
+    "vocabulary": {"schema", "streams"},
     "network": {"nets", "metrics"},
     "worlds": {"envs", "shifts"},
     "backends": {"backends"},
