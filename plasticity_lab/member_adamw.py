@@ -11,47 +11,13 @@ With every member stepping it is the same update as ``torch.optim.AdamW`` (``wei
 decoupled weight decay itself, per member), up to float rounding; ``tests/test_episodes_end.py`` checks both cases
 against one ``torch.optim.AdamW`` per member.
 
-:func:`fused_step_per_member` is the other way to step AdamW member by member: PyTorch's fused kernel given each
-member's slice as a tensor of its own, so that each member's arithmetic does not depend on how many members are
-stacked (the fused kernel rounds an element differently in its vector loop and in its scalar tail, and where a member's
-elements fall depends on the members before it).
+(Every member stepping in a size-invariant population, the backends' ``optimizer_step(optimizer, per_member=True)``
+steps each member's slice through PyTorch's fused kernel instead: see :mod:`plasticity_lab.backends`.)
 """
 
 from __future__ import annotations
 
 import torch
-
-
-def fused_step_per_member(optimizer: torch.optim.AdamW) -> None:
-    """``optimizer.step()`` for an AdamW over stacked parameters ``[M, ...]`` (one param group, ``fused=True``, no
-    amsgrad; its ``weight_decay`` as given), through PyTorch's fused kernel with every member's slice passed as a
-    tensor of its own: the same update, rounded the same for a member whatever the number of members. A slice
-    stored transposed (input-major, the CPU fast path's first layer) is passed as its contiguous transpose."""
-    (group,) = optimizer.param_groups
-    if not group.get("fused") or group["amsgrad"] or group["maximize"]:
-        raise ValueError("fused_step_per_member needs an AdamW with fused=True, amsgrad and maximize off")
-    lists: list[list[torch.Tensor]] = [[], [], [], [], []]  # params, grads, exp_avgs, exp_avg_sqs, steps
-    steps = []
-    with torch.no_grad():
-        for p in group["params"]:
-            if p.grad is None:
-                continue
-            state = optimizer.state[p]
-            if not state:  # as torch.optim.AdamW initialises a fused group's state
-                state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
-                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            steps.append(state["step"])
-            for four in zip(p.unbind(0), p.grad.unbind(0), state["exp_avg"].unbind(0), state["exp_avg_sq"].unbind(0)):
-                if four[0].dim() == 2 and not four[0].is_contiguous() and four[0].t().is_contiguous():
-                    four = tuple(t.t() for t in four)
-                for bucket, t in zip(lists, (*four, state["step"])):
-                    bucket.append(t)
-        torch._foreach_add_(steps, 1)
-        beta1, beta2 = group["betas"]
-        torch._fused_adamw_(*lists[:4], [], lists[4], amsgrad=False, lr=group["lr"], beta1=beta1, beta2=beta2,
-                            weight_decay=group["weight_decay"], eps=group["eps"], maximize=False, grad_scale=None,
-                            found_inf=None)
 
 
 class MemberAdamW(torch.optim.Optimizer):

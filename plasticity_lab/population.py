@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from . import backends
-from .member_adamw import MemberAdamW, fused_step_per_member
+from .member_adamw import MemberAdamW
 from .metrics import dead_unit_fraction, member_norm, weight_difference, weight_magnitude
 from .nets import NetworkSpec, fresh_parameters
 from .ppo import PPOConfig, Rollout, minibatch_order, ppo_loss
@@ -44,8 +44,8 @@ class Population:
 
     ``size_invariant=True`` keeps every member's arithmetic independent of how many members there are, so that a
     run trained beside others (``RunConfig(randomness="member")``) gives the table it gives alone: AdamW's fused
-    kernel then steps each member's slice as a tensor of its own (:func:`~plasticity_lab.member_adamw.
-    fused_step_per_member`), because over the stacked tensor it rounds an element differently depending on where it
+    kernel then steps each member's slice as a tensor of its own (the backend's ``optimizer_step(...,
+    per_member=True)``), because over the stacked tensor it rounds an element differently depending on where it
     falls in its vector loop (once in a few thousand steps, and then training drifts apart).
     """
 
@@ -143,8 +143,21 @@ class Population:
         return self.backend.name == "batched"
 
     def forward(self, obs: torch.Tensor, return_hidden: bool = False):
-        """Every member on its own observations: ``obs [M, N, ...] -> (logits, value, features[, hidden])``."""
-        return members_forward(self, obs, return_hidden)
+        """Every member on its own observations: ``obs [M, N, ...] -> (logits, value, features[, hidden])``.
+
+        A single member of a size-invariant population is computed as the first of two identical ones: PyTorch
+        multiplies a batch of one matrix by another routine than a batch of several (for a one-column product, the
+        value head, they round differently), and a run must compute alike alone and beside others. The
+        observations are expanded, not copied: a copy would lose their memory format (CoinRun's frames are
+        channels-last), and a convolution rounds differently in the other format."""
+        params, buffers = self.params, self.buffers
+        if not (self.size_invariant and self.members == 1):
+            return self.backend.forward(self.template, params, buffers, obs, return_hidden)
+        twice = {k: torch.cat([v, v.detach()]) for k, v in params.items()}
+        out = self.backend.forward(self.template, twice, {k: torch.cat([v, v]) for k, v in buffers.items()},
+                                   obs.expand(2, *obs.shape[1:]), return_hidden)
+        first = [t[:1] for t in out[:3]]
+        return (*first, [h[:1] for h in out[3]]) if return_hidden else tuple(first)
 
     # ---- update -----------------------------------------------------------------------------------------
 
@@ -214,7 +227,14 @@ class Population:
         """``weight_magnitude`` and ``weight_difference`` (``[M]`` each) of the parameters as they are now, the
         difference against the parameters before the last update: what :meth:`update` logs, measured again after
         a condition changed the weights (ReDo's ``log_weights="after"``). Needs ``keep_update_start``."""
-        return _weight_statistics(self.params, self.update_start, self.size_invariant)
+        if self.update_start is None:
+            raise RuntimeError("weight_statistics needs the parameters before the last update: set "
+                               "keep_update_start before calling update")
+        now = [p.detach() for p in self.params.values()]
+        if len(now) != len(self.update_start):
+            raise RuntimeError("the network's parameters changed since the last update")
+        return {"weight_magnitude": weight_magnitude(now, self.size_invariant),
+                "weight_difference": weight_difference(self.update_start, now, self.size_invariant)}
 
     def optimizer_moments(self, name: str) -> dict[str, torch.Tensor]:
         """AdamW's moment estimates of parameter ``name`` (``[M, ...]`` each, by their state names; empty before
@@ -232,10 +252,8 @@ class Population:
         count their own steps, for the ``stepping`` ones only."""
         if isinstance(self.optimizer, MemberAdamW):
             self.optimizer.step(self.stepping)
-        elif self.size_invariant:
-            fused_step_per_member(self.optimizer)
         else:
-            self.backend.optimizer_step(self.optimizer)
+            self.backend.optimizer_step(self.optimizer, per_member=self.size_invariant)
 
     def _clip_gradients(self) -> torch.Tensor:
         """Clip each member's gradient to ``max_grad_norm`` (as ``clip_grad_norm_`` would); returns the norms."""
@@ -258,36 +276,8 @@ class Population:
             p.mul_(factor.view(-1, *([1] * (p.dim() - 1))))
 
 
-def members_forward(population, obs: torch.Tensor, return_hidden: bool = False):
-    """``population``'s backend on ``obs [M, N, ...]``. A single member of a size-invariant population is computed
-    as the first of two identical ones: PyTorch multiplies a batch of one matrix by another routine than a batch of
-    several (for a one-column product, the value head, they round differently), and a run must compute alike
-    alone and beside others. The observations are expanded, not copied: a copy would lose their memory format
-    (CoinRun's frames are channels-last), and a convolution rounds differently in the other format."""
-    params, buffers = population.params, population.buffers
-    if not (population.size_invariant and population.members == 1):
-        return population.backend.forward(population.template, params, buffers, obs, return_hidden)
-    twice = {k: torch.cat([v, v.detach()]) for k, v in params.items()}
-    out = population.backend.forward(population.template, twice, {k: torch.cat([v, v]) for k, v in buffers.items()},
-                                     obs.expand(2, *obs.shape[1:]), return_hidden)
-    first = [t[:1] for t in out[:3]]
-    return (*first, [h[:1] for h in out[3]]) if return_hidden else tuple(first)
-
-
 #: AdamW's per-parameter moment estimates (``max_exp_avg_sq`` with amsgrad).
 MOMENTS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
-
-
-def _weight_statistics(params: dict[str, torch.Tensor], update_start: list[torch.Tensor] | None,
-                       size_invariant: bool) -> dict[str, torch.Tensor]:
-    if update_start is None:
-        raise RuntimeError("weight_statistics needs the parameters before the last update: set "
-                           "keep_update_start before calling update")
-    now = [p.detach() for p in params.values()]
-    if len(now) != len(update_start):
-        raise RuntimeError("the network's parameters changed since the last update")
-    return {"weight_magnitude": weight_magnitude(now, size_invariant),
-            "weight_difference": weight_difference(update_start, now, size_invariant)}
 
 
 class MemberSlice:
@@ -359,21 +349,16 @@ class MemberSlice:
         decay[self.start:self.stop] = value
         self.parent.weight_decay = decay
 
-    def trainable(self) -> dict[str, torch.Tensor]:
-        return {k: v for k, v in self.params.items() if k not in self.frozen}
-
-    def forward(self, obs: torch.Tensor, return_hidden: bool = False):
-        """These members on their own observations ``[m, N, ...]``."""
-        return members_forward(self, obs, return_hidden)
+    # the population's own code, on these members' views
+    trainable = Population.trainable
+    forward = Population.forward
+    weight_statistics = Population.weight_statistics
 
     def fresh_params(self, generator: MemberStreams) -> dict[str, torch.Tensor]:
         if not isinstance(generator, MemberStreams) or generator.members != self.members:
             raise ValueError(f"a member slice draws fresh parameters from its {self.members} members' own streams "
                              f"(MemberStreams of {self.members} members); got {generator!r}")
         return {k: v.to(self.device) for k, v in fresh_parameters(self.template, generator).items()}
-
-    def weight_statistics(self) -> dict[str, torch.Tensor]:
-        return _weight_statistics(self.params, self.update_start, self.size_invariant)
 
     def optimizer_moments(self, name: str) -> dict[str, torch.Tensor]:
         return self._rows(self.parent.optimizer_moments(name))

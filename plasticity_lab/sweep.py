@@ -47,6 +47,7 @@ from pathlib import Path
 
 import torch
 
+from .conditions import parse_condition, population_key
 from .config import ENVS, PRESETS, RunConfig, config_identity, parse_seeds
 from .results import (STUDY_FORMAT, read_manifest, environment_info, load_results, population_complete,
                       write_population)
@@ -203,7 +204,7 @@ class Sweep:
         tasks = []
         groups: dict[tuple, list[RunConfig]] = {}
         for c in self.configs():
-            key = (c.env, _network_key(c.condition) if self.mix_conditions else c.condition)
+            key = (c.env, population_key(parse_condition(c.condition)) if self.mix_conditions else c.condition)
             groups.setdefault(key, []).append(c)
         for group in groups.values():
             n = math.ceil(len(group) / self.max_members)
@@ -211,17 +212,6 @@ class Sweep:
             for i in range(n):
                 tasks.append(PopulationTask.of(group[i * size:(i + 1) * size]))
         return tasks
-
-
-def _network_key(condition: str) -> str:
-    """What runs of ``condition`` can share a population with: the network it builds, or the condition itself
-    where its shift changes the architecture (injection)."""
-    from .conditions import parse_condition
-
-    parts = condition.split("+")
-    if "injection" in parts:
-        return condition
-    return json.dumps(parse_condition(condition).network_options(), sort_keys=True)
 
 
 @dataclass(frozen=True)
@@ -281,14 +271,22 @@ def train_population(task: PopulationTask, study: str | Path, checkpoint_dir: st
     experiment = Experiment(task.configs)
     resumed_from = train(experiment, checkpoint, checkpoint_every, on_epoch=progress)
     wall = experiment.elapsed_s
-    write_population(folder, experiment.table(), list(task.configs), wall, task.stride(curve_stride), environment,
-                     extra={"resumed_from_epoch": resumed_from,
-                            # the backend that computed it ("backend" is the choice asked for, often "auto")
-                            "population_backend": experiment.population.backend.name},
-                     keep_epochs=keep_epochs)
+    store_population(task, folder, experiment, wall, curve_stride, environment, resumed_from, keep_epochs)
     if not keep_checkpoint:
         checkpoint.unlink(missing_ok=True)
     return {"name": task.name, "wall_time_s": wall, "skipped": False}
+
+
+def store_population(task: PopulationTask, folder: Path, experiment, wall_time_s: float, curve_stride: int | None,
+                     environment: dict, resumed_from: int = 0, keep_epochs: bool = False) -> None:
+    """Store a finished population's tables and manifest in ``folder`` (:func:`~plasticity_lab.results.
+    write_population`), with where it resumed from and the backend that computed it."""
+    write_population(folder, experiment.table(), list(task.configs), wall_time_s, task.stride(curve_stride),
+                     environment, extra={"resumed_from_epoch": resumed_from,
+                                         # the backend that computed it ("backend" is the choice asked for, often
+                                         # "auto")
+                                         "population_backend": experiment.population.backend.name},
+                     keep_epochs=keep_epochs)
 
 
 def write_study_manifest(study: Path, sweep: Sweep, environment: dict, started: float | None, done: dict,

@@ -32,8 +32,9 @@ import torch  # noqa: E402
 
 from plasticity_lab.config import ENVS, PRESETS, parse_seeds  # noqa: E402
 from plasticity_lab.experiment import Experiment  # noqa: E402
-from plasticity_lab.results import environment_info, population_complete, write_population  # noqa: E402
-from plasticity_lab.sweep import PopulationTask, Sweep, check_study, write_study_manifest  # noqa: E402
+from plasticity_lab.results import environment_info, population_complete  # noqa: E402
+from plasticity_lab.sweep import (PopulationTask, Sweep, check_study, store_population,  # noqa: E402
+                                  write_study_manifest)
 
 
 def folder_mib(folder: Path) -> float:
@@ -83,9 +84,7 @@ def _train_one(task: PopulationTask, out: Path, sweep: Sweep, environment: dict,
         if now > deadline and not experiment.finished:
             return f"dropped at the limit after {done} of {total} epochs"
     wall = clock() - began
-    write_population(folder, experiment.table(), list(task.configs), wall, task.stride(sweep.curve_stride),
-                     environment, extra={"resumed_from_epoch": 0,
-                                         "population_backend": experiment.population.backend.name})
+    store_population(task, folder, experiment, wall, sweep.curve_stride, environment)
     write_study_manifest(out, sweep, environment, started, {task.name: task.manifest_entry(wall)})
     return f"stored ({wall:.0f} s)"
 

@@ -213,7 +213,10 @@ def test_the_command_line_trains_mixed_conditions_in_one_population(tmp_path, ca
 def test_fused_adamw_stepped_member_by_member_is_the_same_for_a_member_whatever_the_population():
     import torch
 
-    from plasticity_lab.member_adamw import fused_step_per_member
+    from plasticity_lab.backends.cpu_kernels import fused_adamw_step
+
+    def fused_step_per_member(optimizer):
+        fused_adamw_step(optimizer, per_member=True)
 
     gen = torch.Generator().manual_seed(0)
     for shape in [(1,), (4,), (3, 5), (256, 363)]:
@@ -236,5 +239,5 @@ def test_fused_adamw_stepped_member_by_member_is_the_same_for_a_member_whatever_
                 q.grad = g[m].clone()
                 reference.step()
             assert torch.allclose(finals[15][m], q.detach(), rtol=1e-5, atol=1e-7)
-    with pytest.raises(ValueError, match="fused=True"):
+    with pytest.raises(ValueError, match="per-member AdamW step needs one group with fused=True"):
         fused_step_per_member(torch.optim.AdamW([torch.zeros(2, 3, requires_grad=True)], foreach=True))

@@ -5,7 +5,8 @@ package imports a backend's internals:
 
 * ``prepare(template, params, frozen)``: the layout the parameters are stored in;
 * ``forward(template, params, buffers, obs, return_hidden)``: every member's network on its own observations;
-* ``optimizer_step(optimizer)``: one AdamW step over the stacked parameters.
+* ``optimizer_step(optimizer, per_member=False)``: one AdamW step over the stacked parameters (``per_member``: each
+  member's slice stepped as a tensor of its own, rounded alike whatever the number of members).
 
 Three backends exist:
 

@@ -185,5 +185,5 @@ class BatchedBackend:
                 obs: torch.Tensor, return_hidden: bool = False):
         return forward(template, params, obs, return_hidden)
 
-    def optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        cpu_kernels.fused_adamw_step(optimizer)
+    def optimizer_step(self, optimizer: torch.optim.Optimizer, per_member: bool = False) -> None:
+        cpu_kernels.fused_adamw_step(optimizer, per_member)

@@ -164,18 +164,26 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, fir
     return None
 
 
-def fused_adamw_step(optimizer: torch.optim.Optimizer) -> None:
+def fused_adamw_step(optimizer: torch.optim.Optimizer, per_member: bool = False) -> None:
     """``optimizer.step()``, except for parameters stored input-major (see :func:`input_major`): PyTorch's fused AdamW copies a tensor that is not contiguous
     into a contiguous one and back (parameter, gradient and both moments, every step). AdamW is element-wise,
-    so the same fused kernel on their contiguous transposes computes the same update, without the copies."""
+    so the same fused kernel on their contiguous transposes computes the same update, without the copies.
+
+    ``per_member=True`` (an AdamW over stacked ``[M, ...]`` parameters, ``fused=True``, one group, no amsgrad) passes
+    every member's slice to the fused kernel as a tensor of its own: the same update, rounded the same for a member
+    whatever the number of members (over the stacked tensor the kernel rounds an element differently in its vector
+    loop and its scalar tail, and where a member's elements fall depends on the members before it)."""
     group = optimizer.param_groups[0]
     transposed = {id(p) for p in group["params"] if p.grad is not None and is_input_major(p)
                   and not p.is_contiguous()}
-    if (not transposed or not hasattr(torch, "_fused_adamw_") or len(optimizer.param_groups) > 1
-            or group["amsgrad"] or not group["fused"]):
+    plain = len(optimizer.param_groups) > 1 or group["amsgrad"] or group["maximize"] or not group["fused"]
+    if per_member and plain:
+        raise ValueError("a per-member AdamW step needs one group with fused=True, amsgrad and maximize off")
+    if not per_member and (not transposed or not hasattr(torch, "_fused_adamw_") or plain):
         optimizer.step()
         return
     tensors: list[list[torch.Tensor]] = [[], [], [], [], []]  # params, grads, exp_avgs, exp_avg_sqs, steps
+    steps = []  # each parameter's one step count (listed once per member in tensors[4])
     with torch.no_grad():
         for p in group["params"]:
             if p.grad is None:
@@ -188,10 +196,12 @@ def fused_adamw_step(optimizer: torch.optim.Optimizer) -> None:
             four = [p, p.grad, state["exp_avg"], state["exp_avg_sq"]]
             if id(p) in transposed and all(t.stride() == p.stride() for t in four):
                 four = [t.transpose(1, 2) for t in four]
-            for bucket, t in zip(tensors, four + [state["step"]]):
-                bucket.append(t)
+            steps.append(state["step"])
+            for part in zip(*(t.unbind(0) for t in four)) if per_member else [four]:
+                for bucket, t in zip(tensors, [*part, state["step"]]):
+                    bucket.append(t)
         beta1, beta2 = group["betas"]
-        torch._foreach_add_(tensors[4], 1)
+        torch._foreach_add_(steps, 1)
         torch._fused_adamw_(*tensors[:4], [], tensors[4], amsgrad=group["amsgrad"], lr=group["lr"], beta1=beta1,
                             beta2=beta2, weight_decay=group["weight_decay"], eps=group["eps"],
                             maximize=group["maximize"], grad_scale=None, found_inf=None)

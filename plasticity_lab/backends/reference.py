@@ -12,6 +12,8 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
+from . import cpu_kernels
+
 
 class ReferenceBackend:
     """``vmap(functional_call)`` over the members; parameters kept as built; ``optimizer.step()``."""
@@ -32,5 +34,8 @@ class ReferenceBackend:
 
         return vmap(one)(params, buffers, obs)
 
-    def optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        optimizer.step()
+    def optimizer_step(self, optimizer: torch.optim.Optimizer, per_member: bool = False) -> None:
+        if per_member:  # each member's slice on its own (see cpu_kernels.fused_adamw_step; any device)
+            cpu_kernels.fused_adamw_step(optimizer, per_member=True)
+        else:
+            optimizer.step()

@@ -69,7 +69,7 @@ from __future__ import annotations
 from .architecture import CReLUActivation, LayerNorm
 from .base import (CONDITIONS, Coefficient, Composite, Condition, check_coefficient, check_option, condition_names,
                    head_names, member_view, parse_condition, per_member, per_member_option, register)
-from .groups import MemberGroups
+from .groups import MemberGroups, population_key
 from .injection import InjectedHead, Injection, effective_params, fold_injections, injected_heads, restore_network
 from .redo import ReDo
 from .regularisers import L2, RegenL2, RegenW2
@@ -85,5 +85,5 @@ __all__ = [
     "L2", "RegenL2", "RegenW2", "effective_params",
     "LayerNorm", "CReLUActivation",
     "InjectedHead", "Injection", "fold_injections", "injected_heads", "restore_network",
-    "ReDo", "MemberGroups",
+    "ReDo", "MemberGroups", "population_key",
 ]

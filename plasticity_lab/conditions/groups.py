@@ -13,6 +13,7 @@ have the same ones), and plasticity injection, whose shift changes the architect
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 import torch
@@ -23,6 +24,18 @@ from .base import Composite, Condition
 
 def _parts(condition: Condition) -> list[Condition]:
     return list(condition.parts) if isinstance(condition, Composite) else [condition]
+
+
+def _injects(condition: Condition) -> bool:
+    return any(part.name == "injection" for part in _parts(condition))
+
+
+def population_key(condition: Condition) -> str:
+    """Runs of conditions with the same key can share a population: the network the condition builds, or the
+    condition itself where its shift changes the architecture (injection)."""
+    if _injects(condition):
+        return f"on its own: {condition.name}"
+    return json.dumps(condition.network_options(), sort_keys=True)
 
 
 class MemberGroups(Condition):
@@ -42,8 +55,7 @@ class MemberGroups(Condition):
                 raise ValueError(f"member groups must cover the members in order without gaps: "
                                  f"{[(c.name, a, b) for c, a, b in groups]}")
             expected = stop
-            injecting = [p.name for p in _parts(condition) if p.name == "injection"]
-            if injecting:
+            if _injects(condition):
                 raise ValueError(f"condition {condition.name!r} changes the architecture at each shift (injection) "
                                  f"and cannot share a population with other conditions; train it on its own")
         options = [c.network_options() for c, _, _ in groups]
