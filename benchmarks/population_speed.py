@@ -12,7 +12,8 @@ seeds).
     python benchmarks/population_speed.py --profile 15       # where the time of one population goes
     python benchmarks/population_speed.py --processes 2 --threads 1   # as `plasticity-lab sweep --workers 2
                                                                      # --threads 1` trains a study
-    python benchmarks/population_speed.py --sizes 15 --compile       # the loss compiled (see below)
+    python benchmarks/population_speed.py --sizes 15 --randomness member --execution eager,graphs
+                                                                     # eager vs compiled graphs (see below)
     python benchmarks/population_speed.py --cpu-matmul blas          # training's products through MKL, not oneDNN
     python benchmarks/population_speed.py --cpu-matmul onednn,blas   # both, a row each, in the same run
     python benchmarks/population_speed.py --cpu-matmul onednn+sparse,onednn   # with and without the sparse
@@ -35,10 +36,10 @@ levels, a test every 100 epochs) train their first E epochs through :func:`plast
 ``--processes`` of them at a time, into a temporary folder. The wall time includes starting the worker processes
 and storing the results; the whole grid (50 000 epochs per run) is projected from it.
 
-``--compile`` measures what fusing the element-wise work around the matrix products would give: the minibatch
-loss (forward and backward) goes through ``torch.compile``. Training does not do this (fused kernels round
-differently, so compiled runs would not repeat eager ones bit for bit); the option only measures the headroom.
-The first population epoch, which compiles, is among the warm-up epochs left out of the timing.
+``--execution graphs`` trains as ``RunConfig(execution="graphs")`` does: the collection step and the minibatch
+update each compiled into one graph (:mod:`plasticity_lab.graphs`; CUDA graphs on a GPU). It needs
+``--randomness member``. The first two population epochs, which compile, are the warm-up epochs left out of the
+timing; the compile time is printed beside the row.
 """
 
 from __future__ import annotations
@@ -90,10 +91,10 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def _paper_population(members: int, device: str, threads: int, compile_loss: bool = False, cpu_matmul: str = "auto",
+def _paper_population(members: int, device: str, threads: int, execution: str = "eager", cpu_matmul: str = "auto",
                       randomness: str = "population"):
     """A population of ``members`` fresh agents at the paper's settings (11 episodes per epoch, a pool of 100
-    permuted levels), its environments and a random generator; ``compile_loss``: its minibatch loss compiled;
+    permuted levels), its environments and a random generator; ``execution="graphs"``: its steps compiled;
     ``cpu_matmul``: the library of its training products on the CPU (:func:`plasticity_lab.backends.set_cpu_matmul`);
     ``randomness="member"``: as ``RunConfig(randomness="member")`` trains, each member's own streams (the root,
     from which :func:`_random` takes each epoch's place) and a size-invariant population."""
@@ -116,8 +117,10 @@ def _paper_population(members: int, device: str, threads: int, compile_loss: boo
     env.set_distributions([d.train_levels for d in dists], [d.mapping for d in dists])
     generator = (MemberStreams.for_members([(seed, "permute") for seed in range(members)], device) if member
                  else torch.Generator(device=device).manual_seed(0))
-    if compile_loss:
-        population._losses = torch.compile(population._losses, dynamic=False)
+    if execution == "graphs":
+        from plasticity_lab.graphs import GraphedSteps
+
+        population.graphs = GraphedSteps(population)
     return population, env, generator
 
 
@@ -126,7 +129,7 @@ def _random(source, phase: str, epoch: int):
     return source.at(phase, epoch) if hasattr(source, "at") else source
 
 
-def one(members: int, epochs: int, device: str, threads: int, compile_loss: bool = False,
+def one(members: int, epochs: int, device: str, threads: int, execution: str = "eager",
         cpu_matmul: str = "auto", randomness: str = "population") -> dict:
     import resource
 
@@ -135,8 +138,8 @@ def one(members: int, epochs: int, device: str, threads: int, compile_loss: bool
     from plasticity_lab.backends import denormals, fastpath
     from plasticity_lab.ppo import collect_episodes
 
-    population, env, generator = _paper_population(members, device, threads, compile_loss, cpu_matmul, randomness)
-    collect_time = update_time = 0.0
+    population, env, generator = _paper_population(members, device, threads, execution, cpu_matmul, randomness)
+    collect_time = update_time = warm_up = 0.0
     for epoch in range(epochs + 2):  # two warm-up epochs
         with denormals.flushed():  # as training flushes them (PLASTICITY_LAB_FLUSH_DENORMALS=0 keeps them)
             _sync(device)
@@ -150,6 +153,8 @@ def one(members: int, epochs: int, device: str, threads: int, compile_loss: bool
         if epoch >= 2:
             collect_time += t1 - t0
             update_time += t2 - t1
+        else:
+            warm_up += t2 - t0
     per_epoch = (collect_time + update_time) / epochs
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if device.startswith("cuda"):
@@ -166,6 +171,9 @@ def one(members: int, epochs: int, device: str, threads: int, compile_loss: bool
         "collect_share": collect_time / (collect_time + update_time),
         "gflops": FLOP_PER_AGENT_EPOCH * members / per_epoch / 1e9,
         "peak_memory_mb": peak_mb,
+        "execution": execution if population.graphs is None or population.graphs.fallback is None
+        else f"graphs→eager ({population.graphs.fallback})",
+        "warm_up_s": warm_up,
     }
 
 
@@ -265,6 +273,8 @@ def _combined(rows: list[dict]) -> dict:
         "matmul": rows[0]["matmul"],
         "matmul_reason": rows[0].get("matmul_reason", ""),
         "randomness": rows[0].get("randomness", "population"),
+        "execution": rows[0].get("execution", "eager"),
+        "warm_up_s": max(r.get("warm_up_s", 0.0) for r in rows),
         "label": f"{len(rows)}×{rows[0]['members']}",
         "s_per_population_epoch": max(r["s_per_population_epoch"] for r in rows),
         "s_per_agent_epoch": 1 / agent_epochs_per_s,
@@ -320,8 +330,9 @@ def main() -> None:
                         help="populations of each size trained at the same time, one per process")
     parser.add_argument("--profile", type=int, default=None, metavar="MEMBERS",
                         help="instead of the table, profile a population of this size and print where time goes")
-    parser.add_argument("--compile", action="store_true",
-                        help="compile the minibatch loss with torch.compile (a measurement; training does not)")
+    parser.add_argument("--execution", default="eager",
+                        help="eager, graphs (the collection step and the update compiled: needs --randomness "
+                             "member), or both separated by a comma (a row each, in the same run)")
     parser.add_argument("--cpu-matmul", default=os.environ.get("PLASTICITY_LAB_CPU_MATMUL", "auto"),
                         help="path of the products on the CPU: auto, onednn, onednn+sparse or blas, or several "
                              "separated by commas (a row each, in the same run); default: the environment's "
@@ -344,12 +355,19 @@ def main() -> None:
     args = parser.parse_args()
     kinds = args.cpu_matmul.split(",")
     randomness = args.randomness.split(",")
+    executions = args.execution.split(",")
     from plasticity_lab.backends import fastpath
+    from plasticity_lab.graphs import EXECUTIONS
     from plasticity_lab.streams import RANDOMNESS
 
     for choice in randomness:
         if choice not in RANDOMNESS:
             parser.error(f"unknown --randomness {choice!r}; valid: {', '.join(RANDOMNESS)}")
+    for choice in executions:
+        if choice not in EXECUTIONS:
+            parser.error(f"unknown --execution {choice!r}; valid: {', '.join(EXECUTIONS)}")
+    if "graphs" in executions and "population" in randomness:
+        parser.error("--execution graphs needs --randomness member (a generator object cannot enter a graph)")
 
     for kind in kinds:
         try:
@@ -373,7 +391,7 @@ def main() -> None:
               f"grid ({r['runs']} runs × {PAPER_EPOCHS} epochs) projected at {r['grid_h']:.2f} h")
         return
     if args.one is not None:
-        result = one(args.one, args.epochs, args.device, args.threads, args.compile, first, randomness[0])
+        result = one(args.one, args.epochs, args.device, args.threads, executions[0], first, randomness[0])
         print(json.dumps({**result, "randomness": randomness[0]}))
         return
 
@@ -388,26 +406,26 @@ def main() -> None:
     if on_cpu and fastpath.onednn_available():
         references["oneDNN"] = lambda: matmul_gflops(args.device, onednn=True)
     peaks = {name: measure() for name, measure in references.items()}
-    runs: dict[tuple[int, str, str], list[dict]] = {}
+    runs: dict[tuple[int, str, str, str], list[dict]] = {}
     for _ in range(args.repeats):  # each repeat measures every row once, so that drift spreads over all rows
         for size in [int(s) for s in args.sizes.split(",")]:
             for kind in kinds:
                 for choice in randomness:
-                    command = [sys.executable, __file__, "--one", str(size), "--epochs", str(args.epochs),
-                               "--device", args.device, "--threads", str(args.threads), "--cpu-matmul", kind,
-                               "--randomness", choice]
-                    command += ["--compile"] if args.compile else []
-                    workers = [subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-                               for _ in range(args.processes)]
-                    outputs = [w.communicate()[0] for w in workers]
-                    if any(w.returncode for w in workers):
-                        raise SystemExit(f"a benchmark process for {size} members failed")
-                    runs.setdefault((size, kind, choice), []).append(
-                        _combined([json.loads(o.strip().splitlines()[-1]) for o in outputs]))
+                    for execution in executions:
+                        command = [sys.executable, __file__, "--one", str(size), "--epochs", str(args.epochs),
+                                   "--device", args.device, "--threads", str(args.threads), "--cpu-matmul", kind,
+                                   "--randomness", choice, "--execution", execution]
+                        workers = [subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+                                   for _ in range(args.processes)]
+                        outputs = [w.communicate()[0] for w in workers]
+                        if any(w.returncode for w in workers):
+                            raise SystemExit(f"a benchmark process for {size} members failed")
+                        runs.setdefault((size, kind, choice, execution), []).append(
+                            _combined([json.loads(o.strip().splitlines()[-1]) for o in outputs]))
     rows = [median_run(r) for r in runs.values()]
     peaks = {name: max(peak, references[name]()) for name, peak in peaks.items()}
     print(f"device={args.device} processes={args.processes} threads per process={args.threads} "
-          f"torch={torch.__version__}" + (" loss compiled (torch.compile)" if args.compile else ""))
+          f"torch={torch.__version__}")
     print("large matmul (2048², float32, all threads): "
           + ", ".join(f"{peak:.1f} GFLOP/s through {name}" for name, peak in peaks.items())
           + f";  one agent-epoch = {FLOP_PER_AGENT_EPOCH / 1e9:.2f} GFLOP "
@@ -415,9 +433,9 @@ def main() -> None:
           "the forward)")
     shares = "".join(f" {'% of ' + name:>12}" for name in peaks)
     spread = f" {'range of ' + str(args.repeats):>15}" if args.repeats > 1 else ""
-    header = (f"{'members':>7} {'matmul':>11} {'randomness':>10} {'s/pop-epoch':>11} {'s/agent-epoch':>13}{spread} "
+    header = (f"{'members':>7} {'matmul':>11} {'randomness':>10} {'execution':>9} {'s/pop-epoch':>11} {'s/agent-epoch':>13}{spread} "
               f"{'GFLOP/s':>8}{shares} {'collect %':>9} {'peak MB':>8} "
-              f"{'paper run (h)':>13} {'paper grid (h)':>14}")
+              f"{'paper run (h)':>13} {'paper grid (h)':>14} {'warm-up s':>9}")
     if args.repeats > 1:
         print(f"each row: the median of {args.repeats} runs; 'range of {args.repeats}': the fastest and slowest "
               "run's s/agent-epoch")
@@ -428,13 +446,17 @@ def main() -> None:
         grid_h = per_agent * PAPER_EPOCHS * GRID_RUNS / 3600
         shares = "".join(f" {100 * r['gflops'] / peak:>11.1f}%" for peak in peaks.values())
         spread = f" {r['fastest']:>7.4f}–{r['slowest']:.4f}" if args.repeats > 1 else ""
+        execution = r.get("execution", "eager")
         print(f"{r.get('label', r['members']):>7} {r['matmul']:>11} {r.get('randomness', 'population'):>10} "
-              f"{r['s_per_population_epoch']:>11.3f} "
+              f"{execution if len(execution) <= 9 else 'fell back':>9} {r['s_per_population_epoch']:>11.3f} "
               f"{per_agent:>13.4f}{spread} {r['gflops']:>8.1f}{shares} "
-              f"{100 * r['collect_share']:>8.0f}% {r['peak_memory_mb']:>8.0f} {run_h:>13.1f} {grid_h:>14.1f}")
+              f"{100 * r['collect_share']:>8.0f}% {r['peak_memory_mb']:>8.0f} {run_h:>13.1f} {grid_h:>14.1f} {r.get('warm_up_s', 0.0):>9.1f}")
     if any(r["matmul"] == "onednn+sparse" for r in rows):
         print("onednn+sparse skips the observation's zeros in the first layer: its GFLOP/s and % count the products "
               "as if computed densely (the same work as the other rows), not the multiply-adds it computes.")
+    for execution in sorted({r["execution"] for r in rows if len(r.get("execution", "")) > 9}):
+        print(f"execution: {execution}")
+    print("warm-up s = the first two population epochs, left out of the timing (with graphs: their compilation)")
     for label, reason in sorted({(r["matmul"], r["matmul_reason"]) for r in rows if r.get("matmul_reason")}):
         print(f"{label}: {reason}")
     print("paper run = one population of that size (with --processes P: P populations at once) trained for "

@@ -53,6 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--randomness", default=None,
                      help="population (one generator per population, the default) or member (each run its own "
                           "streams: its table is the same whatever it trains beside)")
+    run.add_argument("--execution", default=None,
+                     help="eager (the default) or graphs: the collection step and the update compiled into one "
+                          "graph each (gridworld with --randomness member; agrees with eager to float rounding)")
     run.add_argument("--mix", action="store_true",
                      help="train the conditions that build the same network in one population (implies "
                           "--randomness member)")
@@ -129,6 +132,8 @@ def _run_sweep(args, study: str):
         overrides["device"] = args.device
     if args.randomness is not None:
         overrides["randomness"] = args.randomness
+    if args.execution is not None:
+        overrides["execution"] = args.execution
     params = _parse_params(args.param)
     runs = len(shifts) * len(seeds) * (len(conditions) if args.mix else 1)
     return Sweep.from_dict({"study": study, "envs": [args.env], "shifts": shifts, "conditions": conditions,

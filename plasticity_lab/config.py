@@ -15,6 +15,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from .conditions import condition_names, parse_condition
+from .graphs import EXECUTIONS
 from .ppo import PPOConfig
 from .schema import check_choice, check_positive
 from .shifts import SHIFTS
@@ -89,6 +90,9 @@ class RunConfig:
     numbers from one generator, so a run's numbers depend on the runs beside it; ``"member"`` gives each run its own
     streams (:mod:`plasticity_lab.streams`), so a run gives the same table whatever it is trained with — which is
     what lets runs of different conditions share one population (:class:`plasticity_lab.conditions.MemberGroups`).
+    ``execution``: ``"eager"`` (the default) or ``"graphs"``, the collection step and the minibatch update each
+    compiled into one graph (:mod:`plasticity_lab.graphs`; CUDA graphs on a GPU) — for the gridworld with
+    ``randomness="member"``; it agrees with eager to float rounding, and falls back to eager where it cannot compile.
     """
 
     env: str = "gridworld"
@@ -107,6 +111,7 @@ class RunConfig:
     ppo: PPOConfig = field(default_factory=PPOConfig)
     device: str = "cpu"
     randomness: str = "population"
+    execution: str = "eager"
 
     def __post_init__(self):
         check_choice("env", self.env, ENVS)
@@ -127,6 +132,11 @@ class RunConfig:
         if not (self.device == "cpu" or str(self.device).startswith("cuda")):
             raise ValueError(f"unknown device {self.device!r}; valid: cpu, cuda, cuda:N")
         check_choice("randomness", self.randomness, RANDOMNESS)
+        check_choice("execution", self.execution, EXECUTIONS)
+        if self.execution == "graphs" and (self.env != "gridworld" or self.randomness != "member"):
+            raise ValueError(f"execution 'graphs' needs env 'gridworld' (episodes of a fixed length) and randomness "
+                             f"'member' (a generator object cannot enter a graph); got env {self.env!r}, "
+                             f"randomness {self.randomness!r}")
 
     def resolved(self) -> "RunConfig":
         """The same run with every preset-dependent field filled in."""
@@ -164,9 +174,11 @@ class RunConfig:
 #: existed: ``ppo.min_transitions`` at 1 024 is one batch of 11 whole 100-step gridworld episodes, which is what the
 #: stored studies (all with 11 copies) collected. At that value a setting is left out of a run's identity
 #: (:func:`config_identity`), so stored studies keep their population names and stay extendable. ``randomness`` at
-#: ``"population"`` is the one generator every stored population drew from (a group of ``None``: a top-level field).
+#: ``"population"`` is the one generator every stored population drew from, ``execution`` at ``"eager"`` the way every
+#: stored population was computed (a group of ``None``: a top-level field).
 LATER_SETTINGS: dict[tuple[str | None, str], object] = {("ppo", "min_transitions"): 1024,
-                                                        (None, "randomness"): "population"}
+                                                        (None, "randomness"): "population",
+                                                        (None, "execution"): "eager"}
 
 
 def config_identity(config: dict) -> dict:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from .config import RunConfig, config_identity
 from .schema import DIAGNOSTICS, PPO_STATISTICS, RUN_KEYS
 from .conditions import MemberGroups, injected_heads, parse_condition, restore_network
 from .environments import environment
+from .graphs import GraphedSteps
 from .population import Population
 from .ppo import PopulationEnv, collect_episodes, play_episodes
 from .storage import atomic_write
@@ -44,7 +46,7 @@ def population_seed(seeds: Sequence[int]) -> int:
 def _check_population(configs: list[RunConfig]) -> None:
     first = configs[0]
     shared = ("env", "preset", "rounds", "epochs_per_round", "pool_size", "test_interval", "test_episodes",
-              "num_envs", "reward_magnitude", "ppo", "device", "randomness")
+              "num_envs", "reward_magnitude", "ppo", "device", "randomness", "execution")
     if first.randomness != "member":
         shared = ("condition", *shared)
     for c in configs[1:]:
@@ -141,6 +143,8 @@ class Experiment:
                                      episodes_end=self.train_env.episodes_end,
                                      size_invariant=self.streams is not None)
         self.condition.setup(self.population)
+        if cfg.execution == "graphs":
+            self.population.graphs = GraphedSteps(self.population)
         self.total_epochs = cfg.rounds * cfg.epochs_per_round
         self.epoch = 0  # epochs completed
         self.elapsed_s = 0.0  # training time of earlier processes, for a run continued from a checkpoint
@@ -206,7 +210,11 @@ class Experiment:
         the training time, across the processes that continued this run from its checkpoints."""
         start, earlier = time.time(), self.elapsed_s
         while not self.finished:
+            eager_before = self.execution.startswith("graphs→")
             self.train_epoch()
+            if not eager_before and self.execution.startswith("graphs→"):
+                warnings.warn(f"execution 'graphs' is not available on this machine, so the run goes on eager: "
+                              f"{self.population.graphs.fallback}", RuntimeWarning, stacklevel=2)
             if on_epoch is not None:
                 on_epoch(1)
             self.elapsed_s = earlier + time.time() - start
@@ -214,6 +222,15 @@ class Experiment:
                 round_end = self.epoch % self.cfg.epochs_per_round == 0
                 if round_end or (checkpoint_every and self.epoch % checkpoint_every == 0):
                     self.save(checkpoint)
+
+    @property
+    def execution(self) -> str:
+        """How the epochs are computed: ``"eager"``, ``"graphs"``, or ``"graphs→eager: <why>"`` where the graphs
+        could not be compiled on this machine (see :mod:`plasticity_lab.graphs`)."""
+        graphs = self.population.graphs
+        if graphs is None:
+            return "eager"
+        return "graphs" if graphs.fallback is None else f"graphs→eager: {graphs.fallback}"
 
     def table(self) -> pd.DataFrame:
         """The per-epoch table of the epochs trained so far (see :func:`run`)."""

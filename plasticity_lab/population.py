@@ -72,6 +72,9 @@ class Population:
         #: :meth:`weight_statistics`; a condition that logs the weights after its own changes sets it in ``setup``.
         self.keep_update_start = False
         self.update_start: list[torch.Tensor] | None = None
+        #: The compiled collection step and minibatch update (:class:`plasticity_lab.graphs.GraphedSteps`), or
+        #: None: eager PyTorch (the default).
+        self.graphs = None
         self.weight_decay = torch.full((self.members,), ppo.weight_decay, device=self.device)
         module = spec.build()
         # Each member's initial weights come from its own seed, so they do not depend on the population.
@@ -101,7 +104,7 @@ class Population:
     @property
     def weight_decay(self) -> torch.Tensor:
         """Each member's decoupled weight decay ``[M]``, applied before every optimizer step (see
-        :meth:`_decay_weights`). Assign a new tensor to change it: an in-place edit is not seen."""
+        :meth:`decay_weights`). Assign a new tensor to change it: an in-place edit is not seen."""
         return self._weight_decay
 
     @weight_decay.setter
@@ -191,6 +194,13 @@ class Population:
             order = minibatch_order(members, rows.longest, generator, rows.counts)
             for start in range(0, rows.longest - size + 1, size):
                 picked = order[:, start:start + size]
+                stats = None if self.graphs is None or uneven else self.graphs.minibatch_update(rows, picked, generator)
+                if stats is not None:  # the same step, compiled into one graph (plasticity_lab.graphs)
+                    minibatch = None
+                    for key, value in stats.items():
+                        totals[key] = totals.get(key, 0) + value
+                    steps += 1
+                    continue
                 minibatch = rows.take(picked)
                 losses, stats = self._losses(*minibatch)
                 if uneven:  # the members with a minibatch left at this step; the others stay exactly as they are
@@ -204,8 +214,8 @@ class Population:
                         total = total + (extra * weight if uneven else extra).sum()
                 self.optimizer.zero_grad(set_to_none=True)
                 total.backward()
-                stats["grad_norm"] = self._clip_gradients()
-                self._decay_weights()
+                stats["grad_norm"] = self.clip_gradients()
+                self.decay_weights()
                 self._optimizer_step()
                 if self.condition is not None:
                     self.condition.after_optimizer_step(self, generator)
@@ -215,7 +225,8 @@ class Population:
                 steps = steps + weight if uneven else steps + 1
                 if uneven:
                     self.stepping = None
-        self.last_minibatch_obs = rows.last_minibatches(order, size) if uneven else minibatch[0]
+        self.last_minibatch_obs = rows.last_minibatches(order, size) if uneven else (
+            minibatch[0] if minibatch is not None else rows.take(picked)[0])
         self.update_start = before if self.keep_update_start else None
         out = {k: v / steps for k, v in totals.items()}
         after = [p.detach() for p in self.params.values()]
@@ -255,7 +266,7 @@ class Population:
         else:
             self.backend.optimizer_step(self.optimizer, per_member=self.size_invariant)
 
-    def _clip_gradients(self) -> torch.Tensor:
+    def clip_gradients(self) -> torch.Tensor:
         """Clip each member's gradient to ``max_grad_norm`` (as ``clip_grad_norm_`` would); returns the norms."""
         grads = [p.grad for p in self.trainable().values() if p.grad is not None]
         norms = member_norm(grads, self.size_invariant)
@@ -265,7 +276,7 @@ class Population:
         return norms
 
     @torch.no_grad()
-    def _decay_weights(self) -> None:
+    def decay_weights(self) -> None:
         """Decoupled weight decay θ ← θ·(1 − lr·wd), per member, applied before the Adam step as AdamW does (to the
         ``stepping`` members only)."""
         if not self._any_weight_decay:

@@ -189,16 +189,23 @@ def sample_actions(logits: torch.Tensor, generator: torch.Generator) -> torch.Te
 
 def _episode_steps(agent: Policy, env: PopulationEnv, generator: torch.Generator):
     """One whole episode in every copy of ``env`` with the agent's sampling policy, a step at a time:
-    yields ``(obs, logits, values, actions, rewards, running)``, ``running [M, E]`` whether the step belongs to the
+    yields ``(obs, logits, values, actions, log_probs, rewards, running)``, ``running [M, E]`` whether the step belongs to the
     copy's episode (``None`` where episodes cannot end early: every step does). Stops when every copy's episode is
     over. The one place that draws an episode's random numbers, so that collecting and evaluating draw them alike."""
     obs = env.reset(generator)
     running = None
+    graphs = getattr(agent, "graphs", None)
     for _ in range(env.episode_length):
-        logits, values, _ = agent.forward(obs)
-        actions = sample_actions(logits, generator)
-        next_obs, rewards, over = env.step(actions)
-        yield obs, logits, values, actions, rewards, running
+        step = None if graphs is None else graphs.collection_step(env, obs, generator)
+        if step is not None:  # the same step compiled into one graph (plasticity_lab.graphs; fixed-length episodes)
+            logits, values, actions, log_probs, next_obs, rewards = step
+            env.count_step()
+        else:
+            logits, values, _ = agent.forward(obs)
+            actions = sample_actions(logits, generator)
+            log_probs, _ = log_prob_and_entropy(logits, actions)
+            next_obs, rewards, over = env.step(actions)
+        yield obs, logits, values, actions, log_probs, rewards, running
         if env.episodes_end:
             running = ~over
             if not bool(running.any()):
@@ -211,8 +218,7 @@ def _batch(agent: Policy, env: PopulationEnv, generator: torch.Generator, keep: 
     """One episode in every copy; ``keep [M]``: the members that keep this batch (``None``: all)."""
     buffers: dict[str, list[torch.Tensor]] = {k: [] for k in ("obs", "actions", "log_probs", "values", "rewards")}
     valid: list[torch.Tensor] = []
-    for obs, logits, values, actions, rewards, running in _episode_steps(agent, env, generator):
-        log_probs, _ = log_prob_and_entropy(logits, actions)
+    for obs, logits, values, actions, log_probs, rewards, running in _episode_steps(agent, env, generator):
         if env.episodes_end:
             step_valid = torch.ones_like(rewards, dtype=torch.bool) if running is None else running
             if keep is not None:

@@ -29,6 +29,7 @@ generator they draw exactly what they always drew.
 
 from __future__ import annotations
 
+import math
 import zlib
 from collections.abc import Sequence
 
@@ -186,7 +187,7 @@ class MemberStreams:
         shape = tuple(int(s) for s in shape)
         seeds = _combine(self.keys, self.counters)  # [M]
         self.counters.add_(1)
-        count = int(np.prod(shape)) if shape else 1
+        count = math.prod(shape)  # 1 for a scalar draw
         return _bulk(seeds, count, int32_hash_works(self.device)).view(self.members, *shape)
 
     def bits(self, shape: Sequence[int]) -> torch.Tensor:

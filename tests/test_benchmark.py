@@ -61,7 +61,7 @@ def test_the_benchmark_prints_a_row_for_the_default_path_and_honours_the_environ
     lines = done.stdout.splitlines()
     header = next(i for i, line in enumerate(lines) if line.split()[:2] == ["members", "matmul"])
     row = lines[header + 1].split()
-    assert row[0] == "1" and float(row[3]) > 0  # members, s/agent-epoch
+    assert row[0] == "1" and row[3] == "eager" and float(row[4]) > 0  # members, …, execution, s/pop-epoch
     # the path is the environment's choice, or auto's resolution named as such, and the reason is printed
     if chosen == "auto":
         assert row[1].startswith("auto→") and row[1].removeprefix("auto→") in ("onednn+sparse", "onednn", "blas")

@@ -190,7 +190,7 @@ def test_l2_shrinks_a_parameter_without_gradient_by_one_minus_lr_wd_per_step():
     for _ in range(k):
         for p in pop.trainable().values():
             p.grad = torch.zeros_like(p)
-        pop._decay_weights()
+        pop.decay_weights()
         pop.optimizer.step()
     factor = (1 - pop.ppo.lr * 10.0) ** k
     for name, p in pop.params.items():

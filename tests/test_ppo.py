@@ -136,7 +136,7 @@ def test_population_weight_decay_is_decoupled_per_member():
     pop = Population(NetworkSpec(), member_seeds=[0, 1], ppo=PPOConfig())
     pop.weight_decay = torch.tensor([0.0, 1e-3])
     before = {k: v.detach().clone() for k, v in pop.params.items()}
-    pop._decay_weights()
+    pop.decay_weights()
     for name, p in pop.params.items():
         assert torch.equal(p[0], before[name][0])
         torch.testing.assert_close(p[1], before[name][1] * (1 - 5e-4 * 1e-3))
@@ -147,7 +147,7 @@ def test_population_weight_decay_follows_each_assignment():
 
     def decayed() -> list[bool]:
         before = {k: v.detach().clone() for k, v in pop.params.items()}
-        pop._decay_weights()
+        pop.decay_weights()
         return [any(not torch.equal(p[m], before[k][m]) for k, p in pop.params.items()) for m in range(2)]
 
     assert decayed() == [False, False]  # PPOConfig's weight decay is 0

@@ -55,6 +55,13 @@ FEATURE_MAJOR, BATCH_MAJOR = 1, 2  # the axis of the activations that holds the 
 FEATURE_MAJOR_FROM = 32  # rows per member from which the feature-major layout is the faster one (measured)
 
 
+def compiling() -> bool:
+    """Whether ``torch.compile`` is tracing this call (:mod:`plasticity_lab.graphs`): the CPU fast path's kernels
+    are eager-only (oneDNN's per-member products and our native operators cannot enter a graph), so a traced call
+    takes the plain batched products, which the compiler then fuses with their neighbours."""
+    return torch.compiler.is_compiling()
+
+
 def _training_minibatch(rows: int) -> bool:
     return torch.is_grad_enabled() and rows >= FEATURE_MAJOR_FROM
 
@@ -67,6 +74,8 @@ def layout(rows: int, device: torch.device | str = "cpu") -> int:
     oneDNN's products are batch-major."""
     if not _training_minibatch(rows):
         return BATCH_MAJOR
+    if compiling():  # a compiled graph computes plain products, which train fastest feature-major
+        return FEATURE_MAJOR
     if torch.device(device).type == "cpu" and fastpath.cpu_matmul() in ("onednn", "onednn+sparse"):
         return BATCH_MAJOR
     return FEATURE_MAJOR
@@ -83,7 +92,7 @@ def linear(params: dict[str, torch.Tensor], prefix: str, x: torch.Tensor, featur
     ``first``: the network's first layer, whose input is the observation."""
     weight = params[f"{prefix}weight"]
     bias = params.get(f"{prefix}bias")
-    if features_axis == BATCH_MAJOR and x.device.type == "cpu":
+    if features_axis == BATCH_MAJOR and x.device.type == "cpu" and not compiling():
         fast = cpu_kernels.linear(x, weight, bias, first, _training_minibatch(x.shape[1]))
         if fast is not None:
             return fast

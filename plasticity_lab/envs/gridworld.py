@@ -333,6 +333,14 @@ class GridworldBatch:
             raise RuntimeError("GridworldBatch.step called before reset")
         if not isinstance(actions, torch.Tensor):
             actions = torch.as_tensor(actions, dtype=torch.long, device=self.device)
+        obs, reward = self.move(actions)
+        self.step_count += 1
+        return obs, reward
+
+    def move(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`step`'s tensor work alone (long ``actions [B]`` on the device, after a reset): it touches no
+        Python number, so a compiled collection step can take it into its graph (a Python counter read there would
+        compile the step again for each of its values)."""
         obs, p3 = self._obs, self._p3
         cand = p3 + self._delta3[actions.reshape(-1, 1)]  # [B, 1] agent-channel index of the target cell
         blocked = obs.gather(1, cand + _CH_WALL) > 0
@@ -343,8 +351,7 @@ class GridworldBatch:
         # that did not move ends up set).
         obs.scatter_(1, torch.cat([p3, reward_idx], dim=1), 0.0)
         obs.scatter_(1, new, 1.0)
-        self._p3 = new
-        self.step_count += 1
+        self._p3.copy_(new)  # in place: the state tensors keep their storage from step to step
         return obs.clone(), reward.view(-1)
 
     @property

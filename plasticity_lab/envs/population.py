@@ -62,7 +62,19 @@ class GridworldPopulation:
     def step(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Play ``actions [M, E]``; returns the observations, the rewards and ``over [M, E]`` (the same for every
         copy: True from the episode's last step, the ``episode_length``-th)."""
-        obs, reward = self.batch.step(actions.reshape(-1))
-        self.steps += 1
+        obs, reward = self.transition(actions)
+        self.count_step()
         over = torch.full((self.members, self.copies), self.steps >= self.episode_length, device=self.device)
-        return self._observe(obs), reward.view(self.members, self.copies), over
+        return obs, reward, over
+
+    def transition(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`step` without counting the step: observations and rewards only, from tensor work alone, which a
+        compiled collection step takes into its graph (:mod:`plasticity_lab.graphs`); the caller counts the step
+        with :meth:`count_step`."""
+        obs, reward = self.batch.move(actions.reshape(-1))
+        return self._observe(obs), reward.view(self.members, self.copies)
+
+    def count_step(self) -> None:
+        """Count a step played through :meth:`transition`."""
+        self.steps += 1
+        self.batch.step_count += 1

@@ -1,0 +1,150 @@
+"""The collection step and the minibatch update compiled whole (plasticity_lab.graphs), checked against eager.
+
+``fullgraph=True`` turns any graph break into an error, and an error sends the population back to eager with the
+reason in ``fallback``: so ``fallback is None`` after a step means the step compiled as one graph. The graphs are
+compiled with the ``aot_eager`` backend, which traces and differentiates them exactly as the CPU's default does but
+runs eager kernels, so the tests need no C++ compiler's minutes (the benchmark times the real compiler).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch._dynamo
+
+from plasticity_lab import RunConfig
+from plasticity_lab.conditions import parse_condition
+from plasticity_lab.envs.population import GridworldPopulation
+from plasticity_lab.experiment import Experiment
+from plasticity_lab.graphs import GraphedSteps, adamw_step_, initialise_adamw_state
+from plasticity_lab.nets import NetworkSpec
+from plasticity_lab.population import Population
+from plasticity_lab.ppo import PPOConfig, collect_episodes
+from plasticity_lab.shifts import distribution
+from plasticity_lab.streams import MemberStreams
+
+SEEDS = [0, 1, 2]
+
+
+def _streams():
+    return MemberStreams.for_members([(seed, "permute") for seed in SEEDS])
+
+
+def _population(condition: str, graphs, ppo: PPOConfig = PPOConfig()) -> Population:
+    cond = parse_condition(condition)
+    population = Population(NetworkSpec(), SEEDS, ppo, condition=cond, size_invariant=True)
+    cond.setup(population)
+    if graphs is not None:
+        population.graphs = GraphedSteps(population, backend=graphs)
+    return population
+
+
+def _env() -> GridworldPopulation:
+    env = GridworldPopulation(len(SEEDS), 11)
+    dists = [distribution("permute", seed, 1, pool_size=100) for seed in SEEDS]  # permuted observations too
+    env.set_distributions([d.train_levels for d in dists], [d.mapping for d in dists])
+    return env
+
+
+@pytest.fixture(autouse=True)
+def _fresh_compiler():
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+def test_a_graphed_collection_epoch_is_the_eager_one():
+    eager = collect_episodes(_population("warm_start", None), _env(), _streams().at("collect", 0))
+    population = _population("warm_start", "aot_eager")
+    torch._dynamo.utils.counters.clear()
+    graphed = collect_episodes(population, _env(), _streams().at("collect", 0))
+    assert population.graphs.fallback is None  # one whole graph: a break would have been an error
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1  # compiled once, not once per step
+    assert torch.equal(graphed.actions, eager.actions) and torch.equal(graphed.rewards, eager.rewards)
+    torch.testing.assert_close(graphed.values, eager.values, rtol=0, atol=1e-6)
+    torch.testing.assert_close(graphed.log_probs, eager.log_probs, rtol=0, atol=1e-6)
+    torch.testing.assert_close(graphed.obs, eager.obs, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("condition", ["soft_shrink_perturb+layernorm", "regen_l2", "l2"])
+def test_a_graphed_minibatch_step_agrees_with_eager(condition):
+    """One minibatch step of the whole rollout (so its gradients are compared before Adam can magnify a rounding
+    difference): the condition's per-step work included — soft S+P's fresh draw, regenerative L2's loss term (the
+    weights moved off θ₀ first, else its gradient is 0), L2's weight decay."""
+    ppo = PPOConfig(epochs=1, minibatch_size=1100)
+    rollout = collect_episodes(_population("warm_start", None), _env(), _streams().at("collect", 0))
+    results = []
+    for graphs in (None, "aot_eager"):
+        population = _population(condition, graphs, ppo)
+        displacement = torch.Generator().manual_seed(7)
+        with torch.no_grad():
+            for p in population.params.values():
+                p.add_(torch.randn(p.shape, generator=displacement) * 1e-2)
+        start = {k: p.detach().clone() for k, p in population.params.items()}
+        stats = population.update(rollout, _streams().at("update", 0))
+        if graphs is not None:
+            assert population.graphs.fallback is None
+        results.append((stats, {k: p.detach().clone() for k, p in population.params.items()},
+                        {k: p.grad.clone() for k, p in population.params.items()}))
+    (eager_stats, eager_params, eager_grads), (stats, params, grads) = results
+    for key in eager_grads:
+        torch.testing.assert_close(grads[key], eager_grads[key], rtol=1e-5, atol=1e-8)
+    for key in eager_params:
+        torch.testing.assert_close(params[key], eager_params[key], rtol=0, atol=1e-6)
+    for key in eager_stats:
+        torch.testing.assert_close(stats[key], eager_stats[key], rtol=1e-4, atol=1e-6)
+    assert all(not torch.equal(params[k], start[k]) for k in params)  # every tensor took the step
+
+
+def test_graphed_epochs_train_without_recompiling():
+    population, env, root = _population("soft_shrink_perturb", "aot_eager"), _env(), _streams()
+    torch._dynamo.utils.counters.clear()
+    for epoch in range(2):
+        population.update(collect_episodes(population, env, root.at("collect", epoch)), root.at("update", epoch))
+    assert population.graphs.fallback is None
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 2  # the collection step and the update
+
+
+def test_adamw_written_out_equals_pytorchs():
+    torch.manual_seed(0)
+    ours = torch.randn(3, 20, 30, requires_grad=True)
+    theirs = ours.detach().clone().requires_grad_(True)
+    reference = torch.optim.AdamW([theirs], lr=5e-4, eps=1e-8, weight_decay=0.0)
+    optimizer = torch.optim.AdamW([ours], lr=5e-4, eps=1e-8, weight_decay=0.0)
+    initialise_adamw_state(optimizer)
+    for _ in range(25):
+        grad = torch.randn_like(ours) * 10 ** torch.empty_like(ours).uniform_(-6, 0)
+        ours.grad, theirs.grad = grad.clone(), grad.clone()
+        reference.step()
+        with torch.no_grad():
+            adamw_step_(optimizer, [ours])
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-6)
+    assert float(optimizer.state[ours]["step"]) == 25
+    torch.testing.assert_close(optimizer.state[ours]["exp_avg_sq"], reference.state[theirs]["exp_avg_sq"])
+
+
+def test_a_compiler_that_fails_sends_the_run_back_to_eager():
+    def no_compiler(graph, example_inputs):
+        raise RuntimeError("no C++ compiler on this machine")
+
+    population, env, root = _population("warm_start", no_compiler), _env(), _streams()
+    rollout = collect_episodes(population, env, root.at("collect", 0))
+    assert "no C++ compiler on this machine" in population.graphs.fallback
+    population.update(rollout, root.at("update", 0))
+    eager = _population("warm_start", None)
+    eager.update(collect_episodes(eager, _env(), root.at("collect", 0)), root.at("update", 0))
+    for key, value in eager.params.items():
+        assert torch.equal(population.params[key], value)
+
+
+def test_graphs_are_refused_where_they_cannot_run():
+    with pytest.raises(ValueError, match="randomness 'member'"):
+        RunConfig(execution="graphs")
+    with pytest.raises(ValueError, match="env 'gridworld'"):
+        RunConfig(env="coinrun", execution="graphs", randomness="member")
+    with pytest.raises(ValueError, match="unknown execution 'graph'; valid: eager, graphs"):
+        RunConfig(execution="graph")
+    experiment = Experiment([RunConfig(execution="graphs", randomness="member", seed=s) for s in (0, 1)])
+    assert experiment.execution == "graphs"
+    with pytest.raises(ValueError, match="fixed-length episodes"):
+        GraphedSteps(Population(NetworkSpec(), [0], episodes_end=True))
