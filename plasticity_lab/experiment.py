@@ -200,8 +200,20 @@ class Experiment:
         stats["epoch"] = torch.full((members,), self.epoch)
         stats["epoch_in_round"] = torch.full((members,), epoch_in_round)
         for key, value in stats.items():
-            self.log.setdefault(key, []).append(value.detach().cpu())
+            # a GPU's values stay there until the round's end (_move_log_to_host): a copy to the host every epoch
+            # would make the CPU wait for the device every epoch
+            self.log.setdefault(key, []).append(value.detach())
         self.epoch += 1
+        if self.epoch % cfg.epochs_per_round == 0:
+            self._move_log_to_host()
+
+    def _move_log_to_host(self) -> None:
+        """Bring the log's values that are still on the device to the host, one copy per diagnostic."""
+        for values in self.log.values():
+            waiting = [i for i, v in enumerate(values) if v.device.type != "cpu"]
+            if waiting:
+                for i, value in zip(waiting, torch.stack([values[i] for i in waiting]).cpu().unbind(0)):
+                    values[i] = value
 
     def train_to_end(self, checkpoint: str | Path | None = None, checkpoint_every: int | None = None,
                      on_epoch=None) -> None:
@@ -234,6 +246,7 @@ class Experiment:
 
     def table(self) -> pd.DataFrame:
         """The per-epoch table of the epochs trained so far (see :func:`run`)."""
+        self._move_log_to_host()
         return _table(self.configs, self.log)
 
     # ---- checkpoints ------------------------------------------------------------------------------------
@@ -241,6 +254,7 @@ class Experiment:
     def state_dict(self) -> dict:
         """Everything needed to continue this run, as tensors and plain containers (``weights_only``-loadable)."""
         population = self.population
+        self._move_log_to_host()
         return {
             "format": CHECKPOINT_FORMAT,
             "configs": json.dumps([config_identity(c.to_dict()) for c in self.configs], sort_keys=True),

@@ -63,8 +63,15 @@ class GraphedSteps:
         if mode is None and population.device.type == "cuda":
             mode = "reduce-overhead"
         self.backend, self.mode = backend, mode
+        #: Whether the graphs are replayed as CUDA graphs, whose outputs live in memory the next replay reuses.
+        self.cuda_graphs = mode == "reduce-overhead"
         #: Why the population went back to eager, or None while the graphs serve it.
         self.fallback: str | None = None
+        # Every tensor a graph changes in place keeps one storage from call to call and is marked static, so that a
+        # CUDA graph can replay on it (the parameters, AdamW's state, the environment's state, the draw counters):
+        self._static_ids: set[int] = set()
+        self._streams: MemberStreams | None = None
+        self._moments: dict[str, dict[str, torch.Tensor]] = {}
         options = dict(fullgraph=True, dynamic=False, backend=backend, mode=mode)
         self._collect = torch.compile(self._collection_step, **options)
         self._update = torch.compile(self._minibatch_update, **options)
@@ -78,9 +85,9 @@ class GraphedSteps:
         next_obs, rewards = env.transition(actions)
         return logits, values, actions, log_probs, next_obs, rewards
 
-    def _minibatch_update(self, rows, picked: torch.Tensor, source: MemberStreams) -> dict[str, torch.Tensor]:
+    def _minibatch_update(self, minibatch: list[torch.Tensor], source: MemberStreams) -> dict[str, torch.Tensor]:
         population = self.population
-        obs, actions, log_probs, advantages, returns = rows.take(picked)
+        obs, actions, log_probs, advantages, returns = minibatch
         logits, values, features = population.forward(obs)
         losses, stats = ppo_loss(logits, values, actions, log_probs, advantages, returns, population.ppo)
         stats["dead_units"] = dead_unit_fraction(features)
@@ -88,14 +95,13 @@ class GraphedSteps:
         extra = population.condition.extra_loss(population) if population.condition is not None else None
         if extra is not None:
             total = total + extra.sum()
-        trainable = list(population.trainable().values())
-        for p in trainable:
-            p.grad = None
-        total.backward()
+        total.backward()  # into gradients that are None on entry (minibatch_update clears them)
         stats["grad_norm"] = population.clip_gradients()
         population.decay_weights()
         with torch.no_grad():
-            adamw_step_(population.optimizer, trainable)
+            names = list(population.trainable())
+            adamw_step_([population.params[k] for k in names], [self._moments[k] for k in names],
+                        **self._adamw_settings)
         if population.condition is not None:
             population.condition.after_optimizer_step(population, source)
         return {k: v.detach() for k, v in stats.items()}
@@ -105,14 +111,20 @@ class GraphedSteps:
     def collection_step(self, env, obs: torch.Tensor, source: MemberStreams):
         """``(logits, values, actions, log_probs, next_obs, rewards)`` of one step of every copy (the caller counts
         the step: ``env.count_step()``); None once the graphs have fallen back to eager."""
+        if self.fallback is None and graphs_unavailable(self.population, env, source) is None:
+            self._mark_static(env.state_tensors())
         return self._call(self._collect, env, obs, source)
 
     def minibatch_update(self, rows, picked: torch.Tensor, source: MemberStreams) -> dict[str, torch.Tensor] | None:
         """One minibatch step of every member (``rows``: a :class:`~plasticity_lab.population.MemberRows`;
         ``picked [M, B]``: each member's rows); the minibatch's diagnostics ``[M]``, or None once the graphs have
-        fallen back to eager."""
-        initialise_adamw_state(self.population.optimizer)  # a new optimizer (every shift) starts without state
-        return self._call(self._update, rows, picked, source)
+        fallen back to eager. The minibatch is taken outside the graph: as a graph's input the whole rollout would
+        be copied into a CUDA graph's memory at every step."""
+        if self.fallback is None:
+            self._adopt_optimizer_state()
+            for p in self.population.trainable().values():
+                p.grad = None  # a graph traced with gradients present computes them wrongly when re-traced
+        return self._call(self._update, rows.take(picked), source)
 
     def _call(self, compiled, *args):
         if self.fallback is not None:
@@ -121,12 +133,62 @@ class GraphedSteps:
         if reason is not None:
             self.fallback = reason
             return None
+        source = args[-1]
+        self._mark_static(self.population.params.values())
+        streams = self._persistent_streams(source)
         try:
+            if self.cuda_graphs:  # the last replay's outputs were copied out: its memory may be reused
+                torch.compiler.cudagraph_mark_step_begin()
             with torch._dynamo.config.patch(trace_autograd_ops=True):
-                return compiled(*args)
+                out = compiled(*args[:-1], streams)
         except Exception as error:  # a compiler missing or failing here must not stop the run: eager computes it
             self.fallback = _root_cause(error)
             return None
+        source.counters.copy_(streams.counters)
+        if self.cuda_graphs:
+            out = ({k: v.clone() for k, v in out.items()} if isinstance(out, dict) else tuple(t.clone() for t in out))
+        return out
+
+    def _mark_static(self, tensors) -> None:
+        for t in tensors:
+            if id(t) not in self._static_ids:
+                torch._dynamo.mark_static_address(t)
+                self._static_ids.add(id(t))
+
+    def _persistent_streams(self, source: MemberStreams) -> MemberStreams:
+        """Streams with ``source``'s keys and counters in tensors that persist from call to call (a place's streams
+        are new each epoch); the caller copies the counters back after the graph advanced them."""
+        if self._streams is None or self._streams.members != source.members:
+            self._streams = MemberStreams(source.keys.clone(), source.counters.clone())
+            self._mark_static([self._streams.keys, self._streams.counters])
+        self._streams.keys.copy_(source.keys)
+        self._streams.counters.copy_(source.counters)
+        return self._streams
+
+    def _adopt_optimizer_state(self) -> None:
+        """Give the population's AdamW this object's persistent state tensors, holding the values its state has
+        (zeros for a new optimizer, made at every shift; a checkpoint's after a restore): what PyTorch's AdamW
+        would create at its first step, but in storage that outlives the optimizer."""
+        optimizer = self.population.optimizer
+        group = optimizer.param_groups[0]
+        if len(optimizer.param_groups) > 1 or group["amsgrad"] or group["maximize"] or group["weight_decay"] != 0:
+            raise ValueError("graphed AdamW steps need one group without amsgrad, maximize or weight decay")
+        self._adamw_settings = dict(lr=group["lr"], betas=tuple(group["betas"]), eps=group["eps"])
+        for name, p in self.population.trainable().items():
+            state = optimizer.state[p]
+            mine = self._moments.get(name)
+            if mine is None or mine["exp_avg"].shape != p.shape or mine["exp_avg"].stride() != p.stride():
+                mine = {"step": torch.zeros((), dtype=torch.float32, device=p.device),
+                        "exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
+                        "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format)}
+                self._mark_static(mine.values())
+                self._moments[name] = mine
+            if state.get("exp_avg") is mine["exp_avg"]:
+                continue
+            with torch.no_grad():
+                for key, buffer in mine.items():
+                    buffer.copy_(state[key]) if key in state else buffer.zero_()
+                    state[key] = buffer
 
 
 def _root_cause(error: BaseException) -> str:
@@ -140,20 +202,16 @@ def _root_cause(error: BaseException) -> str:
     return f"{type(error).__name__}: {lines[0] if lines else ''}"[:300]
 
 
-def adamw_step_(optimizer: torch.optim.Optimizer, params: list[torch.Tensor]) -> None:
-    """AdamW's update of ``params`` written out in tensor operations a graph can hold, on ``optimizer``'s own state
-    (the same ``step``, ``exp_avg``, ``exp_avg_sq`` tensors PyTorch's AdamW keeps, created as it creates them), so
-    that eager and graphed steps can follow one another. One group, no amsgrad; the population applies weight decay
-    itself (its AdamW's own is 0)."""
-    group = optimizer.param_groups[0]
-    if len(optimizer.param_groups) > 1 or group["amsgrad"] or group["maximize"] or group["weight_decay"] != 0:
-        raise ValueError("a graphed AdamW step needs one group without amsgrad, maximize or weight decay")
-    lr, eps = group["lr"], group["eps"]
-    beta1, beta2 = group["betas"]
-    for p in params:
+def adamw_step_(params: list[torch.Tensor], states: list[dict[str, torch.Tensor]], lr: float,
+                betas: tuple[float, float], eps: float) -> None:
+    """AdamW's update of ``params`` (without weight decay: the population decays weights itself) written out in
+    tensor operations a graph can hold, on state dicts like PyTorch's AdamW keeps (``step``, ``exp_avg``,
+    ``exp_avg_sq`` tensors, which must exist already): the same arithmetic as ``torch.optim.AdamW``'s, rounded
+    within a few units of the last place of its fused kernel's."""
+    beta1, beta2 = betas
+    for p, state in zip(params, states):
         if p.grad is None:
             continue
-        state = optimizer.state[p]
         step, exp_avg, exp_avg_sq = state["step"], state["exp_avg"], state["exp_avg_sq"]
         step.add_(1)
         exp_avg.lerp_(p.grad, 1 - beta1)
@@ -162,16 +220,3 @@ def adamw_step_(optimizer: torch.optim.Optimizer, params: list[torch.Tensor]) ->
         bias_correction2 = 1 - beta2 ** step
         denom = (exp_avg_sq.sqrt() / bias_correction2.sqrt()).add_(eps)
         p.sub_(exp_avg / denom * (lr / bias_correction1))
-
-
-def initialise_adamw_state(optimizer: torch.optim.Optimizer) -> None:
-    """Give every parameter of ``optimizer`` the state PyTorch's fused AdamW creates at its first step (a float32
-    step count on the parameter's device, zero moments in its layout), so that a graph starts from tensors that
-    already exist: a graph cannot create state that outlives it."""
-    for group in optimizer.param_groups:
-        for p in group["params"]:
-            state = optimizer.state[p]
-            if not state:
-                state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
-                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)

@@ -16,7 +16,7 @@ from plasticity_lab import RunConfig
 from plasticity_lab.conditions import parse_condition
 from plasticity_lab.envs.population import GridworldPopulation
 from plasticity_lab.experiment import Experiment
-from plasticity_lab.graphs import GraphedSteps, adamw_step_, initialise_adamw_state
+from plasticity_lab.graphs import GraphedSteps, adamw_step_
 from plasticity_lab.nets import NetworkSpec
 from plasticity_lab.population import Population
 from plasticity_lab.ppo import PPOConfig, collect_episodes
@@ -110,17 +110,16 @@ def test_adamw_written_out_equals_pytorchs():
     ours = torch.randn(3, 20, 30, requires_grad=True)
     theirs = ours.detach().clone().requires_grad_(True)
     reference = torch.optim.AdamW([theirs], lr=5e-4, eps=1e-8, weight_decay=0.0)
-    optimizer = torch.optim.AdamW([ours], lr=5e-4, eps=1e-8, weight_decay=0.0)
-    initialise_adamw_state(optimizer)
+    state = {"step": torch.zeros(()), "exp_avg": torch.zeros_like(ours), "exp_avg_sq": torch.zeros_like(ours)}
     for _ in range(25):
         grad = torch.randn_like(ours) * 10 ** torch.empty_like(ours).uniform_(-6, 0)
         ours.grad, theirs.grad = grad.clone(), grad.clone()
         reference.step()
         with torch.no_grad():
-            adamw_step_(optimizer, [ours])
+            adamw_step_([ours], [state], lr=5e-4, betas=(0.9, 0.999), eps=1e-8)
     torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-6)
-    assert float(optimizer.state[ours]["step"]) == 25
-    torch.testing.assert_close(optimizer.state[ours]["exp_avg_sq"], reference.state[theirs]["exp_avg_sq"])
+    assert float(state["step"]) == 25
+    torch.testing.assert_close(state["exp_avg_sq"], reference.state[theirs]["exp_avg_sq"])
 
 
 def test_a_compiler_that_fails_sends_the_run_back_to_eager():
@@ -148,3 +147,26 @@ def test_graphs_are_refused_where_they_cannot_run():
     assert experiment.execution == "graphs"
     with pytest.raises(ValueError, match="fixed-length episodes"):
         GraphedSteps(Population(NetworkSpec(), [0], episodes_end=True))
+
+
+def test_a_graphed_run_crosses_shifts_and_tests_without_recompiling(monkeypatch):
+    """Two rounds through the run loop: the shift's new optimizer takes over the graphs' persistent AdamW state and
+    the test episodes are one more graph, so nothing is compiled again; the first epoch's collection is eager's."""
+    import functools
+
+    import plasticity_lab.experiment as experiment_module
+
+    monkeypatch.setattr(experiment_module, "GraphedSteps", functools.partial(GraphedSteps, backend="aot_eager"))
+    settings = dict(preset="smoke", rounds=2, epochs_per_round=2, test_interval=2, test_episodes=5,
+                    randomness="member", condition="soft_shrink_perturb")
+    tables = {}
+    for execution in ("eager", "graphs"):
+        torch._dynamo.utils.counters.clear()
+        experiment = Experiment([RunConfig(execution=execution, seed=s, **settings) for s in (0, 1)])
+        experiment.train_to_end()
+        tables[execution] = experiment.table()
+    assert experiment.execution == "graphs"
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 3  # training step, test step, update
+    first = tables["eager"]["epoch"] == 0
+    assert (tables["graphs"][first]["train_return"].to_numpy() == tables["eager"][first]["train_return"].to_numpy()).all()
+    assert tables["graphs"]["test_return"].notna().sum() == tables["eager"]["test_return"].notna().sum() == 4

@@ -302,8 +302,12 @@ class GridworldBatch:
         return self._bank_size
 
     # ------------------------------------------------------------------ API
-    def reset(self, levels: torch.Tensor | Sequence[int]) -> torch.Tensor:
-        """Reset every copy: copy ``b`` starts level ``levels[b]``. Returns raw observations ``[B, 363]``."""
+    def reset(self, levels: torch.Tensor | Sequence[int], banked: bool = False) -> torch.Tensor:
+        """Reset every copy: copy ``b`` starts level ``levels[b]``. Returns raw observations ``[B, 363]``.
+
+        ``banked=True``: the caller knows every level is already in the level bank (:meth:`prepare_levels` made
+        its pool), so the reset skips the check for missing ones — a check whose answer the host must wait for,
+        on a GPU once every episode."""
         levels_t = torch.as_tensor(levels, device=self.device)
         if levels_t.dtype.is_floating_point or levels_t.dtype == torch.bool or levels_t.is_complex():
             raise ValueError(f"invalid levels dtype {levels_t.dtype}; levels must be integers")
@@ -313,7 +317,7 @@ class GridworldBatch:
                 f"reset got {levels_t.numel()} levels for a batch of {self.num_envs} copies; pass one per copy"
             )
         rows, found = self._lookup(levels_t)
-        if not bool(found.all()):
+        if not banked and not bool(found.all()):
             self._bank_missing(levels_t[~found])
             rows, _ = self._lookup(levels_t)
         torch.index_select(self._bank, 0, rows, out=self._obs)
@@ -353,6 +357,11 @@ class GridworldBatch:
         obs.scatter_(1, new, 1.0)
         self._p3.copy_(new)  # in place: the state tensors keep their storage from step to step
         return obs.clone(), reward.view(-1)
+
+    def state_tensors(self) -> list[torch.Tensor]:
+        """The state :meth:`move` changes in place (observations and agent positions), in storage that lasts as long
+        as the batch."""
+        return [self._obs, self._p3]
 
     @property
     def agent_pos(self) -> torch.Tensor:

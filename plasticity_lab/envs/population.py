@@ -57,7 +57,7 @@ class GridworldPopulation:
         offset = torch.minimum((u * self.level_count).long(), self.level_count - 1)
         self.levels = self.level_start + offset
         self.steps = 0
-        return self._observe(self.batch.reset(self.levels.reshape(-1)))
+        return self._observe(self.batch.reset(self.levels.reshape(-1), banked=True))  # set_distributions banked them
 
     def step(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Play ``actions [M, E]``; returns the observations, the rewards and ``over [M, E]`` (the same for every
@@ -73,6 +73,11 @@ class GridworldPopulation:
         with :meth:`count_step`."""
         obs, reward = self.batch.move(actions.reshape(-1))
         return self._observe(obs), reward.view(self.members, self.copies)
+
+    def state_tensors(self) -> list[torch.Tensor]:
+        """The tensors :meth:`transition` changes in place; they keep their storage for the environment's life, so a
+        CUDA graph of a step can replay on them."""
+        return self.batch.state_tensors()
 
     def count_step(self) -> None:
         """Count a step played through :meth:`transition`."""
