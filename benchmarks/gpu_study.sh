@@ -7,8 +7,10 @@
 #   CONDITIONS=warm_start,reset_all SECONDS_LIMIT=480 bash benchmarks/gpu_study.sh   # on the GPU machine
 #
 # CONDITIONS (required), STUDY (default gridworld-paper-<conditions>), PRESET (paper), ENV (gridworld),
-# SHIFTS (permute,window,expand), SEEDS (0-4), DEVICE (cuda), THREADS (torch's choice), SECONDS_LIMIT (480: leaves a 10-minute call time to
-# start and to copy the folder back), MAX_MIB (64). DEVICE=cpu PRESET=smoke tries it on a CPU.
+# SHIFTS (permute,window,expand), SEEDS (0-4), DEVICE (cuda), THREADS (torch's choice), SECONDS_LIMIT (480: leaves a
+# 10-minute call time to start and to copy the folder back), MAX_MIB (64), EXECUTION (eager; graphs: the compiled
+# steps of plasticity_lab.graphs, once gpu_check.sh has shown them faster and in agreement on the device).
+# DEVICE=cpu PRESET=smoke tries it on a CPU.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 : "${CONDITIONS:?name the conditions, e.g. CONDITIONS=warm_start,reset_all}"
@@ -21,5 +23,5 @@ source benchmarks/gpu_env.sh
 } | tee "$out/machine.txt"
 python3 scripts/train_within.py --conditions "$CONDITIONS" --env "${ENV:-gridworld}" --preset "${PRESET:-paper}" \
     --shifts "${SHIFTS:-permute,window,expand}" --seeds "${SEEDS:-0-4}" --device "${DEVICE:-cuda}" \
-    ${THREADS:+--threads "$THREADS"} --seconds "${SECONDS_LIMIT:-480}" --max-mib "${MAX_MIB:-64}" --out "$out/$study" 2>&1 | tee "$out/train.log"
+    ${THREADS:+--threads "$THREADS"} ${EXECUTION:+--override "execution=$EXECUTION"} --seconds "${SECONDS_LIMIT:-480}" --max-mib "${MAX_MIB:-64}" --out "$out/$study" 2>&1 | tee "$out/train.log"
 exit "${PIPESTATUS[0]}"

@@ -14,6 +14,8 @@ seeds).
                                                                      # --threads 1` trains a study
     python benchmarks/population_speed.py --sizes 15 --randomness member --execution eager,graphs
                                                                      # eager vs compiled graphs (see below)
+    python benchmarks/population_speed.py --profile 180 --device cuda --execution graphs   # kernels and launches
+    python benchmarks/population_speed.py --grid-chunk 200 --device cuda --mix --max-members 180 --execution graphs
     python benchmarks/population_speed.py --cpu-matmul blas          # training's products through MKL, not oneDNN
     python benchmarks/population_speed.py --cpu-matmul onednn,blas   # both, a row each, in the same run
     python benchmarks/population_speed.py --cpu-matmul onednn+sparse,onednn   # with and without the sparse
@@ -173,6 +175,9 @@ def one(members: int, epochs: int, device: str, threads: int, execution: str = "
         "peak_memory_mb": peak_mb,
         "execution": execution if population.graphs is None or population.graphs.fallback is None
         else f"graphs→eager ({population.graphs.fallback})",
+        # graphs that the GPU could not replay as CUDA graphs (the compiler says why in its log)
+        "cudagraph_skips": int(torch._dynamo.utils.counters["inductor"].get("cudagraph_skips", 0))
+        if population.graphs is not None else 0,
         "warm_up_s": warm_up,
     }
 
@@ -225,22 +230,27 @@ def computing_ops(events) -> int:
                and (native(e) or computes(e) and not any(computes(c) or native(c) for c in e.cpu_children)))
 
 
-def profile(members: int, epochs: int, device: str, threads: int, cpu_matmul: str = "auto") -> None:
-    """Print the profiler's breakdown of ``epochs`` population epochs (collection and update)."""
+def profile(members: int, epochs: int, device: str, threads: int, cpu_matmul: str = "auto",
+            execution: str = "eager") -> None:
+    """Print the profiler's breakdown of ``epochs`` population epochs (collection and update); with
+    ``execution="graphs"`` (each member's own streams) the compiled steps, whose kernels a GPU launches per graph."""
     import torch
     from torch.profiler import ProfilerActivity, profile as torch_profile
 
     from plasticity_lab.backends import denormals
     from plasticity_lab.ppo import collect_episodes
 
-    population, env, generator = _paper_population(members, device, threads, cpu_matmul=cpu_matmul)
+    randomness = "member" if execution == "graphs" else "population"
+    population, env, root = _paper_population(members, device, threads, execution, cpu_matmul, randomness)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith("cuda") else [])
     with denormals.flushed():  # as training flushes them
-        for _ in range(2):
-            population.update(collect_episodes(population, env, generator), generator)
+        for epoch in range(2):  # warm-up (with graphs: their compilation)
+            population.update(collect_episodes(population, env, _random(root, "collect", epoch)),
+                              _random(root, "update", epoch))
         with torch_profile(activities=activities, record_shapes=True) as prof:
-            for _ in range(epochs):
-                population.update(collect_episodes(population, env, generator), generator)
+            for epoch in range(2, 2 + epochs):
+                population.update(collect_episodes(population, env, _random(root, "collect", epoch)),
+                                  _random(root, "update", epoch))
     events = prof.key_averages()
     ops = computing_ops(prof.events()) / epochs
     total = sum(e.self_cpu_time_total for e in events)
@@ -250,7 +260,10 @@ def profile(members: int, epochs: int, device: str, threads: int, cpu_matmul: st
             if e.key in names:
                 shares[group] += e.self_cpu_time_total
     shares["everything else"] = total - sum(shares.values())
-    print(f"profile: {members} members, {epochs} epochs, {total / 1e6 / epochs:.3f} s of CPU self time per epoch")
+    print(f"profile: {members} members, {epochs} epochs, execution {execution}"
+          + (f" (fell back to eager: {population.graphs.fallback})" if population.graphs is not None
+             and population.graphs.fallback else "")
+          + f", {total / 1e6 / epochs:.3f} s of CPU self time per epoch")
     for group, t in shares.items():
         print(f"  {group:<18} {100 * t / total:5.1f}%")
     print(f"  {ops:,.0f} operations that compute per population epoch ({ops / members:,.0f} per agent-epoch)")
@@ -258,7 +271,10 @@ def profile(members: int, epochs: int, device: str, threads: int, cpu_matmul: st
         from torch.autograd import DeviceType
 
         kernels = sum(1 for e in prof.events() if e.device_type == DeviceType.CUDA) / epochs
-        print(f"  {kernels:,.0f} GPU kernels per population epoch")
+        launches = {name: sum(1 for e in prof.events() if e.name == name) / epochs
+                    for name in ("cudaLaunchKernel", "cuLaunchKernel", "cudaGraphLaunch")}
+        print(f"  {kernels:,.0f} GPU kernels per population epoch; launches from the host per epoch: "
+              + ", ".join(f"{n} {c:,.0f}" for n, c in launches.items()))
     print(events.table(sort_by="self_cpu_time_total", row_limit=12))
 
 
@@ -275,6 +291,7 @@ def _combined(rows: list[dict]) -> dict:
         "randomness": rows[0].get("randomness", "population"),
         "execution": rows[0].get("execution", "eager"),
         "warm_up_s": max(r.get("warm_up_s", 0.0) for r in rows),
+        "cudagraph_skips": sum(r.get("cudagraph_skips", 0) for r in rows),
         "label": f"{len(rows)}×{rows[0]['members']}",
         "s_per_population_epoch": max(r["s_per_population_epoch"] for r in rows),
         "s_per_agent_epoch": 1 / agent_epochs_per_s,
@@ -284,7 +301,8 @@ def _combined(rows: list[dict]) -> dict:
     }
 
 
-def grid_chunk(epochs: int, device: str, workers: int, threads: int, mix: bool = False, max_members: int | None = None
+def grid_chunk(epochs: int, device: str, workers: int, threads: int, mix: bool = False, max_members: int | None = None,
+               execution: str = "eager"
                ) -> dict:
     """Train the first ``epochs`` epochs of every run of the paper-scale gridworld grid as a sweep (see the module
     docstring) and return its size and timing, with the whole grid's projected hours. ``mix``: the sweep's
@@ -297,8 +315,10 @@ def grid_chunk(epochs: int, device: str, workers: int, threads: int, mix: bool =
     from plasticity_lab.sweep import Sweep, run_sweep
 
     book = Sweep.from_file(Path(__file__).resolve().parent.parent / "sweeps" / "gridworld-book.toml")
-    sweep = dataclasses.replace(book, study="paper-grid-chunk", preset="paper", overrides={
-        "rounds": 1, "epochs_per_round": epochs, "test_interval": 100, "device": device}, mix_conditions=mix,
+    overrides = {"rounds": 1, "epochs_per_round": epochs, "test_interval": 100, "device": device}
+    if execution == "graphs":  # compiled steps draw from each run's own streams
+        overrides.update(execution="graphs", randomness="member")
+    sweep = dataclasses.replace(book, study="paper-grid-chunk", preset="paper", overrides=overrides, mix_conditions=mix,
         max_members=max_members or book.max_members)
     sweep.configs()  # validated as a sweep file would be
     runs = len(sweep.configs())
@@ -366,7 +386,7 @@ def main() -> None:
     for choice in executions:
         if choice not in EXECUTIONS:
             parser.error(f"unknown --execution {choice!r}; valid: {', '.join(EXECUTIONS)}")
-    if "graphs" in executions and "population" in randomness:
+    if "graphs" in executions and "population" in randomness and args.profile is None and args.grid_chunk is None:
         parser.error("--execution graphs needs --randomness member (a generator object cannot enter a graph)")
 
     for kind in kinds:
@@ -376,15 +396,17 @@ def main() -> None:
             parser.error(str(error))
     first = kinds[0]
     if args.profile is not None:
-        profile(args.profile, min(args.epochs, 3), args.device, args.threads, first)
+        profile(args.profile, min(args.epochs, 3), args.device, args.threads, first, executions[0])
         return
     if args.grid_chunk is not None:
         if args.grid_chunk < 1:
             parser.error(f"--grid-chunk must be at least 1 epoch; got {args.grid_chunk}")
         fastpath.set_cpu_matmul(first)
         os.environ[fastpath.VARIABLE] = first  # which the sweep's worker processes inherit
-        r = grid_chunk(args.grid_chunk, args.device, args.processes, args.threads, args.mix, args.max_members)
+        r = grid_chunk(args.grid_chunk, args.device, args.processes, args.threads, args.mix, args.max_members,
+                       executions[0])
         print(f"device={args.device} workers={args.processes} threads per worker={args.threads} "
+              f"execution={executions[0]} "
               f"cpu matmul={(kinds[0] + ' → ' + fastpath.cpu_matmul()) if args.device == 'cpu' else '-'}")
         print(f"paper-scale grid chunk: {r['runs']} runs in {r['populations']} populations, first {r['epochs']} "
               f"epochs each: {r['wall_s']:.1f} s wall, {r['s_per_agent_epoch']:.5f} s per agent-epoch; the whole "
@@ -456,6 +478,10 @@ def main() -> None:
               "as if computed densely (the same work as the other rows), not the multiply-adds it computes.")
     for execution in sorted({r["execution"] for r in rows if len(r.get("execution", "")) > 9}):
         print(f"execution: {execution}")
+    for r in rows:
+        if r.get("cudagraph_skips"):
+            print(f"{r.get('label', r['members'])} members, graphs: {r['cudagraph_skips']} graph(s) not replayed as "
+                  "CUDA graphs (TORCH_LOGS=perf_hints says why)")
     print("warm-up s = the first two population epochs, left out of the timing (with graphs: their compilation)")
     for label, reason in sorted({(r["matmul"], r["matmul_reason"]) for r in rows if r.get("matmul_reason")}):
         print(f"{label}: {reason}")

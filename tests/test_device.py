@@ -121,3 +121,35 @@ def test_an_uneven_cnn_update_on_the_gpu_agrees_with_the_cpu():
     for name, p in on_cpu.params.items():
         moved = (p.detach() - start[name]).abs().max()
         assert (on_gpu.params[name].detach().cpu() - p.detach()).abs().max() <= 1e-2 * moved + 1e-6, name
+
+
+@needs_cuda
+def test_graphed_steps_agree_with_eager_on_the_device():
+    """The compiled steps as a GPU runs them (inductor, replayed as CUDA graphs) against eager on the same device: a
+    collection epoch, then one minibatch step of the whole rollout, to float rounding."""
+    from plasticity_lab.graphs import GraphedSteps
+    from plasticity_lab.ppo import PPOConfig
+    from plasticity_lab.streams import MemberStreams
+
+    seeds = [0, 1, 2]
+    root = MemberStreams.for_members([(s, "permute") for s in seeds], "cuda")
+    results = []
+    for graphed in (False, True):
+        population = Population(NetworkSpec(), seeds, PPOConfig(epochs=1, minibatch_size=1100), device="cuda",
+                                size_invariant=True)
+        if graphed:
+            population.graphs = GraphedSteps(population)
+        env = GridworldPopulation(len(seeds), 11, device="cuda")
+        dists = [distribution("permute", s, 1, pool_size=100) for s in seeds]
+        env.set_distributions([d.train_levels for d in dists], [d.mapping for d in dists])
+        rollout = collect_episodes(population, env, root.at("collect", 0))
+        update_from = rollout if not graphed else results[0][0]  # both update on the eager rollout
+        population.update(update_from, root.at("update", 0))
+        if graphed:
+            assert population.graphs.fallback is None, population.graphs.fallback
+        results.append((rollout, {k: v.detach().clone() for k, v in population.params.items()}))
+    (eager, eager_params), (graphed, params) = results
+    assert (graphed.actions == eager.actions).float().mean() > 0.999  # an action flips only at a CDF's edge
+    torch.testing.assert_close(graphed.values[0], eager.values[0], rtol=1e-4, atol=1e-5)
+    for key in eager_params:
+        torch.testing.assert_close(params[key], eager_params[key], rtol=0, atol=1e-5)
