@@ -10,7 +10,7 @@
 # (fetched with npm).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-source "$root/scripts/setup.sh" dev,stats,book,cluster,procgen
+source "$root/scripts/setup.sh" dev,stats,book,cluster,procgen,atari
 # The book tests open the built pages in headless Chromium.
 bash "$root/scripts/setup_browser.sh"
 cd "$root"

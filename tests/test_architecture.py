@@ -8,7 +8,7 @@ import fails here too. The wings, bottom to top:
 * network — ``nets``, ``metrics``: modules and diagnostics, knowing nothing of training;
 * worlds — ``envs``, ``shifts``: environments and training distributions, knowing nothing of learning;
 * backends — how a population's numbers are computed; they know the network and nothing above it;
-* learning — ``ppo``, ``population``, ``member_adamw``, ``conditions``, ``graphs``: the algorithm, its batching, the
+* learning — ``ppo``, ``population``, ``member_adamw``, ``conditions``, ``graphs``, ``rnd``: the algorithm, its batching, the
   interventions, and its steps compiled whole;
 * statistics — ``stats``: tables in, tables out; beside the others, importing only the vocabulary;
 * run and store — ``config``, ``environments``, ``experiment``, ``sweep``, ``results``, ``storage``, ``report``, ``cli``;
@@ -30,7 +30,7 @@ WINGS = {
     "network": {"nets", "metrics"},
     "worlds": {"envs", "shifts"},
     "backends": {"backends"},
-    "learning": {"ppo", "population", "member_adamw", "conditions", "graphs"},
+    "learning": {"ppo", "population", "member_adamw", "conditions", "graphs", "rnd"},
     "statistics": {"stats"},
     "run and store": {"config", "environments", "experiment", "sweep", "results", "storage", "report", "cli", "__init__"},
     "figures": {"figures"},
