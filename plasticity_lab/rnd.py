@@ -184,3 +184,39 @@ class RNDNetworks:
         keep = (torch.rand(error.shape, generator=generator, device=generator.device) <
                 self.config.update_proportion).to(error.device, error.dtype)
         return (error * keep).sum(1) / keep.sum(1).clamp(min=1.0)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Returns and advantages of fixed-length rollouts with two reward streams
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def bootstrapped_gae(rewards: torch.Tensor, values: torch.Tensor, next_value: torch.Tensor, gamma: float,
+                     lam: float, ends: torch.Tensor | None = None) -> torch.Tensor:
+    """GAE of a rollout of fixed length ``T`` (time-major ``[T, ...]``) that stops mid-episode: the value after its
+    last step, ``next_value [...]``, is bootstrapped. ``ends [T, ...]`` (bool): the step ended its episode (the
+    observation after it starts the next one), so nothing is bootstrapped across it — RND's extrinsic stream.
+    ``ends=None``: one endless stream, RND's intrinsic one (a game over does not end the novelty of what comes
+    next)."""
+    advantages = torch.zeros_like(rewards)
+    running = torch.zeros_like(next_value)
+    following = next_value
+    for t in reversed(range(rewards.shape[0])):
+        carry = 1.0 if ends is None else (~ends[t]).to(rewards.dtype)
+        delta = rewards[t] + gamma * following * carry - values[t]
+        running = delta + gamma * lam * carry * running
+        advantages[t] = running
+        following = values[t]
+    return advantages
+
+
+def normalised_intrinsic_rewards(rewards: torch.Tensor, forward_filter: RewardForwardFilter,
+                                 stats: RunningMeanStd) -> torch.Tensor:
+    """RND's reward normalisation of one rollout's intrinsic rewards ``[T, M, E]``: run the non-episodic discounted
+    sum through the rollout step by step, add its ``T·E`` values per member to ``stats``, and divide the rewards by
+    each member's running standard deviation of that sum (not of the rewards: the scale of what the value head
+    must predict is what matters)."""
+    returns = torch.stack([forward_filter.update(r) for r in rewards])  # [T, M, E]
+    stats.update(returns.transpose(0, 1).reshape(returns.shape[1], -1))
+    std = stats.std().to(rewards.dtype).view(1, -1, 1)
+    return rewards / (std + 1e-8)

@@ -77,3 +77,31 @@ def test_members_draw_their_own_networks_and_keep_their_own_statistics():
     frames[1] += 100
     a.update_obs_stats(frames)
     assert a.obs_stats.mean[0].max() == 0 and a.obs_stats.mean[1].min() == 100
+
+
+def test_extrinsic_advantages_bootstrap_the_rollouts_end_but_not_an_episodes():
+    from plasticity_lab.rnd import bootstrapped_gae
+
+    rewards = torch.tensor([[1.0], [0.0], [2.0]])
+    values = torch.tensor([[0.5], [1.0], [0.25]])
+    ends = torch.tensor([[False], [True], [False]])
+    # gamma 0.5, lambda 1: the advantage is the discounted return (cut at an end, bootstrapped after the last step
+    # with next_value 4) minus the value
+    adv = bootstrapped_gae(rewards, values, torch.tensor([4.0]), 0.5, 1.0, ends)
+    # t=2: 2 + 0.5·4 − 0.25 = 3.75;  t=1 ended its episode: 0 − 1 = −1;  t=0: 1 + 0.5·0 − 0.5 = 0.5
+    assert adv[:, 0].tolist() == [0.5, -1.0, 3.75]
+    endless = bootstrapped_gae(rewards, values, torch.tensor([4.0]), 0.5, 1.0)
+    # t=2: 3.75; t=1: 0 + 0.5·(2 + 0.5·4) − 1 = 1;  t=0: 1 + 0.5·0 + 0.25·2 + 0.125·4 − 0.5 = 1.5
+    assert endless[:, 0].tolist() == [1.5, 1.0, 3.75]
+    # lambda 0: one-step temporal differences
+    td = bootstrapped_gae(rewards, values, torch.tensor([4.0]), 0.5, 0.0)
+    assert td[:, 0].tolist() == [1.0 + 0.5 * 1.0 - 0.5, 0.0 + 0.5 * 0.25 - 1.0, 2.0 + 0.5 * 4.0 - 0.25]
+
+
+def test_intrinsic_rewards_are_divided_by_the_spread_of_their_discounted_sum():
+    from plasticity_lab.rnd import normalised_intrinsic_rewards
+
+    rewards = torch.tensor([[[1.0, 2.0]], [[3.0, 0.0]]])  # [T=2, M=1, E=2]
+    out = normalised_intrinsic_rewards(rewards, RewardForwardFilter(0.5), RunningMeanStd(1))
+    sums = np.array([1.0, 2.0, 0.5 * 1 + 3.0, 0.5 * 2 + 0.0])  # the filter's values, by hand
+    np.testing.assert_allclose(out.numpy().ravel(), rewards.numpy().ravel() / np.std(sums), rtol=1e-6)
