@@ -5,6 +5,12 @@ Two encoders, as in the paper:
 * ``mlp``  (gridworld): ``obs_dim -> 256 -> ReLU -> 256 -> ReLU``.
 * ``cnn``  (CoinRun): four convolutions (kernel 4, stride 2, padding 1; channels 3->32->64->128->128),
   ReLU after each, flatten (2 048) -> Linear 256 -> ReLU.
+* ``atari`` (Montezuma's Revenge): the RND paper's policy network on 4 stacked 84×84 uint8 frames, scaled to [0, 1]:
+  convolutions 8×8 stride 4 (32), 4×4 stride 2 (64), 3×3 stride 1 (64), ReLU after each, flatten (3 136) ->
+  Linear 256 -> ReLU -> Linear 448 -> ReLU. (The paper's network adds one 448-wide residual layer before the policy
+  and one before the values; the study's heads read the encoder directly, as in the other environments.)
+
+``value_outputs`` = 2 gives the value head one output per reward stream (RND's extrinsic and intrinsic values).
 
 Two architectural options belong to the network because they change its shape, not its training:
 
@@ -62,12 +68,13 @@ class Block(nn.Module):
 class NetworkSpec:
     """Everything needed to build the same network again (e.g. a fresh copy for a reset)."""
 
-    encoder: str = "mlp"  # "mlp" or "cnn"
-    obs_dim: int = 363  # MLP input width (ignored by the CNN, which takes 3x64x64)
+    encoder: str = "mlp"  # "mlp", "cnn" or "atari"
+    obs_dim: int = 363  # MLP input width (ignored by the CNNs, which take 3x64x64 and 4x84x84)
     n_actions: int = 4
     hidden: int = HIDDEN
     layernorm: bool = False
     crelu: bool = False
+    value_outputs: int = 1
 
     def build(self) -> "ActorCritic":
         return ActorCritic(self)
@@ -98,6 +105,37 @@ def _cnn_blocks(spec: NetworkSpec) -> list[nn.Module]:
     return blocks
 
 
+class Scale(nn.Module):
+    """Multiplies its input, converted to float32, by a constant: uint8 frames to [0, 1] inside the network, so that
+    rollouts keep their observations as bytes (a quarter of the memory)."""
+
+    def __init__(self, factor: float):
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.to(torch.float32) * self.factor
+
+
+def _atari_blocks(spec: NetworkSpec) -> list[nn.Module]:
+    blocks: list[nn.Module] = [Scale(1 / 255)]
+    for c_in, c_out, kernel, stride in ((4, 32, 8, 4), (32, 64, 4, 2), (64, 64, 3, 1)):
+        width = c_out // 2 if spec.crelu else c_out
+        norm = nn.GroupNorm(1, width) if spec.layernorm else None
+        blocks.append(Block(nn.Conv2d(c_in, width, kernel, stride=stride), norm, CReLU(1) if spec.crelu else nn.ReLU()))
+    blocks.append(nn.Flatten())
+    fan_in = 64 * 7 * 7
+    for out in (256, spec.hidden):
+        width = out // 2 if spec.crelu else out
+        norm = nn.LayerNorm(width) if spec.layernorm else None
+        blocks.append(Block(nn.Linear(fan_in, width), norm, CReLU(-1) if spec.crelu else nn.ReLU()))
+        fan_in = out
+    return blocks
+
+
+ENCODERS = {"mlp": _mlp_blocks, "cnn": _cnn_blocks, "atari": _atari_blocks}
+
+
 class ActorCritic(nn.Module):
     """Shared encoder + ``policy_head`` (logits) + ``value_head`` (state value).
 
@@ -108,13 +146,14 @@ class ActorCritic(nn.Module):
 
     def __init__(self, spec: NetworkSpec = NetworkSpec()):
         super().__init__()
-        if spec.encoder not in ("mlp", "cnn"):
-            raise ValueError(f"unknown encoder {spec.encoder!r}; valid: mlp, cnn")
+        if spec.encoder not in ENCODERS:
+            raise ValueError(f"unknown encoder {spec.encoder!r}; valid: {', '.join(ENCODERS)}")
+        if spec.value_outputs not in (1, 2):
+            raise ValueError(f"value_outputs must be 1 or 2; got {spec.value_outputs!r}")
         self.spec = spec
-        blocks = _mlp_blocks(spec) if spec.encoder == "mlp" else _cnn_blocks(spec)
-        self.encoder = nn.Sequential(*blocks)
+        self.encoder = nn.Sequential(*ENCODERS[spec.encoder](spec))
         self.policy_head = nn.Linear(spec.hidden, spec.n_actions)
-        self.value_head = nn.Linear(spec.hidden, 1)
+        self.value_head = nn.Linear(spec.hidden, spec.value_outputs)
 
     def forward(self, obs: torch.Tensor, return_hidden: bool = False):
         hidden = []
@@ -124,7 +163,8 @@ class ActorCritic(nn.Module):
             if isinstance(module, Block):
                 hidden.append(x)
         logits = self.policy_head(x)
-        value = self.value_head(x).squeeze(-1)
+        value = self.value_head(x)
+        value = value.squeeze(-1) if value.shape[-1] == 1 else value  # [..., 2]: one per reward stream
         if return_hidden:
             return logits, value, x, hidden
         return logits, value, x

@@ -30,7 +30,7 @@ WINGS = {
     "network": {"nets", "metrics"},
     "worlds": {"envs", "shifts"},
     "backends": {"backends"},
-    "learning": {"ppo", "population", "member_adamw", "conditions", "graphs", "rnd"},
+    "learning": {"ppo", "population", "member_adamw", "conditions", "graphs", "rnd", "rnd_agent"},
     "statistics": {"stats"},
     "run and store": {"config", "environments", "experiment", "sweep", "results", "storage", "report", "cli", "__init__"},
     "figures": {"figures"},

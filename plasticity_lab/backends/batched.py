@@ -36,6 +36,8 @@ def supports(template: nn.Module) -> bool:
     """Whether :func:`forward` can evaluate ``template`` (an MLP actor-critic of known modules)."""
     if not isinstance(template, ActorCritic) or any(True for _ in template.buffers()):
         return False
+    if template.spec.value_outputs != 1:  # forward returns one value per row
+        return False
     modules = list(template.encoder) + list(template.heads().values())
     return all(_known(m) for m in modules)
 
