@@ -32,7 +32,8 @@ WINGS = {
     "backends": {"backends"},
     "learning": {"ppo", "population", "member_adamw", "conditions", "graphs", "rnd", "rnd_agent"},
     "statistics": {"stats"},
-    "run and store": {"config", "environments", "experiment", "sweep", "results", "storage", "report", "cli", "__init__"},
+    "run and store": {"config", "environments", "experiment", "sweep", "results", "storage", "report", "cli", "__init__",
+                      "montezuma_run"},
     "figures": {"figures"},
 }
 #: What each wing may import from the package (besides itself).
