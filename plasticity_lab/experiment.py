@@ -145,6 +145,9 @@ class Experiment:
         self.condition.setup(self.population)
         if cfg.execution == "graphs":
             self.population.graphs = GraphedSteps(self.population)
+            if self.population.graphs.fallback is not None:
+                warnings.warn(f"execution 'graphs' is not available on this machine, so the run goes on eager: "
+                              f"{self.population.graphs.fallback}", RuntimeWarning, stacklevel=2)
         self.total_epochs = cfg.rounds * cfg.epochs_per_round
         self.epoch = 0  # epochs completed
         self.elapsed_s = 0.0  # training time of earlier processes, for a run continued from a checkpoint

@@ -35,11 +35,14 @@ from .streams import MemberStreams
 EXECUTIONS = ("eager", "graphs")
 
 
+def backward_traceable() -> bool:
+    """Whether this PyTorch can trace a backward pass into a graph (``torch._dynamo.config.trace_autograd_ops``,
+    PyTorch 2.11 and later)."""
+    return hasattr(torch._dynamo.config, "trace_autograd_ops")
+
+
 def graphs_unavailable(population, env=None, source=None) -> str | None:
     """Why :class:`GraphedSteps` cannot serve this population (with this environment and random source), or None."""
-    if not hasattr(torch._dynamo.config, "trace_autograd_ops"):
-        return (f"torch {torch.__version__} cannot trace a backward pass into a graph "
-                "(torch._dynamo.config.trace_autograd_ops needs torch >= 2.11)")
     if population.episodes_end or (env is not None and (env.episodes_end or not hasattr(env, "transition"))):
         return "episodes that end at different times step partly outside PyTorch: graphs need fixed-length episodes"
     if source is not None and not isinstance(source, MemberStreams):
@@ -57,7 +60,7 @@ class GraphedSteps:
 
     def __init__(self, population, backend: str = "inductor", mode: str | None = None):
         reason = graphs_unavailable(population)
-        if reason is not None:
+        if reason is not None:  # what the run asks for cannot be graphed anywhere
             raise ValueError(f"execution 'graphs' is not available here: {reason}")
         self.population = population
         if mode is None and population.device.type == "cuda":
@@ -66,7 +69,8 @@ class GraphedSteps:
         #: Whether the graphs are replayed as CUDA graphs, whose outputs live in memory the next replay reuses.
         self.cuda_graphs = mode == "reduce-overhead"
         #: Why the population went back to eager, or None while the graphs serve it.
-        self.fallback: str | None = None
+        self.fallback: str | None = None if backward_traceable() else (
+            f"torch {torch.__version__} cannot trace a backward pass into a graph (it needs torch >= 2.11)")
         # Every tensor a graph changes in place keeps one storage from call to call and is marked static, so that a
         # CUDA graph can replay on it (the parameters, AdamW's state, the environment's state, the draw counters):
         self._static_ids: set[int] = set()

@@ -170,3 +170,15 @@ def test_a_graphed_run_crosses_shifts_and_tests_without_recompiling(monkeypatch)
     first = tables["eager"]["epoch"] == 0
     assert (tables["graphs"][first]["train_return"].to_numpy() == tables["eager"][first]["train_return"].to_numpy()).all()
     assert tables["graphs"]["test_return"].notna().sum() == tables["eager"]["test_return"].notna().sum() == 4
+
+
+def test_a_pytorch_that_cannot_trace_a_backward_pass_trains_eager(monkeypatch):
+    import plasticity_lab.graphs as graphs
+
+    monkeypatch.setattr(graphs, "backward_traceable", lambda: False)
+    with pytest.warns(RuntimeWarning, match="the run goes on eager"):
+        experiment = Experiment([RunConfig(execution="graphs", randomness="member", seed=s, preset="smoke",
+                                           rounds=1, epochs_per_round=1, test_episodes=2) for s in (0, 1)])
+    assert experiment.execution.startswith("graphs→eager: torch ") and "2.11" in experiment.execution
+    experiment.train_to_end()
+    assert experiment.table()["train_return"].notna().all()
