@@ -124,10 +124,11 @@ class GraphedSteps:
         ``picked [M, B]``: each member's rows); the minibatch's diagnostics ``[M]``, or None once the graphs have
         fallen back to eager. The minibatch is taken outside the graph: as a graph's input the whole rollout would
         be copied into a CUDA graph's memory at every step."""
-        if self.fallback is None:
-            self._adopt_optimizer_state()
-            for p in self.population.trainable().values():
-                p.grad = None  # a graph traced with gradients present computes them wrongly when re-traced
+        if self.fallback is not None:
+            return None
+        self._adopt_optimizer_state()
+        for p in self.population.trainable().values():
+            p.grad = None  # a graph traced with gradients present computes them wrongly when re-traced
         return self._call(self._update, rows.take(picked), source)
 
     def _call(self, compiled, *args):
