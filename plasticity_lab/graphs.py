@@ -1,20 +1,20 @@
 """The collection step and the minibatch update, each compiled into one graph: ``RunConfig(execution="graphs")``.
 
 Eager PyTorch launches one kernel per operation, and the gridworld's network is small: on a GPU an epoch is
-thousands of launches that each do little, and the device waits on Python. Here the two pieces an epoch repeats are
+thousands of launches that each do little, and the device waits on Python. Here the pieces an epoch repeats are
 handed to ``torch.compile`` whole, with ``fullgraph=True`` (a graph break is an error, not a silent split):
 
 * :meth:`GraphedSteps.collection_step` — every member's network on its observations, the action draw from the
   members' own streams (:class:`~plasticity_lab.streams.MemberStreams`, whose counters are tensors: a generator
   object cannot enter a graph), the log-probabilities, and the environment's move (``env.transition``, the
   gridworld's tensor work without its Python step counter);
-* :meth:`GraphedSteps.minibatch_update` — the minibatch taken from the rollout, the loss with the condition's extra
-  term, the backward pass (traced into the graph: ``torch._dynamo.config.trace_autograd_ops``), per-member gradient
+* :meth:`GraphedSteps.advantages` — GAE's recursion over an episode's steps;
+* :meth:`GraphedSteps.minibatch_update` — the loss with the condition's extra term, the backward pass (traced into the graph: ``torch._dynamo.config.trace_autograd_ops``), per-member gradient
   clipping and weight decay, AdamW, and the condition's per-step action (soft shrink+perturb's fresh draw).
 
 On a GPU the graphs are compiled with ``mode="reduce-overhead"``, which replays them as CUDA graphs. Compiled
 kernels fuse operations and round differently from eager ones, so a graphed run agrees with an eager one to float
-rounding, not bit for bit: eager stays the default, and the manifest records which ran.
+rounding, not bit for bit: eager stays the default, and the run's config records which ran.
 
 What it needs, checked when it is built: fixed-length episodes (the gridworld; an environment whose episodes end
 steps partly outside PyTorch), members with their own random streams (``randomness="member"``), and a PyTorch whose
@@ -79,6 +79,7 @@ class GraphedSteps:
         options = dict(fullgraph=True, dynamic=False, backend=backend, mode=mode)
         self._collect = torch.compile(self._collection_step, **options)
         self._update = torch.compile(self._minibatch_update, **options)
+        self._gae = torch.compile(whole_episode_gae, **options)
 
     # ---- the two graphs ---------------------------------------------------------------------------------
 
@@ -118,6 +119,22 @@ class GraphedSteps:
         if self.fallback is None and graphs_unavailable(self.population, env, source) is None:
             self._mark_static(env.state_tensors())
         return self._call(self._collect, env, obs, source)
+
+    def advantages(self, rewards: torch.Tensor, values: torch.Tensor, gamma: float, lam: float
+                   ) -> torch.Tensor | None:
+        """:func:`~plasticity_lab.ppo.gae` of a rollout whose every step is a transition, as one graph
+        (:func:`whole_episode_gae`; the recursion is otherwise a few launches per step); None once the graphs have
+        fallen back to eager."""
+        if self.fallback is not None:
+            return None
+        try:
+            if self.cuda_graphs:
+                torch.compiler.cudagraph_mark_step_begin()
+            out = self._gae(rewards, values, gamma, lam)
+        except Exception as error:  # as in _call: eager computes it
+            self.fallback = _root_cause(error)
+            return None
+        return out.clone() if self.cuda_graphs else out
 
     def minibatch_update(self, rows, picked: torch.Tensor, source: MemberStreams) -> dict[str, torch.Tensor] | None:
         """One minibatch step of every member (``rows``: a :class:`~plasticity_lab.population.MemberRows`;
@@ -205,6 +222,21 @@ def _root_cause(error: BaseException) -> str:
         error = inner
     lines = str(error).strip().splitlines()
     return f"{type(error).__name__}: {lines[0] if lines else ''}"[:300]
+
+
+def whole_episode_gae(rewards: torch.Tensor, values: torch.Tensor, gamma: float, lam: float) -> torch.Tensor:
+    """:func:`~plasticity_lab.ppo.gae` of whole episodes that run to the last step (``[T, ...]``, nothing
+    bootstrapped after it), as one matrix product instead of a recursion over the steps: ``A_t = Σ_{s≥t}
+    (γλ)^{s−t} δ_s`` with ``δ_s = r_s + γ V_{s+1} − V_s`` (``V_T = 0``). The same sums added in another order, so it
+    agrees with the recursion to float rounding; a graph of it compiles in moments, where the recursion unrolls
+    into hundreds of operations."""
+    T = rewards.shape[0]
+    following = torch.cat([values[1:], torch.zeros_like(values[:1])])
+    delta = (rewards + gamma * following - values).reshape(T, -1)
+    steps = torch.arange(T, device=rewards.device, dtype=rewards.dtype)
+    lag = steps.unsqueeze(0) - steps.unsqueeze(1)  # s − t
+    weights = torch.where(lag >= 0, (gamma * lam) ** lag.clamp(min=0), torch.zeros_like(lag))
+    return (weights @ delta).reshape(rewards.shape)
 
 
 def adamw_step_(params: list[torch.Tensor], states: list[dict[str, torch.Tensor]], lr: float,

@@ -232,7 +232,11 @@ def _batch(agent: Policy, env: PopulationEnv, generator: torch.Generator, keep: 
     rollout = Rollout(**stacked, valid=mask, kept=None if keep is None else keep.unsqueeze(0))
     if advantages:
         cfg = agent.ppo
-        rollout.advantages = gae(rollout.rewards, rollout.values, cfg.gamma, cfg.gae_lambda, mask)
+        graphs = getattr(agent, "graphs", None)
+        advantages = None if graphs is None or mask is not None else graphs.advantages(
+            rollout.rewards, rollout.values, cfg.gamma, cfg.gae_lambda)  # the same recursion as one graph
+        rollout.advantages = (gae(rollout.rewards, rollout.values, cfg.gamma, cfg.gae_lambda, mask)
+                              if advantages is None else advantages)
         rollout.returns = rollout.advantages + rollout.values
     return rollout
 

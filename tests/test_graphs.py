@@ -59,8 +59,9 @@ def test_a_graphed_collection_epoch_is_the_eager_one():
     torch._dynamo.utils.counters.clear()
     graphed = collect_episodes(population, _env(), _streams().at("collect", 0))
     assert population.graphs.fallback is None  # one whole graph: a break would have been an error
-    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1  # compiled once, not once per step
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 2  # the step (once, not per step) and GAE
     assert torch.equal(graphed.actions, eager.actions) and torch.equal(graphed.rewards, eager.rewards)
+    torch.testing.assert_close(graphed.advantages, eager.advantages, rtol=0, atol=1e-5)
     torch.testing.assert_close(graphed.values, eager.values, rtol=0, atol=1e-6)
     torch.testing.assert_close(graphed.log_probs, eager.log_probs, rtol=0, atol=1e-6)
     torch.testing.assert_close(graphed.obs, eager.obs, rtol=0, atol=0)
@@ -96,13 +97,18 @@ def test_a_graphed_minibatch_step_agrees_with_eager(condition):
     assert all(not torch.equal(params[k], start[k]) for k in params)  # every tensor took the step
 
 
-def test_graphed_epochs_train_without_recompiling():
-    population, env, root = _population("soft_shrink_perturb", "aot_eager"), _env(), _streams()
-    torch._dynamo.utils.counters.clear()
-    for epoch in range(2):
-        population.update(collect_episodes(population, env, root.at("collect", epoch)), root.at("update", epoch))
-    assert population.graphs.fallback is None
-    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 2  # the collection step and the update
+def test_gae_as_one_product_equals_the_recursion():
+    from plasticity_lab.graphs import whole_episode_gae
+    from plasticity_lab.ppo import gae
+
+    generator = torch.Generator().manual_seed(0)
+    rewards = (torch.rand(100, 3, 11, generator=generator) < 0.05).float() * 0.75
+    values = torch.randn(100, 3, 11, generator=generator)
+    torch.testing.assert_close(whole_episode_gae(rewards, values, 0.99, 0.95), gae(rewards, values, 0.99, 0.95),
+                               rtol=1e-5, atol=1e-5)
+    # by hand, two steps, gamma 0.5, lambda 1: A_1 = r_1 − V_1; A_0 = r_0 + 0.5·V_1 − V_0 + 0.5·A_1
+    hand = whole_episode_gae(torch.tensor([1.0, 2.0]), torch.tensor([0.5, 1.0]), 0.5, 1.0)
+    assert hand.tolist() == [1.0 + 0.5 * 1.0 - 0.5 + 0.5 * 1.0, 1.0]
 
 
 def test_adamw_written_out_equals_pytorchs():
@@ -166,7 +172,7 @@ def test_a_graphed_run_crosses_shifts_and_tests_without_recompiling(monkeypatch)
         experiment.train_to_end()
         tables[execution] = experiment.table()
     assert experiment.execution == "graphs"
-    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 3  # training step, test step, update
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 4  # training step, test step, GAE, update
     first = tables["eager"]["epoch"] == 0
     assert (tables["graphs"][first]["train_return"].to_numpy() == tables["eager"][first]["train_return"].to_numpy()).all()
     assert tables["graphs"]["test_return"].notna().sum() == tables["eager"]["test_return"].notna().sum() == 4
