@@ -25,6 +25,8 @@ good and :attr:`GraphedSteps.fallback` says why — a speed path never stops a r
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 
 from .metrics import dead_unit_fraction
@@ -73,7 +75,7 @@ class GraphedSteps:
             f"torch {torch.__version__} cannot trace a backward pass into a graph (it needs torch >= 2.11)")
         # Every tensor a graph changes in place keeps one storage from call to call and is marked static, so that a
         # CUDA graph can replay on it (the parameters, AdamW's state, the environment's state, the draw counters):
-        self._static_ids: set[int] = set()
+        self._static: weakref.WeakValueDictionary = weakref.WeakValueDictionary()  # id -> tensor, while it lives
         self._streams: MemberStreams | None = None
         self._moments: dict[str, dict[str, torch.Tensor]] = {}
         options = dict(fullgraph=True, dynamic=False, backend=backend, mode=mode)
@@ -173,9 +175,9 @@ class GraphedSteps:
 
     def _mark_static(self, tensors) -> None:
         for t in tensors:
-            if id(t) not in self._static_ids:
+            if self._static.get(id(t)) is not t:  # a new tensor (a freed one's id may come back)
                 torch._dynamo.mark_static_address(t)
-                self._static_ids.add(id(t))
+                self._static[id(t)] = t
 
     def _persistent_streams(self, source: MemberStreams) -> MemberStreams:
         """Streams with ``source``'s keys and counters in tensors that persist from call to call (a place's streams
