@@ -146,8 +146,7 @@ class Experiment:
         if cfg.execution == "graphs":
             self.population.graphs = GraphedSteps(self.population)
             if self.population.graphs.fallback is not None:
-                warnings.warn(f"execution 'graphs' is not available on this machine, so the run goes on eager: "
-                              f"{self.population.graphs.fallback}", RuntimeWarning, stacklevel=2)
+                self._warn_eager()
         self.total_epochs = cfg.rounds * cfg.epochs_per_round
         self.epoch = 0  # epochs completed
         self.elapsed_s = 0.0  # training time of earlier processes, for a run continued from a checkpoint
@@ -228,8 +227,7 @@ class Experiment:
             eager_before = self.execution.startswith("graphs→")
             self.train_epoch()
             if not eager_before and self.execution.startswith("graphs→"):
-                warnings.warn(f"execution 'graphs' is not available on this machine, so the run goes on eager: "
-                              f"{self.population.graphs.fallback}", RuntimeWarning, stacklevel=2)
+                self._warn_eager()
             if on_epoch is not None:
                 on_epoch(1)
             self.elapsed_s = earlier + time.time() - start
@@ -237,6 +235,10 @@ class Experiment:
                 round_end = self.epoch % self.cfg.epochs_per_round == 0
                 if round_end or (checkpoint_every and self.epoch % checkpoint_every == 0):
                     self.save(checkpoint)
+
+    def _warn_eager(self) -> None:
+        warnings.warn(f"execution 'graphs' is not available on this machine, so the run goes on eager: "
+                      f"{self.population.graphs.fallback}", RuntimeWarning, stacklevel=3)
 
     @property
     def execution(self) -> str:
