@@ -226,13 +226,19 @@ def population_files(manifest: dict) -> list[str]:
 
 
 def population_complete(folder: str | Path, configs: list) -> bool:
-    """Whether ``folder`` holds the finished results of exactly these ``configs``."""
+    """Whether ``folder`` holds the finished results of exactly these ``configs``, compared as runs are told apart
+    (:func:`~plasticity_lab.config.config_identity`): a population stored before a later setting existed is the
+    same run as one with that setting at its earlier behaviour, and is not trained again."""
+    from .config import config_identity
+
     path = Path(folder) / "manifest.json"
     if not path.exists():
         return False
     manifest = read_manifest(path)
-    return manifest.get("configs") == [c.resolved().to_dict() for c in configs] and all(
-        (Path(folder) / name).exists() for name in population_files(manifest))
+    stored = [config_identity(c) for c in manifest.get("configs") or []]
+    # through JSON, as the manifest holds them (tuples become lists)
+    wanted = json.loads(json.dumps([config_identity(c.resolved().to_dict()) for c in configs]))
+    return stored == wanted and all((Path(folder) / name).exists() for name in population_files(manifest))
 
 
 class Results:

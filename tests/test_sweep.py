@@ -401,6 +401,11 @@ def test_each_stored_study_is_what_its_sweep_file_produces_today(name):
     assert stored <= {t.name for t in sweep.populations()}
     # the study's manifest lists exactly the populations stored (an unfinished study lists fewer than its sweep has)
     assert set(json.loads((study / "manifest.json").read_text())["populations"]) == stored
+    # and a re-run of the file trains none of them again (settings added since compare at their earlier behaviour)
+    from plasticity_lab.results import population_complete
+
+    tasks = {t.name: t for t in sweep.populations()}
+    assert [n for n in sorted(stored) if not population_complete(study / "populations" / n, tasks[n].configs)] == []
 
 
 def test_twenty_rounds_begin_with_the_ten_rounds_of_the_same_seeds():
