@@ -9,6 +9,7 @@ The small public API::
     df = pl.run(pl.RunConfig(shift="permute", condition="warm_start", seed=0, preset="smoke"))
     pl.round_summary(df)
     results = pl.load_results("data/gridworld-permute-warm-vs-reset")   # a stored study: tidy tables
+    pl.run(pl.RunConfig(env="montezuma", condition="regen_l2"))          # an RND agent on Montezuma's Revenge
 """
 
 from . import envs  # noqa: F401  (registers the gymnasium id "plasticity_lab/Gather-v0")
@@ -20,6 +21,7 @@ from .nets import ActorCritic, NetworkSpec
 from .population import Population
 from .ppo import Agent, PPOConfig
 from .results import Results, load_results
+from .rnd import RNDConfig
 from .schema import DIAGNOSTICS, RUN_KEYS
 from .shifts import SHIFTS
 from .stats import check_claims, round_summary
@@ -38,6 +40,7 @@ __all__ = [
     "PPOConfig",
     "PRESETS",
     "Population",
+    "RNDConfig",
     "RUN_KEYS",
     "Results",
     "RunConfig",

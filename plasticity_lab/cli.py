@@ -26,7 +26,7 @@ from pathlib import Path
 import pandas as pd
 
 from .conditions import CONDITIONS
-from .config import ENVS, PRESETS, parse_seeds
+from .config import ENVS, PRESETS, UNSHIFTED_ENVS, parse_seeds
 from .shifts import SHIFTS
 
 
@@ -40,12 +40,13 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="train agents and store their per-epoch results")
     run.add_argument("--env", default="gridworld", help=f"one of: {', '.join(ENVS)}")
-    run.add_argument("--shift", default="permute", help="comma-separated; any of: permute, window, expand")
+    run.add_argument("--shift", default=None, help="comma-separated; any of: permute (the default), window, "
+                                                   "expand; none for montezuma (its only one)")
     run.add_argument("--condition", default="warm_start",
                      help="comma-separated conditions, each a name or a '+' combination; see `conditions`")
     run.add_argument("--seeds", default="0", help="e.g. 0-4, 0,3,7 or 2")
     run.add_argument("--preset", default="smoke", help=f"one of: {', '.join(PRESETS)}")
-    for name in ("rounds", "epochs-per-round", "pool-size", "test-interval", "test-episodes"):
+    for name in ("rounds", "epochs-per-round", "pool-size", "test-interval", "test-episodes", "num-envs"):
         run.add_argument(f"--{name}", type=int, default=None, help="overrides the preset")
     run.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                      help="a condition coefficient, e.g. --param perturb=1e-5 (repeatable)")
@@ -120,14 +121,18 @@ def _run_sweep(args, study: str):
     is validated here, before any work."""
     from .sweep import Sweep
 
-    shifts, conditions = _split(args.shift), _split(args.condition)
+    unshifted = args.env in UNSHIFTED_ENVS
+    shifts = _split(args.shift) if args.shift is not None else ["none" if unshifted else "permute"]
+    conditions = _split(args.condition)
     if not shifts:
         raise ValueError("--shift is empty; valid: permute, window, expand")
+    if unshifted and shifts != ["none"]:
+        raise ValueError(f"--env {args.env} has no shifts: leave --shift out or give none; got {args.shift!r}")
     if not conditions:
         raise ValueError(f"--condition is empty; valid: {', '.join(CONDITIONS)}")
     seeds = parse_seeds(args.seeds)
     overrides = {name: getattr(args, name) for name in ("rounds", "epochs_per_round", "pool_size", "test_interval",
-                                                        "test_episodes") if getattr(args, name) is not None}
+                                                        "test_episodes", "num_envs") if getattr(args, name) is not None}
     if args.device != "cpu":
         overrides["device"] = args.device
     if args.randomness is not None:
@@ -146,14 +151,22 @@ def _run(args) -> int:
     from .results import normalised_table
     from .sweep import run_sweep
 
-    name = f"{args.env}-{args.shift.replace(',', '_')}-{args.condition.replace(',', '_')}-{args.preset}"
+    shift_text = (args.shift or ("none" if args.env in UNSHIFTED_ENVS else "permute")).replace(",", "_")
+    name = f"{args.env}-{shift_text}-{args.condition.replace(',', '_')}-{args.preset}"
     out = Path(args.out) if args.out else Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     sweep = _run_sweep(args, out.resolve().name)
     results = run_sweep(sweep, out=out, threads=args.threads, progress=not args.no_progress)
     if not any((out / "checkpoints").iterdir()):  # the populations finished: nothing to resume
         (out / "checkpoints").rmdir()
     df = results.epochs()
-    print(normalised_summary(df, normalised_table(df)))
+    if args.env == "montezuma":  # no rounds to normalise by: each run's score and RND's reward over the run
+        columns = ["condition", "seed", "iterations", "agent_steps", "episodes", "mean_score", "best_score",
+                   "intrinsic_reward", "dead_units", "weight_magnitude"]
+        print("Montezuma's Revenge, per run: the episodes that ended, their mean and best iteration's score, "
+              "and means over the iterations")
+        print(results.rounds[columns].to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+    else:
+        print(normalised_summary(df, normalised_table(df)))
     print(f"\nresults written to {out}/")
     return 0
 

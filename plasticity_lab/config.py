@@ -14,15 +14,17 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from .conditions import condition_names, parse_condition
+from .conditions import CONDITIONS, condition_names, parse_condition, shift_only_conditions
 from .graphs import EXECUTIONS
 from .ppo import PPOConfig
+from .rnd import RNDConfig
 from .schema import check_choice, check_positive
 from .shifts import SHIFTS
 from .streams import RANDOMNESS
 
-#: The environments a run can train on (:mod:`plasticity_lab.environments` builds each one's games and network).
-ENVS = ("gridworld", "coinrun")
+#: The environments a run can train on (:mod:`plasticity_lab.environments` builds the games and network of the
+#: first two; ``montezuma`` trains with its own loop, :mod:`plasticity_lab.montezuma_run`).
+ENVS = ("gridworld", "coinrun", "montezuma")
 
 #: Scale settings of each gridworld preset. ``paper`` is the authors' scale (PROTOCOL §1); ``smoke`` runs in seconds
 #: for tests and for the book's smoke mode; ``book`` is the scale of the studies stored in ``data/``, chosen by the
@@ -46,8 +48,29 @@ COINRUN_PRESETS: dict[str, dict] = {
     "smoke": {"rounds": 3, "epochs_per_round": 2, "pool_size": 10},
 }
 
+#: Montezuma's Revenge's presets. The game has no rounds, shifts or level pools (PROTOCOL §3): a run is one round of
+#: ``epochs_per_round`` RND iterations (a rollout of :attr:`~plasticity_lab.rnd.RNDConfig.rollout_length` steps in
+#: each of ``num_envs`` games, then one update); ``pool_size`` and ``test_interval`` are 1 and unused.
+#: ``paper``: the RND paper's 128 games and 3 000 iterations of 128 steps, 49 M agent steps (197 M frames) — the
+#: Juliani & Ash paper's own scale for the game is not in its release. ``book``: 8 games × 200 iterations, 204 800
+#: agent steps (0.8 M frames) per run, a few CPU hours for a population of five (``benchmarks/montezuma_speed.py``
+#: measures it): the agent learns to leave the first screen's start at best, so the preset shows the machinery,
+#: RND's curiosity and the diagnostics, not the paper's comparison. ``smoke``: 2 games × 2 iterations.
+MONTEZUMA_PRESETS: dict[str, dict] = {
+    "paper": {"rounds": 1, "epochs_per_round": 3000, "pool_size": 1, "test_interval": 1, "num_envs": 128},
+    "book": {"rounds": 1, "epochs_per_round": 200, "pool_size": 1, "test_interval": 1, "num_envs": 8},
+    "smoke": {"rounds": 1, "epochs_per_round": 2, "pool_size": 1, "test_interval": 1, "num_envs": 2},
+}
+
 #: Every environment's presets.
-ENV_PRESETS: dict[str, dict[str, dict]] = {"gridworld": PRESETS, "coinrun": COINRUN_PRESETS}
+ENV_PRESETS: dict[str, dict[str, dict]] = {"gridworld": PRESETS, "coinrun": COINRUN_PRESETS,
+                                           "montezuma": MONTEZUMA_PRESETS}
+
+#: The environments without rounds of shifting distributions: their runs take ``shift="none"``.
+UNSHIFTED_ENVS = ("montezuma",)
+
+#: Copies of the game a run collects from, where its preset does not say.
+DEFAULT_COPIES = 11
 
 
 def preset_scale(env: str, preset: str) -> dict:
@@ -93,10 +116,17 @@ class RunConfig:
     ``execution``: ``"eager"`` (the default) or ``"graphs"``, the collection step and the minibatch update each
     compiled into one graph (:mod:`plasticity_lab.graphs`; CUDA graphs on a GPU) — for the gridworld with
     ``randomness="member"``; it agrees with eager to float rounding, and falls back to eager where it cannot compile.
+
+    ``env="montezuma"``: Montezuma's Revenge with an RND agent (:mod:`plasticity_lab.montezuma_run`), whose runs
+    have no shifts (``shift`` is ``"none"``, and the default becomes it), one round of ``epochs_per_round`` RND
+    iterations, ``num_envs`` games, and their learning settings in ``rnd`` (an :class:`~plasticity_lab.rnd.RNDConfig`;
+    ``ppo`` stays at its defaults). Conditions that act only at a shift are refused there. ``shift`` left as
+    ``None`` is ``"permute"`` elsewhere; ``num_envs`` left as ``None`` is the preset's number of games (11 for the
+    gridworld and CoinRun), fixed when the config is made.
     """
 
     env: str = "gridworld"
-    shift: str = "permute"
+    shift: str | None = None
     condition: str = "warm_start"
     seed: int = 0
     preset: str = "smoke"
@@ -105,18 +135,32 @@ class RunConfig:
     pool_size: int | None = None
     test_interval: int | None = None
     test_episodes: int = 55
-    num_envs: int = 11
+    num_envs: int | None = None
     reward_magnitude: float = 0.75
     condition_params: dict = field(default_factory=dict)
     ppo: PPOConfig = field(default_factory=PPOConfig)
     device: str = "cpu"
     randomness: str = "population"
     execution: str = "eager"
+    rnd: RNDConfig | None = None
 
     def __post_init__(self):
         check_choice("env", self.env, ENVS)
-        check_choice("shift", self.shift, [s for s in SHIFTS if s != "none"])
         check_choice("preset", self.preset, list(PRESETS))
+        unshifted = self.env in UNSHIFTED_ENVS
+        if self.shift is None:  # the environment's default, set once (the dataclass is frozen)
+            object.__setattr__(self, "shift", "none" if unshifted else "permute")
+        if unshifted and self.shift != "none":
+            raise ValueError(f"env {self.env!r} has no rounds of shifting distributions: its shift is 'none'; "
+                             f"got {self.shift!r}")
+        if not unshifted:
+            check_choice("shift", self.shift, [s for s in SHIFTS if s != "none"])
+        if self.num_envs is None:
+            object.__setattr__(self, "num_envs", ENV_PRESETS[self.env][self.preset].get("num_envs", DEFAULT_COPIES))
+        if self.env == "montezuma":
+            self._check_montezuma()
+        elif self.rnd is not None:
+            raise ValueError(f"rnd (RND's settings) is for env 'montezuma'; env {self.env!r} takes rnd=None")
         condition_names(self.condition)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer; got {self.seed!r}")
@@ -137,6 +181,27 @@ class RunConfig:
             raise ValueError(f"execution 'graphs' needs env 'gridworld' (episodes of a fixed length) and randomness "
                              f"'member' (a generator object cannot enter a graph); got env {self.env!r}, "
                              f"randomness {self.randomness!r}")
+
+    def _check_montezuma(self) -> None:
+        if self.rnd is None:
+            object.__setattr__(self, "rnd", RNDConfig())
+        elif not isinstance(self.rnd, RNDConfig):
+            raise ValueError(f"rnd must be an RNDConfig; got {self.rnd!r}")
+        if self.ppo != PPOConfig():
+            raise ValueError("env 'montezuma' takes its learning settings from rnd (an RNDConfig); leave ppo at "
+                             "its defaults")
+        if self.randomness != "population":
+            raise ValueError(f"env 'montezuma' draws from one generator per population; randomness must be "
+                             f"'population', got {self.randomness!r}")
+        shift_only = shift_only_conditions(self.condition)
+        if shift_only:
+            raise ValueError(f"condition {self.condition!r} cannot run on env 'montezuma': {', '.join(shift_only)} "
+                             f"act(s) only at a shift, and the game has none; valid there: "
+                             f"{', '.join(n for n in CONDITIONS if not shift_only_conditions(n))} and their "
+                             f"combinations")
+        if self.rounds not in (None, 1):
+            raise ValueError(f"env 'montezuma' trains in one round (its iterations are epochs_per_round); "
+                             f"got rounds={self.rounds!r}")
 
     def resolved(self) -> "RunConfig":
         """The same run with every preset-dependent field filled in."""
@@ -163,6 +228,8 @@ class RunConfig:
         data = dict(data)
         if isinstance(data.get("ppo"), dict):
             data["ppo"] = PPOConfig(**data["ppo"])
+        if isinstance(data.get("rnd"), dict):
+            data["rnd"] = RNDConfig(**data["rnd"])
         valid = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - valid)
         if unknown:
@@ -175,10 +242,12 @@ class RunConfig:
 #: stored studies (all with 11 copies) collected. At that value a setting is left out of a run's identity
 #: (:func:`config_identity`), so stored studies keep their population names and stay extendable. ``randomness`` at
 #: ``"population"`` is the one generator every stored population drew from, ``execution`` at ``"eager"`` the way every
-#: stored population was computed (a group of ``None``: a top-level field).
+#: stored population was computed, ``rnd`` at ``None`` every environment but Montezuma's Revenge (a group of ``None``:
+#: a top-level field).
 LATER_SETTINGS: dict[tuple[str | None, str], object] = {("ppo", "min_transitions"): 1024,
                                                         (None, "randomness"): "population",
-                                                        (None, "execution"): "eager"}
+                                                        (None, "execution"): "eager",
+                                                        (None, "rnd"): None}
 
 
 def config_identity(config: dict) -> dict:

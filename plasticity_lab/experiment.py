@@ -43,7 +43,8 @@ def population_seed(seeds: Sequence[int]) -> int:
     return int(np.random.SeedSequence([int(s) for s in seeds]).generate_state(1, np.uint64)[0] >> 1)
 
 
-def _check_population(configs: list[RunConfig]) -> None:
+def check_population(configs: list[RunConfig]) -> None:
+    """Refuse configs that cannot train as one population, naming the setting they disagree on."""
     first = configs[0]
     shared = ("env", "preset", "rounds", "epochs_per_round", "pool_size", "test_interval", "test_episodes",
               "num_envs", "reward_magnitude", "ppo", "device", "randomness", "execution")
@@ -122,7 +123,7 @@ class Experiment:
         configs = [c.resolved() for c in configs]
         if not configs:
             raise ValueError("an experiment needs at least one RunConfig")
-        _check_population(configs)
+        check_population(configs)
         # a mixed population keeps each condition's members together (its group acts on a contiguous slice)
         configs = [c for group in condition_groups(configs) for c in group]
         self.configs = configs
@@ -324,7 +325,9 @@ def run(config: RunConfig | Sequence[RunConfig], progress: bool = False, checkpo
     NaN on epochs without a test), the diagnostics ``entropy, weight_magnitude, weight_difference, grad_norm,
     dead_units``, PPO's ``policy_loss, value_loss, approx_kl, clip_fraction``, and the per-round
     ``normalised_train_return`` / ``normalised_test_return`` (constant within a round; see
-    :func:`plasticity_lab.stats.normalised_reward`).
+    :func:`plasticity_lab.stats.normalised_reward`). A Montezuma's Revenge run (``env="montezuma"``) has no
+    rounds or tests and logs per RND iteration instead (see :meth:`plasticity_lab.montezuma_run.MontezumaExperiment.
+    table`).
 
     With ``checkpoint`` (a file path) the run saves its whole state there at the end of every round (and every
     ``checkpoint_every`` epochs if given) and, if the file already exists, continues from it: an interrupted run
@@ -336,11 +339,22 @@ def run(config: RunConfig | Sequence[RunConfig], progress: bool = False, checkpo
     if checkpoint_every is not None and (isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int)
                                          or checkpoint_every < 1):
         raise ValueError(f"checkpoint_every must be a positive integer; got {checkpoint_every!r}")
-    experiment = Experiment(configs)
+    experiment = experiment_for(configs)
     bar = progress_bar(experiment.total_epochs, progress, f"{experiment.cfg.condition} ×{experiment.members}")
     train(experiment, checkpoint, checkpoint_every, on_epoch=bar.update)
     bar.close()
     return experiment.table()
+
+
+def experiment_for(configs: Sequence[RunConfig]):
+    """The experiment that trains a population of ``configs``: an :class:`Experiment`, or for ``env="montezuma"``
+    a :class:`~plasticity_lab.montezuma_run.MontezumaExperiment` (the RND agent's own loop; same interface)."""
+    configs = list(configs)
+    if configs and configs[0].env == "montezuma":
+        from .montezuma_run import MontezumaExperiment
+
+        return MontezumaExperiment(configs)
+    return Experiment(configs)
 
 
 def train(experiment: Experiment, checkpoint: str | Path | None = None, checkpoint_every: int | None = None,

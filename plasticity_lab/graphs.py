@@ -98,20 +98,15 @@ class GraphedSteps:
         logits, values, features = population.forward(obs)
         losses, stats = ppo_loss(logits, values, actions, log_probs, advantages, returns, population.ppo)
         stats["dead_units"] = dead_unit_fraction(features)
-        total = losses.sum()
-        extra = population.condition.extra_loss(population) if population.condition is not None else None
-        if extra is not None:
-            total = total + extra.sum()
-        total.backward()  # into gradients that are None on entry (minibatch_update clears them)
-        stats["grad_norm"] = population.clip_gradients()
-        population.decay_weights()
-        with torch.no_grad():
-            names = list(population.trainable())
-            adamw_step_([population.params[k] for k in names], [self._moments[k] for k in names],
-                        **self._adamw_settings)
-        if population.condition is not None:
-            population.condition.after_optimizer_step(population, source)
+        # gradients are None on entry (minibatch_update clears them); AdamW written out in tensor operations
+        stats["grad_norm"] = population.optimise(losses, source, optimizer_step=self._adamw_step)
         return {k: v.detach() for k, v in stats.items()}
+
+    @torch.no_grad()
+    def _adamw_step(self) -> None:
+        names = list(self.population.trainable())
+        adamw_step_([self.population.params[k] for k in names], [self._moments[k] for k in names],
+                    **self._adamw_settings)
 
     # ---- calls, with the way back to eager --------------------------------------------------------------
 

@@ -207,18 +207,7 @@ class Population:
                     self.stepping = rows.counts >= start + size
                     weight = self.stepping.to(losses.dtype)
                     losses = losses * weight
-                total = losses.sum()  # the members' losses are independent: their sum keeps gradients apart
-                if self.condition is not None:
-                    extra = self.condition.extra_loss(self)
-                    if extra is not None:
-                        total = total + (extra * weight if uneven else extra).sum()
-                self.optimizer.zero_grad(set_to_none=True)
-                total.backward()
-                stats["grad_norm"] = self.clip_gradients()
-                self.decay_weights()
-                self._optimizer_step()
-                if self.condition is not None:
-                    self.condition.after_optimizer_step(self, generator)
+                stats["grad_norm"] = self.optimise(losses, generator, weight if uneven else None)
                 for key, value in stats.items():
                     value = value.detach() * weight if uneven else value.detach()
                     totals[key] = totals.get(key, 0) + value
@@ -257,6 +246,31 @@ class Population:
         """Members ``start … stop − 1`` as a population of their own whose edits are this population's
         (:class:`MemberSlice`): how a condition acts on its members of a mixed population."""
         return MemberSlice(self, start, stop)
+
+    def optimise(self, losses: torch.Tensor, generator, weight: torch.Tensor | None = None,
+                 optimizer_step=None) -> torch.Tensor:
+        """One optimizer step on the members' ``losses [M]``: the condition's extra loss added (times ``weight``,
+        the members taking this step, where some have none left), gradients from their sum (the members' losses
+        are independent, so the sum keeps their gradients apart), clipped per member, weight decay, AdamW, then the
+        condition's per-step action (drawing from ``generator``). Returns the gradient norms before clipping,
+        ``[M]``. Every learner of the study takes its steps here: PPO's :meth:`update`, its compiled graph
+        (:mod:`plasticity_lab.graphs`, which passes its own ``optimizer_step`` and clears the gradients outside the
+        graph) and the RND agent.
+        """
+        total = losses.sum()
+        if self.condition is not None:
+            extra = self.condition.extra_loss(self)
+            if extra is not None:
+                total = total + (extra * weight if weight is not None else extra).sum()
+        if optimizer_step is None:
+            self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        norms = self.clip_gradients()
+        self.decay_weights()
+        (optimizer_step or self._optimizer_step)()
+        if self.condition is not None:
+            self.condition.after_optimizer_step(self, generator)
+        return norms
 
     def _optimizer_step(self) -> None:
         """One AdamW step, as the backend takes it for the layout it stores the parameters in; with members that

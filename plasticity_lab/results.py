@@ -160,9 +160,15 @@ def curve_table(df: pd.DataFrame, stride: int) -> pd.DataFrame:
 def summarise(df: pd.DataFrame, stride: int = 1) -> dict[str, pd.DataFrame]:
     """The stored tables of a per-epoch table: subsampled curves, per-round table and the two per-run summaries
     (:func:`plasticity_lab.stats.run_summary` with ``at="mean"`` and ``at="final"``); the per-round table is
-    :func:`plasticity_lab.stats.round_table`, built here from every epoch because its read-outs need them."""
+    :func:`plasticity_lab.stats.round_table`, built here from every epoch because its read-outs need them. A
+    Montezuma's Revenge table gets its own under the same names (:func:`plasticity_lab.montezuma_run.
+    montezuma_summary`)."""
     from .stats import round_table, run_summary
 
+    if "env" in df.columns and (df["env"] == "montezuma").any():  # no rounds or tests: tables of its own
+        from .montezuma_run import montezuma_summary
+
+        return montezuma_summary(df, stride)
     return {
         "curves": curve_table(df, stride),
         "rounds": round_table(df),

@@ -25,13 +25,14 @@ The pieces, in the order an update uses them (the RND paper's section 2.2 and it
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
 from .nets import fresh_parameters
+from .ppo import PPOConfig
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,26 @@ class RNDConfig:
     init_steps: int = 50 * 128
     observation_clip: float = 5.0
     feature_dim: int = 512
+    #: The agent's gradients are clipped to this norm per member (CleanRL's ``ppo_rnd_envpool.py``; the RND paper
+    #: does not list one).
+    max_grad_norm: float = 0.5
+
+    def __post_init__(self):
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f"RNDConfig.{f.name} must be a non-negative number; got {value!r}")
+        for name in ("rollout_length", "epochs", "minibatches", "feature_dim"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"RNDConfig.{name} must be an integer >= 1; got {getattr(self, name)!r}")
+        if not 0 < self.update_proportion <= 1:
+            raise ValueError(f"RNDConfig.update_proportion must be in (0, 1]; got {self.update_proportion!r}")
+
+    def ppo_settings(self) -> PPOConfig:
+        """The agent population's optimizer settings (:class:`~plasticity_lab.population.Population` reads the
+        learning rate, gradient clipping and Adam's epsilon from a :class:`~plasticity_lab.ppo.PPOConfig`)."""
+        return PPOConfig(lr=self.lr, max_grad_norm=self.max_grad_norm, clip=self.clip, gamma=self.gamma_extrinsic,
+                         gae_lambda=self.gae_lambda, entropy_coef=self.entropy_coef, epochs=self.epochs)
 
 
 def _conv_trunk() -> list[nn.Module]:

@@ -16,7 +16,8 @@ Each iteration (the RND paper's Algorithm 1, one population of agents at once):
    minibatch), half the sum of both streams' value errors, minus ``entropy_coef`` × entropy; the condition's extra
    term. Gradients are clipped per member, then the population's AdamW steps and the condition acts (regenerative
    L2's pull, soft shrink+perturb's draw: they act on the agent's network, not on RND's). The predictor takes its
-   own AdamW step on the same minibatch (:meth:`~plasticity_lab.rnd.RNDNetworks.predictor_loss`).
+   own AdamW step on the same minibatch (:meth:`~plasticity_lab.rnd.RNDNetworks.predictor_loss`). Weight magnitude
+   and the weights' change over the update are measured after it, as the gridworld's are.
 
 There are no rounds and no shifts: the non-stationarity is RND's own, the intrinsic reward that moves as the
 predictor learns (PROTOCOL §3).
@@ -27,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .metrics import dead_unit_fraction, weight_magnitude
+from .metrics import dead_unit_fraction
 from .nets import NetworkSpec
 from .ppo import clipped_surrogate, log_prob_and_entropy, normalise, sample_actions
 from .rnd import (RewardForwardFilter, RNDConfig, RNDNetworks, RunningMeanStd, bootstrapped_gae,
@@ -143,6 +144,7 @@ class RNDAgent:
                              "2 rows (the advantages are normalised within one)")
         totals: dict[str, torch.Tensor] = {}
         steps = 0
+        before = [p.detach().clone() for p in population.params.values()]  # for the weight difference
         for _ in range(c.epochs):
             order = torch.rand(M, rows, generator=generator, device=generator.device).argsort(1)
             for start in range(0, rows - size + 1, size):
@@ -150,18 +152,7 @@ class RNDAgent:
                 minibatch = [x.gather(1, picked.view(M, size, *([1] * (x.dim() - 2))).expand(M, size, *x.shape[2:]))
                              for x in data]
                 loss, stats = self._losses(*minibatch)
-                total = loss.sum()
-                if population.condition is not None:
-                    extra = population.condition.extra_loss(population)
-                    if extra is not None:
-                        total = total + extra.sum()
-                population.optimizer.zero_grad(set_to_none=True)
-                total.backward()
-                stats["grad_norm"] = population.clip_gradients()
-                population.decay_weights()
-                population.optimizer.step()
-                if population.condition is not None:
-                    population.condition.after_optimizer_step(population, generator)
+                stats["grad_norm"] = population.optimise(loss, generator)  # the condition's term and action too
                 predictor_loss = self.rnd.predictor_loss(minibatch[0], generator)
                 self.predictor_optimizer.zero_grad(set_to_none=True)
                 predictor_loss.sum().backward()
@@ -171,7 +162,11 @@ class RNDAgent:
                     totals[key] = totals.get(key, 0) + value
                 steps += 1
         out = {k: v / steps for k, v in totals.items()}
-        out["weight_magnitude"] = weight_magnitude([p.detach() for p in population.params.values()])
+        # what a condition acting after the update reads (ReDo scores units on the last minibatch, and may log the
+        # weights again after it recycles)
+        population.update_start = before
+        population.last_minibatch_obs = minibatch[0]
+        out.update(population.weight_statistics())
         out["intrinsic_reward"] = rollout["intrinsic"].mean((0, 2))
         return out
 

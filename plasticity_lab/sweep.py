@@ -18,6 +18,10 @@ A sweep file (TOML or YAML) names the grid::
     [params.soft_shrink_perturb]          # coefficients of one condition: a list sweeps the values
     perturb = [1e-6, 1e-5, 1e-4]
 
+The shifts apply to the environments that have them: Montezuma's Revenge (``envs = ["montezuma"]``) runs each
+condition and seed once, with shift ``"none"``. ``[overrides.ppo]`` and ``[overrides.rnd]`` set fields of
+:class:`~plasticity_lab.ppo.PPOConfig` and :class:`~plasticity_lab.rnd.RNDConfig`.
+
 Each condition's runs (shifts × seeds × coefficient values) are cut into populations of at most ``max_members``
 members; a population is the unit of work, of checkpointing and of storage. With ``mix_conditions = true`` the
 runs of every condition that builds the same network (all but LayerNorm, CReLU and injection, which each form their
@@ -48,7 +52,9 @@ from pathlib import Path
 import torch
 
 from .conditions import parse_condition, population_key
-from .config import ENVS, PRESETS, RunConfig, config_identity, parse_seeds
+from .config import ENVS, PRESETS, UNSHIFTED_ENVS, RunConfig, config_identity, parse_seeds
+from .ppo import PPOConfig
+from .rnd import RNDConfig
 from .results import (STUDY_FORMAT, read_manifest, environment_info, load_results, population_complete,
                       write_population)
 from .storage import atomic_write_text
@@ -193,10 +199,19 @@ class Sweep:
             if overrides.setdefault("randomness", "member") != "member":
                 raise ValueError(f"mix_conditions needs every run's own random streams (randomness 'member'); "
                                  f"the overrides set randomness {overrides['randomness']!r}")
+        for name, settings in (("ppo", PPOConfig), ("rnd", RNDConfig)):  # a file gives them as tables
+            if isinstance(overrides.get(name), dict):
+                try:
+                    overrides[name] = settings(**overrides[name])
+                except TypeError as error:
+                    valid = ", ".join(f.name for f in dataclasses.fields(settings))
+                    raise ValueError(f"bad override {name} = {overrides[name]!r} ({error}); valid keys: "
+                                     f"{valid}") from None
+        # the shifts apply to the environments that have them; the others' runs take shift "none"
         return [RunConfig(env=env, shift=shift, condition=condition, seed=seed, preset=self.preset,
                           condition_params=params, **overrides)
                 for env in self.envs for condition in self.conditions for params in self._param_grid(condition)
-                for shift in self.shifts for seed in self.seeds]
+                for shift in (("none",) if env in UNSHIFTED_ENVS else self.shifts) for seed in self.seeds]
 
     def populations(self) -> list["PopulationTask"]:
         """The grid cut into populations: per env and condition (with ``mix_conditions``, per env and network),
@@ -259,7 +274,7 @@ def train_population(task: PopulationTask, study: str | Path, checkpoint_dir: st
     ``progress`` is called with the number of epochs just trained. Returns ``{"name", "wall_time_s", "skipped"}``;
     the wall time includes that of the interrupted processes up to their last checkpoint.
     """
-    from .experiment import Experiment, train
+    from .experiment import experiment_for, train
 
     folder = Path(study) / "populations" / task.name
     if population_complete(folder, task.configs):
@@ -268,7 +283,7 @@ def train_population(task: PopulationTask, study: str | Path, checkpoint_dir: st
         torch.set_num_threads(threads)
     environment = environment_info()
     checkpoint = Path(checkpoint_dir) / f"{task.name}.pt"
-    experiment = Experiment(task.configs)
+    experiment = experiment_for(task.configs)
     resumed_from = train(experiment, checkpoint, checkpoint_every, on_epoch=progress)
     wall = experiment.elapsed_s
     store_population(task, folder, experiment, wall, curve_stride, environment, resumed_from, keep_epochs)

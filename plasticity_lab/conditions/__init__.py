@@ -68,7 +68,8 @@ from __future__ import annotations
 
 from .architecture import CReLUActivation, LayerNorm
 from .base import (CONDITIONS, Coefficient, Composite, Condition, check_coefficient, check_option, condition_names,
-                   head_names, member_view, parse_condition, per_member, per_member_option, register)
+                   head_names, member_view, parse_condition, per_member, per_member_option, register,
+                   shift_only_conditions)
 from .groups import MemberGroups, population_key
 from .injection import InjectedHead, Injection, effective_params, fold_injections, injected_heads, restore_network
 from .redo import ReDo
@@ -80,7 +81,7 @@ register(WarmStart, ResetAll, ResetFinal, ShrinkPerturb, SoftShrinkPerturb, L2, 
 
 __all__ = [
     "CONDITIONS", "Coefficient", "Composite", "Condition", "check_coefficient", "check_option", "condition_names",
-    "head_names", "member_view", "parse_condition", "per_member", "per_member_option", "register",
+    "head_names", "member_view", "parse_condition", "per_member", "per_member_option", "register", "shift_only_conditions",
     "WarmStart", "ResetAll", "ResetFinal", "ShrinkPerturb", "SoftShrinkPerturb",
     "L2", "RegenL2", "RegenW2", "effective_params",
     "LayerNorm", "CReLUActivation",

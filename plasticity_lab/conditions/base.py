@@ -236,6 +236,19 @@ def condition_names(spec: str) -> list[str]:
     return parts
 
 
+def shift_only_conditions(spec: str) -> list[str]:
+    """The parts of condition ``spec`` that act at a shift and nowhere else (resets, shrink+perturb, injection): in
+    an environment without shifts each would be warm start under another name."""
+    other_hooks = ("network_options", "extra_loss", "after_optimizer_step", "after_epoch")
+    out = []
+    for name in condition_names(spec):
+        cls = CONDITIONS[name]
+        if cls.at_shift is not Condition.at_shift and all(getattr(cls, h) is getattr(Condition, h)
+                                                             for h in other_hooks):
+            out.append(name)
+    return out
+
+
 def _coefficient_names(cls) -> list[str]:
     return [f.name for f in fields(cls)] if hasattr(cls, "__dataclass_fields__") else []
 

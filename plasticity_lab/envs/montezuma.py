@@ -51,10 +51,13 @@ class AtariSettings:
     fire_reset: bool = False
 
 
-def copy_seed(member_seed: int, copy: int) -> int:
+def copy_seed(member_seed: int, copy: int, start: int = 0) -> int:
     """The emulator seed of one copy of one member: unrelated for nearby seeds and copies (NumPy's SeedSequence),
-    within the int32 range ale-py takes."""
-    return int(np.random.SeedSequence([int(member_seed), int(copy), 0x4D525631]).generate_state(1)[0] & 0x7FFFFFFF)
+    within the int32 range ale-py takes. ``start`` counts the times a run started its games (a run continued from a
+    checkpoint starts them again: the emulators' state cannot be saved), so a restart does not replay the first
+    start's games."""
+    entropy = [int(member_seed), int(copy), 0x4D525631, *([int(start)] if start else [])]
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0] & 0x7FFFFFFF)
 
 
 def _require_ale():
@@ -101,9 +104,10 @@ class MontezumaPopulation:
     def _tensor(self, obs: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(obs).view(self.members, self.copies, *obs.shape[1:]).to(self.device)
 
-    def reset(self) -> torch.Tensor:
-        """Start every copy's first episode from its own seed (:func:`copy_seed`)."""
-        seeds = np.array([copy_seed(m, e) for m in self.member_seeds for e in range(self.copies)], dtype=np.int64)
+    def reset(self, start: int = 0) -> torch.Tensor:
+        """Start every copy's first episode from its own seed (:func:`copy_seed`, with ``start``)."""
+        seeds = np.array([copy_seed(m, e, start) for m in self.member_seeds for e in range(self.copies)],
+                         dtype=np.int64)
         obs, _ = self.env.reset(seed=seeds)
         self._running[:] = 0.0
         return self._tensor(obs)
