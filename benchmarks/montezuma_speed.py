@@ -3,8 +3,10 @@ a run and the book's study would take at the ``book`` and ``paper`` presets.
 
 Three tables, measured in one run (compare figures within a run: the machine's speed drifts):
 
-1. **Game**: :class:`plasticity_lab.envs.montezuma.MontezumaPopulation` of ``members × copies`` games stepped with
-   uniformly random actions: agent steps per second over all games (one agent step is 4 frames, the frame skip).
+1. **Game**: ``members × copies`` games stepped with uniformly random actions, played both ways
+   (:class:`~plasticity_lab.envs.montezuma.MontezumaEmulators`, the default, and ale-py's vector environment,
+   :class:`~plasticity_lab.envs.montezuma.MontezumaPopulation`): agent steps per second over all games (one agent
+   step is 4 frames, the frame skip).
 2. **Training**: a population of ``members`` RND agents (``RunConfig(env="montezuma", preset="book")``: 8 games per
    member, 128-step rollouts; seeds 0…M−1, ``warm_start`` unless ``--condition``), built by
    :class:`plasticity_lab.montezuma_run.MontezumaExperiment`. Its first iteration, which includes the random start
@@ -71,12 +73,12 @@ def project(row: dict, plan: dict, grid_runs: int) -> dict:
             "paper_grid_h": PAPER_GRID_RUNS * run_h}
 
 
-def measure_game(members: int, copies: int, steps: int) -> dict:
+def measure_game(members: int, copies: int, steps: int, games: str) -> dict:
     import torch
 
-    from plasticity_lab.envs.montezuma import N_ACTIONS, MontezumaPopulation
+    from plasticity_lab.envs.montezuma import N_ACTIONS, AtariSettings, montezuma_games
 
-    env = MontezumaPopulation(list(range(members)), copies)
+    env = montezuma_games(list(range(members)), copies, settings=AtariSettings(games=games))
     generator = torch.Generator().manual_seed(0)
     env.reset()
     start = time.perf_counter()
@@ -84,7 +86,7 @@ def measure_game(members: int, copies: int, steps: int) -> dict:
         env.step(torch.randint(0, N_ACTIONS, (members, copies), generator=generator))
     elapsed = time.perf_counter() - start
     env.close()
-    return {"members": members, "copies": copies, "steps": steps,
+    return {"games": games, "members": members, "copies": copies, "steps": steps,
             "agent_steps_per_s": members * copies * steps / elapsed}
 
 
@@ -147,10 +149,11 @@ def main(argv=None) -> int:
     print(f"{machine.get('cpu_model') or platform.processor()}, torch {torch.__version__}, "
           f"{out['threads']} thread(s)\n")
     if not args.skip_game:
-        out["game"] = [measure_game(m, 8, args.game_steps) for m in (1, 4)]
+        out["game"] = [measure_game(m, 8, args.game_steps, games) for games in ("emulators", "vector")
+                       for m in (1, 4)]
         print("Game, random actions (8 games per member):")
         for r in out["game"]:
-            print(f"  {r['members']} × {r['copies']} games: {r['agent_steps_per_s']:8.0f} agent-steps/s "
+            print(f"  {r['games']:9s} {r['members']} × {r['copies']} games: {r['agent_steps_per_s']:8.0f} agent-steps/s "
                   f"({4 * r['agent_steps_per_s']:.0f} frames/s)")
     out["training"] = [measure_training(m, args.iterations, args.condition) for m in sizes]
     print(f"\nTraining ({args.condition}, book preset: 8 games × 128 steps per member per iteration, "

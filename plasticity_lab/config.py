@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from .conditions import CONDITIONS, condition_names, parse_condition, shift_only_conditions
 from .graphs import EXECUTIONS
 from .ppo import PPOConfig
+from .envs.montezuma import AtariSettings
 from .rnd import RNDConfig
 from .schema import check_choice, check_positive
 from .shifts import SHIFTS
@@ -119,8 +120,9 @@ class RunConfig:
 
     ``env="montezuma"``: Montezuma's Revenge with an RND agent (:mod:`plasticity_lab.montezuma_run`), whose runs
     have no shifts (``shift`` is ``"none"``, and the default becomes it), one round of ``epochs_per_round`` RND
-    iterations, ``num_envs`` games, and their learning settings in ``rnd`` (an :class:`~plasticity_lab.rnd.RNDConfig`;
-    ``ppo`` stays at its defaults). Conditions that act only at a shift are refused there. ``shift`` left as
+    iterations, ``num_envs`` games, their learning settings in ``rnd`` (an :class:`~plasticity_lab.rnd.RNDConfig`;
+    ``ppo`` stays at its defaults) and the game's in ``atari`` (an :class:`~plasticity_lab.envs.montezuma.
+    AtariSettings`, which also chooses how the games are played). Conditions that act only at a shift are refused there. ``shift`` left as
     ``None`` is ``"permute"`` elsewhere; ``num_envs`` left as ``None`` is the preset's number of games (11 for the
     gridworld and CoinRun), fixed when the config is made.
     """
@@ -143,6 +145,7 @@ class RunConfig:
     randomness: str = "population"
     execution: str = "eager"
     rnd: RNDConfig | None = None
+    atari: AtariSettings | None = None
 
     def __post_init__(self):
         check_choice("env", self.env, ENVS)
@@ -159,8 +162,9 @@ class RunConfig:
             object.__setattr__(self, "num_envs", ENV_PRESETS[self.env][self.preset].get("num_envs", DEFAULT_COPIES))
         if self.env == "montezuma":
             self._check_montezuma()
-        elif self.rnd is not None:
-            raise ValueError(f"rnd (RND's settings) is for env 'montezuma'; env {self.env!r} takes rnd=None")
+        elif self.rnd is not None or self.atari is not None:
+            raise ValueError(f"rnd and atari (RND's and the game's settings) are for env 'montezuma'; env "
+                             f"{self.env!r} takes None for both")
         condition_names(self.condition)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer; got {self.seed!r}")
@@ -183,10 +187,11 @@ class RunConfig:
                              f"randomness {self.randomness!r}")
 
     def _check_montezuma(self) -> None:
-        if self.rnd is None:
-            object.__setattr__(self, "rnd", RNDConfig())
-        elif not isinstance(self.rnd, RNDConfig):
-            raise ValueError(f"rnd must be an RNDConfig; got {self.rnd!r}")
+        for name, settings in (("rnd", RNDConfig), ("atari", AtariSettings)):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, settings())
+            elif not isinstance(getattr(self, name), settings):
+                raise ValueError(f"{name} must be a {settings.__name__}; got {getattr(self, name)!r}")
         if self.ppo != PPOConfig():
             raise ValueError("env 'montezuma' takes its learning settings from rnd (an RNDConfig); leave ppo at "
                              "its defaults")
@@ -230,6 +235,8 @@ class RunConfig:
             data["ppo"] = PPOConfig(**data["ppo"])
         if isinstance(data.get("rnd"), dict):
             data["rnd"] = RNDConfig(**data["rnd"])
+        if isinstance(data.get("atari"), dict):
+            data["atari"] = AtariSettings(**data["atari"])
         valid = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - valid)
         if unknown:
@@ -242,12 +249,13 @@ class RunConfig:
 #: stored studies (all with 11 copies) collected. At that value a setting is left out of a run's identity
 #: (:func:`config_identity`), so stored studies keep their population names and stay extendable. ``randomness`` at
 #: ``"population"`` is the one generator every stored population drew from, ``execution`` at ``"eager"`` the way every
-#: stored population was computed, ``rnd`` at ``None`` every environment but Montezuma's Revenge (a group of ``None``:
+#: stored population was computed, ``rnd`` and ``atari`` at ``None`` every environment but Montezuma's Revenge (a group of ``None``:
 #: a top-level field).
 LATER_SETTINGS: dict[tuple[str | None, str], object] = {("ppo", "min_transitions"): 1024,
                                                         (None, "randomness"): "population",
                                                         (None, "execution"): "eager",
-                                                        (None, "rnd"): None}
+                                                        (None, "rnd"): None,
+                                                        (None, "atari"): None}
 
 
 def config_identity(config: dict) -> dict:

@@ -25,7 +25,7 @@ import torch
 
 from . import backends
 from .config import RunConfig, config_identity
-from .envs.montezuma import AtariSettings, MontezumaPopulation
+from .envs.montezuma import montezuma_games
 from .population import Population
 from .rnd import RNDNetworks
 from .rnd_agent import RNDAgent, atari_network_spec
@@ -34,8 +34,9 @@ from .storage import atomic_write
 
 #: The per-iteration columns of a Montezuma's Revenge table, after the run keys and the counters (``round``,
 #: ``epoch``, ``epoch_in_round``, ``agent_steps``, ``frames``).
-MONTEZUMA_COLUMNS = ("extrinsic_return", "episodes", "intrinsic_reward", "predictor_loss", "policy_loss",
-                     "value_loss", "entropy", "grad_norm", "dead_units", "weight_magnitude", "weight_difference")
+MONTEZUMA_COLUMNS = ("extrinsic_return", "episodes", "rooms_visited", "intrinsic_reward", "predictor_loss",
+                     "policy_loss", "value_loss", "entropy", "grad_norm", "dead_units", "weight_magnitude",
+                     "weight_difference")
 
 #: Version of the checkpoint layout written by :meth:`MontezumaExperiment.state_dict`.
 CHECKPOINT_FORMAT = 1
@@ -45,14 +46,16 @@ class MontezumaExperiment:
     """A Montezuma's Revenge population in progress: the agents, RND's networks and statistics, the games, the
     generator and the log.
 
-    A checkpoint holds everything that decides the learning — the agents' and predictors' parameters and AdamW
-    states, the observation and reward statistics, the generator, the log — but not the games: ale-py's vector
-    environment cannot save its emulators. A run continued from a checkpoint starts new games (seeded apart from
-    the first start's, :func:`~plasticity_lab.envs.montezuma.copy_seed`) and forgets the episodes that were under
-    way, so unlike the gridworld's, its table differs from an uninterrupted run's after the restart.
+    A checkpoint holds everything that decides what happens next — the agents' and predictors' parameters and
+    AdamW states, the observation and reward statistics, the generator, the log, and with the default games
+    (``atari.games="emulators"``) every emulator's state — so a run continued from it gives the table of an
+    uninterrupted run. ale-py's vector environment (``atari.games="vector"``) cannot save its emulators: a run on
+    it continued from a checkpoint starts new games (seeded apart from the first start's,
+    :func:`~plasticity_lab.envs.montezuma.copy_seed`) and forgets the episodes under way, so its table differs
+    from an uninterrupted run's after the restart; it logs no rooms either (it does not expose the RAM).
     """
 
-    def __init__(self, configs: Sequence[RunConfig], settings: AtariSettings = AtariSettings()):
+    def __init__(self, configs: Sequence[RunConfig]):
         from .experiment import check_population, population_condition, population_seed
 
         configs = [c.resolved() for c in configs]
@@ -66,7 +69,7 @@ class MontezumaExperiment:
         cfg, seeds = self.cfg, [c.seed for c in configs]
         self.members = len(configs)
         self.device = torch.device(cfg.device)
-        self.settings = settings
+        self.settings = cfg.atari
         self.condition = population_condition(configs)
         self.population = Population(atari_network_spec(**self.condition.network_options()), seeds,
                                      cfg.rnd.ppo_settings(), self.condition, self.device, episodes_end=True)
@@ -79,8 +82,9 @@ class MontezumaExperiment:
         self.elapsed_s = 0.0
         self.starts = 0  # times the games were started (a continued run starts them again)
         self.log: dict[str, list[torch.Tensor]] = {}
-        self.env: MontezumaPopulation | None = None
+        self.env = None
         self._obs: torch.Tensor | None = None
+        self._saved_games: dict | None = None  # a checkpoint's games, until they are made again
 
     @property
     def finished(self) -> bool:
@@ -91,7 +95,12 @@ class MontezumaExperiment:
         return "eager"
 
     def _start_games(self) -> None:
-        self.env = MontezumaPopulation([c.seed for c in self.configs], self.cfg.num_envs, self.device, self.settings)
+        self.env = montezuma_games([c.seed for c in self.configs], self.cfg.num_envs, self.device, self.settings)
+        if self._saved_games is not None:  # a checkpoint's games, exactly where they were
+            self.env.load_state_dict(self._saved_games)
+            self._saved_games = None
+            self._obs = self.env.observation()
+            return
         obs = self.env.reset(self.starts)
         if self.epoch == 0:
             # the random start begins the observation statistics; its episodes are not the agent's
@@ -111,6 +120,9 @@ class MontezumaExperiment:
             stats[key] = torch.where(torch.isnan(value), stats[key], value)
         steps = (self.epoch + 1) * self.cfg.rnd.rollout_length * self.cfg.num_envs
         members = self.members
+        rooms = getattr(self.env, "rooms_visited", None)
+        stats["rooms_visited"] = (torch.tensor([float(len(r)) for r in rooms()]) if rooms is not None
+                                  else torch.full((members,), float("nan")))
         stats["round"] = torch.ones(members)
         stats["epoch"] = torch.full((members,), self.epoch)
         stats["agent_steps"] = torch.full((members,), steps, dtype=torch.float64)
@@ -145,7 +157,8 @@ class MontezumaExperiment:
         """One row per member and iteration: the run keys, ``round`` (1), ``epoch`` and ``epoch_in_round`` (the
         iteration, 0-based), ``agent_steps`` and ``frames`` (cumulative per run, the random start excluded), then
         :data:`MONTEZUMA_COLUMNS` — ``extrinsic_return`` is the mean score of the episodes that ended during the
-        iteration (NaN where none did), ``episodes`` how many ended."""
+        iteration (NaN where none did), ``episodes`` how many ended, ``rooms_visited`` how many of the game's rooms
+        the run's games have been in so far (the start room counts; NaN with ``atari.games="vector"``)."""
         columns = {k: torch.stack(v).T.reshape(-1).numpy() for k, v in self.log.items()}  # member-major
         n = len(self.log.get("epoch", []))
         keys = {k: np.repeat([c.label if k == "condition" else getattr(c, k) for c in self.configs], n)
@@ -162,9 +175,12 @@ class MontezumaExperiment:
     # ---- checkpoints ------------------------------------------------------------------------------------
 
     def state_dict(self) -> dict:
-        """Everything needed to continue this run but the games (``weights_only``-loadable)."""
+        """Everything needed to continue this run, the games' state where they can save it (``weights_only``-
+        loadable)."""
         agent, rnd = self.agent, self.agent.rnd
+        games = self.env.state_dict() if hasattr(self.env, "state_dict") else self._saved_games
         return {
+            "games": games,
             "format": CHECKPOINT_FORMAT,
             "configs": json.dumps([config_identity(c.to_dict()) for c in self.configs], sort_keys=True),
             "epoch": self.epoch,
@@ -203,7 +219,8 @@ class MontezumaExperiment:
         self.epoch, self.starts = int(state["epoch"]), int(state["starts"])
         self.elapsed_s = float(state.get("elapsed_s", 0.0))
         self.log = {k: list(v.unbind(0)) for k, v in state["log"].items()}
-        self.close()  # the games start again at the next epoch
+        self.close()  # the games are made again at the next epoch: from the saved state, or started anew
+        self._saved_games = state.get("games")
 
     def save(self, path: str | Path) -> Path:
         """Write a checkpoint atomically."""
@@ -233,19 +250,20 @@ def montezuma_summary(df: pd.DataFrame, stride: int = 1) -> dict[str, pd.DataFra
     * ``curves``: the mean of each block of ``stride`` iterations (``extrinsic_return`` over the blocks' iterations
       that ended an episode);
     * ``rounds``: one row per run — ``episodes`` (all that ended), ``mean_score`` (their mean score, each
-      iteration's mean weighted by its episodes), ``best_score`` (the best iteration's mean), and the diagnostics'
-      means over the run;
+      iteration's mean weighted by its episodes), ``best_score`` (the best iteration's mean), ``rooms_visited`` (at
+      the end), and the diagnostics' means over the run;
     * ``runs_mean``: each run's ``extrinsic_return`` averaged over its iterations with episodes, and the
       diagnostics' means; ``runs_final``: the same over the last tenth of the iterations (at least one).
     """
     from .results import curve_table
 
     keys = list(RUN_KEYS)
-    diagnostics = [c for c in MONTEZUMA_COLUMNS if c not in ("extrinsic_return", "episodes")]
+    diagnostics = [c for c in MONTEZUMA_COLUMNS if c not in ("extrinsic_return", "episodes", "rooms_visited")]
 
     def per_run(part: pd.DataFrame) -> pd.DataFrame:
         groups = part.groupby(keys, sort=False)
         out = groups[["extrinsic_return", *diagnostics]].mean()
+        out["rooms_visited"] = groups["rooms_visited"].max()  # a count that only grows: where the run got to
         out["iterations"] = groups.size()
         out["agent_steps"] = groups["agent_steps"].max()
         return out.reset_index()

@@ -20,7 +20,8 @@ A sweep file (TOML or YAML) names the grid::
 
 The shifts apply to the environments that have them: Montezuma's Revenge (``envs = ["montezuma"]``) runs each
 condition and seed once, with shift ``"none"``. ``[overrides.ppo]`` and ``[overrides.rnd]`` set fields of
-:class:`~plasticity_lab.ppo.PPOConfig` and :class:`~plasticity_lab.rnd.RNDConfig`.
+:class:`~plasticity_lab.ppo.PPOConfig`, :class:`~plasticity_lab.rnd.RNDConfig` and
+:class:`~plasticity_lab.envs.montezuma.AtariSettings`.
 
 Each condition's runs (shifts × seeds × coefficient values) are cut into populations of at most ``max_members``
 members; a population is the unit of work, of checkpointing and of storage. With ``mix_conditions = true`` the
@@ -53,6 +54,7 @@ import torch
 
 from .conditions import parse_condition, population_key
 from .config import ENVS, PRESETS, UNSHIFTED_ENVS, RunConfig, config_identity, parse_seeds
+from .envs.montezuma import AtariSettings
 from .ppo import PPOConfig
 from .rnd import RNDConfig
 from .results import (STUDY_FORMAT, read_manifest, environment_info, load_results, population_complete,
@@ -199,7 +201,7 @@ class Sweep:
             if overrides.setdefault("randomness", "member") != "member":
                 raise ValueError(f"mix_conditions needs every run's own random streams (randomness 'member'); "
                                  f"the overrides set randomness {overrides['randomness']!r}")
-        for name, settings in (("ppo", PPOConfig), ("rnd", RNDConfig)):  # a file gives them as tables
+        for name, settings in (("ppo", PPOConfig), ("rnd", RNDConfig), ("atari", AtariSettings)):  # tables in a file
             if isinstance(overrides.get(name), dict):
                 try:
                     overrides[name] = settings(**overrides[name])

@@ -16,6 +16,7 @@ import plasticity_lab as pl  # noqa: E402
 from plasticity_lab.cli import main  # noqa: E402
 from plasticity_lab.conditions import CONDITIONS, shift_only_conditions  # noqa: E402
 from plasticity_lab.montezuma_run import MONTEZUMA_COLUMNS, MontezumaExperiment, montezuma_summary  # noqa: E402
+from plasticity_lab.envs.montezuma import AtariSettings  # noqa: E402
 from plasticity_lab.rnd import RNDConfig  # noqa: E402
 from plasticity_lab.sweep import Sweep, run_sweep  # noqa: E402
 
@@ -59,20 +60,26 @@ def test_each_condition_trains_on_the_game_without_nan(condition):
     assert np.isfinite(numbers.to_numpy(dtype=float)).all()
 
 
-def test_a_checkpointed_run_continues_where_it_stopped(tmp_path):
+@pytest.mark.parametrize("games", ["emulators", "vector"])
+def test_a_checkpointed_run_continues_where_it_stopped(tmp_path, games):
     checkpoint = tmp_path / "run.pt"
-    whole = pl.run(tiny(2, epochs_per_round=3))
-    first = MontezumaExperiment([tiny(2, epochs_per_round=3)])
+    config = tiny(2, epochs_per_round=3, atari=AtariSettings(games=games))
+    whole = pl.run(config)
+    first = MontezumaExperiment([config])
     first.train_epoch(), first.train_epoch()
     first.save(checkpoint)
     first.close()
-    later = MontezumaExperiment([tiny(2, epochs_per_round=3)])
+    later = MontezumaExperiment([config])
     later.restore(checkpoint)
     assert later.epoch == 2 and later.starts == 1
     later.train_to_end()
     table = later.table()
-    # the iterations before the checkpoint are the uninterrupted run's; the games restart after it (new seeds)
-    pd.testing.assert_frame_equal(table.iloc[:2], whole.iloc[:2])
+    if games == "emulators":  # the emulators' state was saved: the run goes on exactly as it would have
+        pd.testing.assert_frame_equal(table, whole)
+        assert table["rooms_visited"].tolist() == [1, 1, 1]  # a few random steps stay in the start room
+    else:  # the vector environment cannot save its games: they restart (new seeds) after the checkpoint
+        pd.testing.assert_frame_equal(table.iloc[:2], whole.iloc[:2])
+        assert table["rooms_visited"].isna().all()
     assert table["epoch"].tolist() == [0, 1, 2] and table["agent_steps"].tolist() == [16, 32, 48]
     with pytest.raises(ValueError, match="belongs to other configs"):
         MontezumaExperiment([tiny(4, epochs_per_round=3)]).restore(checkpoint)
@@ -86,12 +93,13 @@ def test_the_stored_tables_by_hand():
     df["episodes"] = [0, 2, 0, 1, 0, 0, 1, 0, 0, 3]
     for k in MONTEZUMA_COLUMNS[2:]:
         df[k] = np.arange(10.0)
+    df["rooms_visited"] = [1, 1, 1, 2, 2, 2, 3, 3, 3, 3]
     tables = montezuma_summary(df, stride=5)
     rounds = tables["rounds"].iloc[0]
     assert rounds["episodes"] == 7
     assert math.isclose(rounds["mean_score"], (0 * 2 + 100 + 400 + 0 * 3) / 7)
     assert rounds["best_score"] == 400 and rounds["iterations"] == 10 and rounds["agent_steps"] == 160
-    assert math.isclose(rounds["dead_units"], 4.5)
+    assert math.isclose(rounds["dead_units"], 4.5) and rounds["rooms_visited"] == 3  # a count: its last value
     # the per-run means: iterations with episodes alike, whatever their count; the last tenth is the last iteration
     assert math.isclose(tables["runs_mean"].iloc[0]["extrinsic_return"], 500 / 4)
     assert tables["runs_final"].iloc[0]["extrinsic_return"] == 0 and tables["runs_final"].iloc[0]["dead_units"] == 9
@@ -121,8 +129,10 @@ def test_bad_input_is_refused_by_name(capsys):
         pl.RunConfig(env="montezuma", rounds=2)
     with pytest.raises(ValueError, match="takes its learning settings from rnd"):
         pl.RunConfig(env="montezuma", ppo=pl.PPOConfig(lr=1e-3))
-    with pytest.raises(ValueError, match="rnd .* is for env 'montezuma'"):
+    with pytest.raises(ValueError, match="rnd and atari .* are for env 'montezuma'"):
         pl.RunConfig(env="gridworld", rnd=RNDConfig())
+    with pytest.raises(ValueError, match="unknown games 'emulator'; valid: emulators, vector"):
+        AtariSettings(games="emulator")
     with pytest.raises(ValueError, match="RNDConfig.epochs must be an integer >= 1; got 0"):
         RNDConfig(epochs=0)
     with pytest.raises(ValueError, match="bad override rnd"):
