@@ -9,7 +9,10 @@
 # CONDITIONS (required), STUDY (default gridworld-paper-<conditions>), PRESET (paper), ENV (gridworld),
 # SHIFTS (permute,window,expand), SEEDS (0-4), DEVICE (cuda), THREADS (torch's choice), SECONDS_LIMIT (480: leaves a
 # 10-minute call time to start and to copy the folder back), MAX_MIB (64), EXECUTION (eager; graphs: the compiled
-# steps of plasticity_lab.graphs, once gpu_check.sh has shown them faster and in agreement on the device).
+# steps of plasticity_lab.graphs, once gpu_check.sh has shown them faster and in agreement on the device),
+# OVERRIDES (space-separated FIELD=VALUE RunConfig fields for every run, e.g. "epochs_per_round=300 num_envs=64").
+# ENV=montezuma (carry ale-py: ATARI=1 bash benchmarks/gpu_wheels.sh) trains one population per condition and ignores
+# SHIFTS; its paper preset is days per run, so name a scale in OVERRIDES.
 # DEVICE=cpu PRESET=smoke tries it on a CPU.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -23,5 +26,6 @@ source benchmarks/gpu_env.sh
 } | tee "$out/machine.txt"
 python3 scripts/train_within.py --conditions "$CONDITIONS" --env "${ENV:-gridworld}" --preset "${PRESET:-paper}" \
     --shifts "${SHIFTS:-permute,window,expand}" --seeds "${SEEDS:-0-4}" --device "${DEVICE:-cuda}" \
-    ${THREADS:+--threads "$THREADS"} ${EXECUTION:+--override "execution=$EXECUTION"} --seconds "${SECONDS_LIMIT:-480}" --max-mib "${MAX_MIB:-64}" --out "$out/$study" 2>&1 | tee "$out/train.log"
+    ${THREADS:+--threads "$THREADS"} ${EXECUTION:+--override "execution=$EXECUTION"} \
+    $(for o in ${OVERRIDES:-}; do printf -- '--override %s ' "$o"; done) --seconds "${SECONDS_LIMIT:-480}" --max-mib "${MAX_MIB:-64}" --out "$out/$study" 2>&1 | tee "$out/train.log"
 exit "${PIPESTATUS[0]}"

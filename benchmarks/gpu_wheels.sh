@@ -15,4 +15,11 @@ if [ "${COINRUN:-0}" = 1 ]; then
         procgen-mirror==0.10.7 gym3==0.3.3 gym-notices cffi pycparser imageio pillow
     python3 -m pip wheel --quiet --no-deps -w .whl gym==0.26.2
 fi
+# Montezuma's Revenge (ATARI=1): ale-py, which ships the game's ROM, for the GPU machine's Python (about 5 MB).
+if [ "${ATARI:-0}" = 1 ]; then
+    version=${PYTHON_VERSION:-3.12}
+    python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version "$version" \
+        --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 -d .whl \
+        ale-py==0.12.1
+fi
 ls .whl

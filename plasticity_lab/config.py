@@ -83,10 +83,11 @@ def preset_scale(env: str, preset: str) -> dict:
 
 def at_preset_scale(config: dict) -> bool:
     """Whether a resolved config (a dict, as manifests store it) has the rounds, epochs per round and pool size its
-    preset defines now for its environment: a stored study outlives a preset that moves, and captions say so."""
+    preset defines now for its environment (and the number of games, where the preset sets it): a stored study outlives a preset that moves, and captions say so."""
     presets = ENV_PRESETS.get(config.get("env", "gridworld"), {})
     scale = presets.get(config.get("preset"), {})
-    return all(scale.get(k) == config.get(k) for k in ("rounds", "epochs_per_round", "pool_size"))
+    return all(scale.get(k) == config.get(k) for k in ("rounds", "epochs_per_round", "pool_size")) and (
+        "num_envs" not in scale or scale["num_envs"] == config.get("num_envs"))
 
 #: At paper scale the test environment is evaluated every 100 of 5 000 epochs: 50 evaluations per round.
 TESTS_PER_ROUND = 50

@@ -331,8 +331,7 @@ class Results:
 
         configs = self.configs
         presets = sorted({c["preset"] for c in configs})
-        scale = sorted({(c["rounds"], c["epochs_per_round"], c["pool_size"]) for c in configs})
-        scale_text = "; ".join(f"{r} rounds × {e} epochs, {k}-level pool" for r, e, k in scale)
+        scale_text = "; ".join(sorted({_scale_text(c) for c in configs}))
         as_defined = all(at_preset_scale(c) for c in configs)
         preset_text = f"preset {'/'.join(presets)}" + ("" if as_defined else " with its scale overridden")
         seeds = sorted({c["seed"] for c in configs})
@@ -341,6 +340,15 @@ class Results:
 
     def __repr__(self) -> str:
         return f"<Results {self.describe()}: {len(self.runs())} runs>"
+
+
+def _scale_text(config: dict) -> str:
+    """A stored run's scale in words; Montezuma's Revenge has no rounds or level pools, its scale is iterations of
+    its games' rollouts."""
+    if config.get("env") == "montezuma":
+        rollout = (config.get("rnd") or {}).get("rollout_length", "?")
+        return f"{config['epochs_per_round']} iterations × {config['num_envs']} games × {rollout} steps"
+    return f"{config['rounds']} rounds × {config['epochs_per_round']} epochs, {config['pool_size']}-level pool"
 
 
 def load_results(path: str | Path) -> Results:

@@ -7,7 +7,8 @@ for data on a machine lent for minutes (a GPU session), which keeps only what it
 The conditions' runs (shifts × seeds) train as populations of the sweep they amount to, with ``mix_conditions``
 (conditions that build the same network share a population) and so each run's own random streams
 (``randomness = "member"``): a run's table does not depend on what it was trained beside, so studies stored by
-separate sessions hold the tables one study would have. Populations train one after another, epoch by epoch. After
+separate sessions hold the tables one study would have (Montezuma's Revenge, whose RND agents draw from one
+generator per population, trains a population per condition instead). Populations train one after another, epoch by epoch. After
 ``--probe`` epochs of a population, its remaining time is projected from its own epochs so far; a population that
 would end after the time limit is dropped then and there (a checkpoint of a 180-member population is hundreds of MB:
 nothing is left to resume elsewhere), and so is one still running at the limit. Finished populations are stored as
@@ -30,8 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from plasticity_lab.config import ENVS, PRESETS, parse_seeds  # noqa: E402
-from plasticity_lab.experiment import Experiment  # noqa: E402
+from plasticity_lab.config import ENVS, PRESETS, UNSHIFTED_ENVS, parse_seeds  # noqa: E402
+from plasticity_lab.experiment import experiment_for  # noqa: E402
 from plasticity_lab.results import environment_info, population_complete  # noqa: E402
 from plasticity_lab.sweep import (PopulationTask, Sweep, check_study, store_population,  # noqa: E402
                                   write_study_manifest)
@@ -71,7 +72,7 @@ def _train_one(task: PopulationTask, out: Path, sweep: Sweep, environment: dict,
     began = clock()
     if began >= deadline:
         return "dropped: no time left"
-    experiment = Experiment(task.configs)
+    experiment = experiment_for(task.configs)
     total = experiment.total_epochs
     while not experiment.finished:
         experiment.train_epoch()
@@ -120,7 +121,9 @@ def main(argv: list[str] | None = None) -> int:
         sweep = Sweep.from_dict({
             "study": out.resolve().name, "envs": [args.env], "conditions": args.conditions.split(","),
             "shifts": args.shifts.split(","), "seeds": parse_seeds(args.seeds), "preset": args.preset,
-            "overrides": overrides, "max_members": args.max_members, "mix_conditions": True})
+            "overrides": overrides, "max_members": args.max_members,
+            # Montezuma's Revenge's RND agents draw from one generator per population: a population per condition
+            "mix_conditions": args.env not in UNSHIFTED_ENVS})
         if args.max_mib <= 0:
             raise ValueError(f"--max-mib must be positive; got {args.max_mib!r}")
         if args.threads is not None:

@@ -54,6 +54,27 @@ def test_coinrun_trains_on_the_device(device):
         assert table[column].notna().all() and (table[column].abs() < 1e6).all(), column
 
 
+@pytest.mark.parametrize("device", DEVICES)
+def test_montezuma_trains_on_the_device(device):
+    """The RND agents and their predictors on the device, the games on the CPU; checkpoints come back to the CPU."""
+    pytest.importorskip("ale_py")
+    from plasticity_lab.montezuma_run import MontezumaExperiment
+
+    rnd = pl.RNDConfig(rollout_length=8, init_steps=4, epochs=1, minibatches=2)
+    configs = [pl.RunConfig(env="montezuma", condition="soft_shrink_perturb+layernorm", seed=seed, preset="smoke",
+                            rnd=rnd, device=device) for seed in (0, 1)]
+    experiment = MontezumaExperiment(configs)
+    experiment.train_to_end()
+    assert {p.device.type for p in experiment.population.params.values()} == {device}
+    assert {p.device.type for p in experiment.agent.rnd.predictor_params.values()} == {device}
+    table = experiment.table()
+    assert len(table) == 2 * 2 and (table["rooms_visited"] == 1).all()
+    for column in ("intrinsic_reward", "predictor_loss", "weight_magnitude", "grad_norm", "entropy"):
+        assert table[column].notna().all() and (table[column].abs() < 1e6).all(), column
+    state = experiment.state_dict()
+    assert all(v.device.type == "cpu" for v in state["params"].values())
+
+
 def _rollout_on_cpu(members: int) -> tuple[Population, object]:
     population = Population(NetworkSpec(), list(range(members)))
     env = GridworldPopulation(members, 11)

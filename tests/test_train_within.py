@@ -106,3 +106,16 @@ def test_the_gpu_wrapper_installs_nothing_here_and_stores_the_study(tmp_path):
     env.pop("CONDITIONS")
     missing = subprocess.run(["bash", "benchmarks/gpu_study.sh"], cwd=root, env=env, capture_output=True, text=True)
     assert missing.returncode != 0 and "name the conditions" in missing.stderr
+
+
+def test_montezuma_trains_a_population_per_condition_and_reads_its_scale(tmp_path, capsys):
+    pytest.importorskip("ale_py")
+    out = tmp_path / "mz"
+    rnd = json.dumps({"rollout_length": 8, "init_steps": 4, "epochs": 1, "minibatches": 2})
+    assert train_within.main(["--conditions", "warm_start,regen_l2", "--env", "montezuma", "--preset", "smoke",
+                              "--seeds", "0", "--seconds", "600", "--out", str(out), "--override", f"rnd={rnd}",
+                              "--override", "epochs_per_round=1", "--override", "num_envs=1"]) == 0
+    results = load_results(out)
+    assert sorted(results.rounds["condition"]) == ["regen_l2", "warm_start"] and len(results.populations) == 2
+    assert results.describe() == ("study mz, preset smoke with its scale overridden (1 iterations × 1 games × 8 "
+                                  "steps), 1 seed")
