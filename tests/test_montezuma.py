@@ -9,8 +9,8 @@ import torch
 
 pytest.importorskip("ale_py")
 
-from plasticity_lab.envs.montezuma import (ROOM_BYTE, AtariSettings, MontezumaEmulators,  # noqa: E402
-                                           MontezumaPopulation, copy_seed)
+from plasticity_lab.envs.montezuma import (AtariSettings, MontezumaEmulators, MontezumaPopulation,  # noqa: E402
+                                           copy_seed)
 
 GAMES = {"emulators": MontezumaEmulators, "vector": MontezumaPopulation}
 both = pytest.mark.parametrize("games", sorted(GAMES))
@@ -122,10 +122,11 @@ def test_the_room_byte_is_the_room_the_game_draws():
     for _ in range(50):
         env.step(torch.randint(0, 18, (1, 2), generator=torch.Generator().manual_seed(1)))
     assert env.rooms_visited() == [[1]]
-    ale = env._ales[0]
-    ale.setRAM(ROOM_BYTE, 0)
+    env.move_to_room(0)
     moved = env.step(torch.zeros(1, 2, dtype=torch.long))[0]
-    assert int(ale.getRAM()[ROOM_BYTE]) == 0 and env.rooms_visited() == [[0, 1]]
+    assert env.room(0, 0) == 0 and env.room(0, 1) == 1 and env.rooms_visited() == [[0, 1]]
+    with pytest.raises(ValueError, match="room must be 0–23"):
+        env.move_to_room(24)
     # the screen of room 0 is not room 1's (the other copy, still in room 1, differs from its start far less)
     changed = (moved[0, 0, -1].float() - start[0, 0, -1].float()).abs().mean()
     unchanged = (moved[0, 1, -1].float() - start[0, 1, -1].float()).abs().mean()

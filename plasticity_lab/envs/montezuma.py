@@ -299,6 +299,22 @@ class MontezumaEmulators:
         finished, self._finished = self._finished, [[] for _ in range(self.members)]
         return finished
 
+    def screen_rgb(self, member: int = 0, copy: int = 0) -> np.ndarray:
+        """One game's console screen as the player sees it, ``[210, 160, 3]`` uint8 (for pictures: the agent sees
+        the grayscale frames of :meth:`observation`)."""
+        return self._ales[member * self.copies + copy].getScreenRGB()
+
+    def room(self, member: int = 0, copy: int = 0) -> int:
+        """The room one game is in now (RAM byte :data:`ROOM_BYTE`)."""
+        return int(self._ales[member * self.copies + copy].getRAM()[ROOM_BYTE])
+
+    def move_to_room(self, room: int, member: int = 0, copy: int = 0) -> None:
+        """Put one game's player in ``room`` by writing the room byte (for pictures and tests: the game then draws
+        that room; the agent's games never do this)."""
+        if not 0 <= room <= 23:
+            raise ValueError(f"room must be 0–23 (the first level's rooms); got {room!r}")
+        self._ales[member * self.copies + copy].setRAM(ROOM_BYTE, room)
+
     def rooms_visited(self) -> list[list[int]]:
         """Each member's rooms seen so far by any of its games, sorted (since the games were made; a restored
         state brings back the rooms it had)."""

@@ -192,6 +192,9 @@ def study_caption(source, study: str | None = None) -> str:
     seed_text = f"{seeds[0]}–{seeds[-1]}" if contiguous else ", ".join(map(str, seeds))
     n = len(seeds)
     scale = f"{joined('rounds')} rounds × {joined('epochs_per_round')} epochs, pool {joined('pool_size')}"
+    if all(c.get("env") == "montezuma" for c in configs):  # no rounds or pools: iterations of its games' rollouts
+        rollouts = "/".join(dict.fromkeys(str((c.get("rnd") or {}).get("rollout_length", "?")) for c in configs))
+        scale = f"{joined('epochs_per_round')} iterations × {joined('num_envs')} games × {rollouts} steps"
     # Checked against the presets of today: a stored study outlives a preset that moves.
     as_preset = all(at_preset_scale(c) for c in configs)
     scale = f"preset {joined('preset')}{'' if as_preset else ' with its scale overridden'} ({scale})"
