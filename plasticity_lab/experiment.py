@@ -33,7 +33,7 @@ from .environments import environment
 from .graphs import GraphedSteps
 from .population import Population
 from .ppo import PopulationEnv, collect_episodes, play_episodes
-from .storage import atomic_write
+from .storage import read_checkpoint, save_checkpoint
 from .streams import MemberStreams
 
 
@@ -302,16 +302,11 @@ class Experiment:
 
     def save(self, path: str | Path) -> Path:
         """Write a checkpoint atomically (a crash mid-write leaves the previous one intact)."""
-        state = self.state_dict()
-        return atomic_write(path, lambda p: torch.save(state, p))
+        return save_checkpoint(path, self.state_dict())
 
     def restore(self, path: str | Path) -> None:
         """Load a checkpoint written by :meth:`save` (with ``torch.load(weights_only=True)``)."""
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:  # a truncated or foreign file
-            raise ValueError(f"cannot read checkpoint {path}: {error}") from None
-        self.load_state_dict(state)
+        self.load_state_dict(read_checkpoint(path))
 
 
 def run(config: RunConfig | Sequence[RunConfig], progress: bool = False, checkpoint: str | Path | None = None,

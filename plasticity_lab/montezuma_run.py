@@ -30,7 +30,7 @@ from .population import Population
 from .rnd import RNDNetworks
 from .rnd_agent import RNDAgent, atari_network_spec
 from .schema import RUN_KEYS
-from .storage import atomic_write
+from .storage import read_checkpoint, save_checkpoint
 
 #: The per-iteration columns of a Montezuma's Revenge table, after the run keys and the counters (``round``,
 #: ``epoch``, ``epoch_in_round``, ``agent_steps``, ``frames``).
@@ -224,16 +224,11 @@ class MontezumaExperiment:
 
     def save(self, path: str | Path) -> Path:
         """Write a checkpoint atomically."""
-        state = self.state_dict()
-        return atomic_write(path, lambda p: torch.save(state, p))
+        return save_checkpoint(path, self.state_dict())
 
     def restore(self, path: str | Path) -> None:
         """Load a checkpoint written by :meth:`save`."""
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:  # a truncated or foreign file
-            raise ValueError(f"cannot read checkpoint {path}: {error}") from None
-        self.load_state_dict(state)
+        self.load_state_dict(read_checkpoint(path))
 
 
 def _moments(stats) -> dict[str, torch.Tensor]:

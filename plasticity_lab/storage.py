@@ -27,3 +27,22 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write(path, lambda p: Path(p).write_text(text))
+
+
+def save_checkpoint(path: str | Path, state: dict) -> Path:
+    """Write a run's state (tensors and plain containers) with ``torch.save``, atomically: a crash mid-write leaves
+    the previous checkpoint intact."""
+    import torch
+
+    return atomic_write(path, lambda p: torch.save(state, p))
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """Read a checkpoint written by :func:`save_checkpoint`, with ``torch.load(weights_only=True)`` (a checkpoint
+    runs no code); a truncated or foreign file is one ``ValueError`` naming it."""
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # a truncated or foreign file
+        raise ValueError(f"cannot read checkpoint {path}: {error}") from None
