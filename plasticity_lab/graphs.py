@@ -124,14 +124,7 @@ class GraphedSteps:
         fallen back to eager."""
         if self.fallback is not None:
             return None
-        try:
-            if self.cuda_graphs:
-                torch.compiler.cudagraph_mark_step_begin()
-            out = self._gae(rewards, values, gamma, lam)
-        except Exception as error:  # as in _call: eager computes it
-            self.fallback = _root_cause(error)
-            return None
-        return out.clone() if self.cuda_graphs else out
+        return self._replay(lambda: self._gae(rewards, values, gamma, lam))
 
     def minibatch_update(self, rows, picked: torch.Tensor, source: MemberStreams) -> dict[str, torch.Tensor] | None:
         """One minibatch step of every member (``rows``: a :class:`~plasticity_lab.population.MemberRows`;
@@ -155,18 +148,32 @@ class GraphedSteps:
         source = args[-1]
         self._mark_static(self.population.params.values())
         streams = self._persistent_streams(source)
+
+        def call():
+            with torch._dynamo.config.patch(trace_autograd_ops=True):
+                return compiled(*args[:-1], streams)
+
+        out = self._replay(call)
+        if out is not None:
+            source.counters.copy_(streams.counters)
+        return out
+
+    def _replay(self, call):
+        """``call()`` (a compiled graph's run): its outputs, copied out of a CUDA graph's memory, which the next
+        replay may reuse; None, with :attr:`fallback` naming why, where compiling or running fails — a compiler
+        missing or failing here must not stop the run: eager computes it."""
         try:
             if self.cuda_graphs:  # the last replay's outputs were copied out: its memory may be reused
                 torch.compiler.cudagraph_mark_step_begin()
-            with torch._dynamo.config.patch(trace_autograd_ops=True):
-                out = compiled(*args[:-1], streams)
-        except Exception as error:  # a compiler missing or failing here must not stop the run: eager computes it
+            out = call()
+        except Exception as error:
             self.fallback = _root_cause(error)
             return None
-        source.counters.copy_(streams.counters)
-        if self.cuda_graphs:
-            out = ({k: v.clone() for k, v in out.items()} if isinstance(out, dict) else tuple(t.clone() for t in out))
-        return out
+        if not self.cuda_graphs:
+            return out
+        if isinstance(out, dict):
+            return {k: v.clone() for k, v in out.items()}
+        return out.clone() if isinstance(out, torch.Tensor) else tuple(t.clone() for t in out)
 
     def _mark_static(self, tensors) -> None:
         for t in tensors:
