@@ -33,9 +33,22 @@ def test_every_stored_study_gets_a_row_and_the_figure_draws_them():
         pytest.skip("no study is stored in this checkout")
     table = scale.scale_table(DATA)
     assert sorted(table["study"]) == sorted(str(f.relative_to(DATA)) for f in folders)
+    # the gridworld's studies only: their scale is measured against the paper's gridworld runs
+    envs = {str(f.relative_to(DATA)): json.loads((f / "manifest.json").read_text())["sweep"].get("envs")
+            for f in folders}
+    assert all(e in (None, ["gridworld"]) for e in envs.values()), envs
     fig = scale.scale_figure(table, title="stored studies")
     bars = [t for t in fig.data if t.type == "bar"]
     assert len(bars) == 2 and sorted(bars[0].y) == sorted(table["study"])
+
+
+def test_a_study_of_another_environment_is_left_out(tmp_path):
+    for name, envs in (("grid", ["gridworld"]), ("game", ["montezuma"]), ("old", None)):
+        (tmp_path / name).mkdir()
+        sweep = {"study": name, **({"envs": envs} if envs else {})}
+        (tmp_path / name / "manifest.json").write_text(json.dumps({"sweep": sweep}))
+    assert [f.name for f in scale.study_folders(tmp_path)] == ["grid", "old"]  # a sweep without envs: the gridworld
+    assert [f.name for f in scale.study_folders(tmp_path, env="montezuma")] == ["game"]
 
 
 def test_a_folder_without_studies_is_one_clear_error(tmp_path):

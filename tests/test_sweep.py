@@ -381,6 +381,7 @@ STORED_SWEEPS = {
     "gridworld-regen-l2-release-coefficient": "gridworld-regen-l2-release-coefficient",
     "gridworld-long-rounds": "gridworld-long-rounds",
     "gridworld-permute-warm-vs-reset": "gridworld-permute-warm-vs-reset",
+    "montezuma-pilot": "montezuma-pilot",
     **{f"gridworld-preset-search-{e}": f"gridworld-preset-search/epochs-{e}"
        for e in ("150", "200", "500", "1000", "300-seeds-5-9")},
 }

@@ -24,22 +24,25 @@ def paper_agent_epochs_per_run() -> int:
     return paper["rounds"] * paper["epochs_per_round"]
 
 
-def study_folders(data: str | Path) -> list[Path]:
-    """Every stored study under ``data`` (a folder whose ``manifest.json`` describes a sweep), sorted by path."""
+def study_folders(data: str | Path, env: str = "gridworld") -> list[Path]:
+    """Every stored study of ``env`` under ``data`` (a folder whose ``manifest.json`` describes a sweep of that
+    environment only), sorted by path. The paper's scale this module measures against is the gridworld's; the other
+    environments' chapters state their own."""
     found = []
     for manifest in sorted(Path(data).rglob("manifest.json")):
         if "populations" in manifest.parts:
             continue
         try:
-            if "sweep" in json.loads(manifest.read_text()):
-                found.append(manifest.parent)
+            sweep = json.loads(manifest.read_text()).get("sweep")
         except (OSError, ValueError):
             continue
+        if sweep is not None and all(e == env for e in sweep.get("envs", ["gridworld"])):
+            found.append(manifest.parent)
     return found
 
 
 def scale_table(data: str | Path) -> pd.DataFrame:
-    """One row per stored study under ``data``: its scale and its measured cost.
+    """One row per stored gridworld study under ``data`` (:func:`study_folders`): its scale and its measured cost.
 
     Columns: ``study`` (its path under ``data``), ``runs``, ``seeds``, ``rounds``, ``epochs_per_round``,
     ``pool_size``, ``agent_epochs_per_run`` (the mean over its runs), ``agent_epochs`` (all runs together),
