@@ -144,7 +144,10 @@ def report(study: str | Results, at: str | None = None, fit_at: str | None = Non
     release's read-outs (:func:`~plasticity_lab.stats.release_summary` for the per-run tables and the t-tests,
     :func:`~plasticity_lab.stats.release_points` for the fits), which have one summary each, so ``at`` and
     ``fit_at`` must be left out (or ``"mean"``); the study must have been stored with the release's read-outs.
+
+    A Montezuma's Revenge study, which has no rounds, gets :func:`montezuma_report` (its baseline: ``warm_start``).
     """
+    given = (at, fit_at)  # as asked for, before the defaults below
     if readout not in stats.READOUTS:
         raise ValueError(f"unknown readout={readout!r}; valid values are {stats.READOUTS!r}")
     if readout == "release":
@@ -159,6 +162,11 @@ def report(study: str | Results, at: str | None = None, fit_at: str | None = Non
         if value not in stats.AT_CHOICES:
             raise ValueError(f"unknown {name}={value!r}; valid: {', '.join(stats.AT_CHOICES)}")
     results = study if isinstance(study, Results) else load_results(study)
+    if {c.get("env") for c in results.configs} == {"montezuma"}:
+        if against is not None or readout != "project" or given != (None, None):
+            raise ValueError("a Montezuma's Revenge study has no rounds to read out or fit: its report takes none "
+                             "of at, fit_at, against or readout")
+        return montezuma_report(results, baseline="warm_start" if baseline == "reset_all" else baseline)
     release = readout == "release"
     runs = runs_table(results, at, readout)
     fit_runs = runs if release else results.runs(fit_at)
@@ -208,4 +216,56 @@ def report(study: str | Results, at: str | None = None, fit_at: str | None = Non
             text.append(_section(f"GLM of normalised {split} reward on the diagnostics ({env}, {fit_how})",
                                  _safe(lambda s=split, e=env: stats.diagnostics_glm(
                                      fit_source, split=s, env=e, conditions=fit_conditions, **fit_kwargs))))
+    return "\n".join(text)
+
+
+#: What :func:`montezuma_report` summarises per run: the stored ``rounds`` table's score and rooms, and the
+#: ``runs_final`` table's diagnostics (their means over the last tenth of the iterations).
+MONTEZUMA_SCORES = ("mean_score", "best_score", "rooms_visited")
+MONTEZUMA_FINAL = ("intrinsic_reward", "dead_units", "weight_magnitude", "weight_difference")
+
+
+def montezuma_tests(per_run: pd.DataFrame, column: str, baseline: str = "warm_start") -> pd.DataFrame:
+    """Two-sample t-tests (pooled variance, as the paper's) of ``column`` of each condition's runs against
+    ``baseline``'s: ``condition, n, mean, baseline_mean, t, p`` (NaN where both samples have no spread)."""
+    from scipy import stats as scipy_stats
+
+    present = sorted(per_run["condition"].unique())
+    if baseline not in present or len(present) < 2:
+        raise ValueError(f"the t-tests need {baseline} and another condition; the study holds {', '.join(present)}")
+    base = per_run.loc[per_run["condition"] == baseline, column].dropna()
+    rows = []
+    for condition, part in per_run.groupby("condition", sort=True):
+        if condition == baseline:
+            continue
+        values = part[column].dropna()
+        t, p = (scipy_stats.ttest_ind(values, base) if len(values) > 1 and len(base) > 1
+                and (values.std() > 0 or base.std() > 0) else (float("nan"), float("nan")))
+        rows.append({"condition": condition, "n": len(values), "mean": values.mean(),
+                     "baseline_mean": base.mean(), "t": float(t), "p": float(p)})
+    return pd.DataFrame(rows)
+
+
+def montezuma_report(results: Results, baseline: str = "warm_start") -> str:
+    """The report of a stored Montezuma's Revenge study: per condition, the mean (± std over seeds) of each run's
+    mean score, best iteration's score and rooms reached, and of the diagnostics over its last tenth; the t-tests
+    of the mean score and of the last tenth's dead units against ``baseline`` (the paper compares the
+    interventions with the RND baseline by the score)."""
+    per_run = results.rounds[["condition", "seed", *MONTEZUMA_SCORES]].merge(
+        results.runs("final")[["condition", "seed", *MONTEZUMA_FINAL]], on=["condition", "seed"])
+    columns = [*MONTEZUMA_SCORES, *MONTEZUMA_FINAL]
+    grouped = per_run.groupby("condition")[columns]
+    summary = grouped.mean().round(6).astype(str) + " ± " + grouped.std(ddof=1).round(6).astype(str)
+    summary.insert(0, "seeds", per_run.groupby("condition")["seed"].nunique())
+    text = [f"# {results.describe()}",
+            f"{len(per_run)} runs; conditions: {', '.join(sorted(per_run['condition'].unique()))}"]
+    wall = results.manifest.get("wall_time_s")
+    if wall is not None:
+        text.append(f"training wall time: {wall / 3600:.2f} h")
+    text.append(_section("Per condition, mean ± std over seeds: each run's mean score (episodes that ended), best "
+                         "iteration's score, rooms reached; the diagnostics over its last tenth of iterations",
+                         summary.to_string()))
+    for column in ("mean_score", "dead_units"):
+        text.append(_section(f"t-tests of each run's {column} against {baseline} (pooled variance)",
+                             _safe(lambda c=column: montezuma_tests(per_run, c, baseline))))
     return "\n".join(text)

@@ -17,6 +17,7 @@ from plasticity_lab.cli import main  # noqa: E402
 from plasticity_lab.conditions import CONDITIONS, shift_only_conditions  # noqa: E402
 from plasticity_lab.montezuma_run import MONTEZUMA_COLUMNS, MontezumaExperiment, montezuma_summary  # noqa: E402
 from plasticity_lab.envs.montezuma import AtariSettings  # noqa: E402
+from plasticity_lab.report import montezuma_tests, report  # noqa: E402
 from plasticity_lab.rnd import RNDConfig  # noqa: E402
 from plasticity_lab.sweep import Sweep, run_sweep  # noqa: E402
 
@@ -115,6 +116,11 @@ def test_a_sweep_runs_each_condition_and_seed_once_and_a_rerun_trains_nothing(tm
     assert [(c.shift, c.seed) for c in sweep.configs()] == [("none", 0), ("none", 1)]
     results = run_sweep(sweep, out=tmp_path / "mz")
     assert sorted(results.rounds["seed"]) == [0, 1]
+    text = report(tmp_path / "mz")
+    assert text.startswith("# study mz, preset book with its scale overridden (1 iterations × 1 games × 8 steps)")
+    assert text.count("(not computed: the t-tests need warm_start and another condition") == 2  # one condition
+    with pytest.raises(ValueError, match="no rounds to read out or fit"):
+        report(tmp_path / "mz", at="final")
     stamp = {p: p.stat().st_mtime_ns for p in (tmp_path / "mz" / "populations").rglob("*.parquet")}
     run_sweep(sweep, out=tmp_path / "mz")
     assert {p: p.stat().st_mtime_ns for p in stamp} == stamp
@@ -140,3 +146,15 @@ def test_bad_input_is_refused_by_name(capsys):
                          "overrides": {"rnd": {"epoch": 2}}})
     assert main(["run", "--env", "montezuma", "--shift", "window"]) == 2
     assert "--env montezuma has no shifts" in capsys.readouterr().err
+
+
+def test_the_tests_against_the_baseline_by_hand():
+    per_run = pd.DataFrame({"condition": ["warm_start"] * 3 + ["regen_l2"] * 3 + ["l2"] * 2,
+                            "mean_score": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 0.0, 0.0]})
+    tests = montezuma_tests(per_run, "mean_score").set_index("condition")
+    # means 2 and 5, both variances 1: pooled variance 1, t = 3 / sqrt(2/3), 4 degrees of freedom
+    assert tests.loc["regen_l2", "t"] == pytest.approx(3 / math.sqrt(2 / 3))
+    assert tests.loc["regen_l2", "p"] == pytest.approx(0.02131, abs=5e-5)
+    assert (tests.loc["regen_l2", "n"], tests.loc["regen_l2", "baseline_mean"]) == (3, 2.0)
+    # no spread in l2's runs, but some in the baseline's: pooled variance (0 + 2) / 3, t = −2 / sqrt(2/3 · 5/6)
+    assert tests.loc["l2", "t"] == pytest.approx(-2 / math.sqrt(2 / 3 * 5 / 6))
