@@ -153,7 +153,8 @@ def main(argv=None) -> int:
                        for m in (1, 4)]
         print("Game, random actions (8 games per member):")
         for r in out["game"]:
-            print(f"  {r['games']:9s} {r['members']} × {r['copies']} games: {r['agent_steps_per_s']:8.0f} agent-steps/s "
+            print(f"  {r['games']:9s} {r['members']} × {r['copies']} games: "
+                  f"{r['agent_steps_per_s']:8.0f} agent-steps/s "
                   f"({4 * r['agent_steps_per_s']:.0f} frames/s)")
     out["training"] = [measure_training(m, args.iterations, args.condition) for m in sizes]
     print(f"\nTraining ({args.condition}, book preset: 8 games × 128 steps per member per iteration, "

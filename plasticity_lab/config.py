@@ -83,11 +83,20 @@ def preset_scale(env: str, preset: str) -> dict:
 
 def at_preset_scale(config: dict) -> bool:
     """Whether a resolved config (a dict, as manifests store it) has the rounds, epochs per round and pool size its
-    preset defines now for its environment (and the number of games, where the preset sets it): a stored study outlives a preset that moves, and captions say so."""
+    preset defines now for its environment (and the number of games, where the preset sets it): a stored study
+    outlives a preset that moves, and captions say so."""
     presets = ENV_PRESETS.get(config.get("env", "gridworld"), {})
     scale = presets.get(config.get("preset"), {})
     return all(scale.get(k) == config.get(k) for k in ("rounds", "epochs_per_round", "pool_size")) and (
         "num_envs" not in scale or scale["num_envs"] == config.get("num_envs"))
+
+def scale_text(config: dict) -> str:
+    """A resolved config's scale (a dict, as manifests store it) in words, for captions: rounds × epochs and the
+    level pool; for Montezuma's Revenge, which has no rounds or level pools, iterations × games × steps."""
+    if config.get("env") == "montezuma":
+        rollout = (config.get("rnd") or {}).get("rollout_length", "?")
+        return f"{config['epochs_per_round']} iterations × {config['num_envs']} games × {rollout} steps"
+    return f"{config['rounds']} rounds × {config['epochs_per_round']} epochs, {config['pool_size']}-level pool"
 
 #: At paper scale the test environment is evaluated every 100 of 5 000 epochs: 50 evaluations per round.
 TESTS_PER_ROUND = 50
@@ -123,8 +132,8 @@ class RunConfig:
     have no shifts (``shift`` is ``"none"``, and the default becomes it), one round of ``epochs_per_round`` RND
     iterations, ``num_envs`` games, their learning settings in ``rnd`` (an :class:`~plasticity_lab.rnd.RNDConfig`;
     ``ppo`` stays at its defaults) and the game's in ``atari`` (an :class:`~plasticity_lab.envs.montezuma.
-    AtariSettings`, which also chooses how the games are played). Conditions that act only at a shift are refused there. ``shift`` left as
-    ``None`` is ``"permute"`` elsewhere; ``num_envs`` left as ``None`` is the preset's number of games (11 for the
+    AtariSettings`, which also chooses how the games are played). Conditions that act only at a shift are refused
+    there. ``shift`` left as ``None`` is ``"permute"`` elsewhere; ``num_envs`` left as ``None`` is the preset's number of games (11 for the
     gridworld and CoinRun), fixed when the config is made.
     """
 
@@ -231,13 +240,7 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "RunConfig":
-        data = dict(data)
-        if isinstance(data.get("ppo"), dict):
-            data["ppo"] = PPOConfig(**data["ppo"])
-        if isinstance(data.get("rnd"), dict):
-            data["rnd"] = RNDConfig(**data["rnd"])
-        if isinstance(data.get("atari"), dict):
-            data["atari"] = AtariSettings(**data["atari"])
+        data = settings_from_mappings(dict(data), "field")
         valid = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - valid)
         if unknown:
@@ -245,13 +248,32 @@ class RunConfig:
         return cls(**data)
 
 
+#: The fields of :class:`RunConfig` that hold a dataclass of settings, which a manifest or a sweep file gives as a
+#: mapping.
+SETTINGS_FIELDS = {"ppo": PPOConfig, "rnd": RNDConfig, "atari": AtariSettings}
+
+
+def settings_from_mappings(values: dict, what: str) -> dict:
+    """``values`` (RunConfig fields by name, changed in place and returned) with each of :data:`SETTINGS_FIELDS`
+    given as a mapping made into its dataclass; a key it does not have is one error naming ``what`` was bad (e.g.
+    ``"override"``) and the valid keys."""
+    for name, settings in SETTINGS_FIELDS.items():
+        if isinstance(values.get(name), dict):
+            try:
+                values[name] = settings(**values[name])
+            except TypeError as error:
+                valid = ", ".join(f.name for f in dataclasses.fields(settings))
+                raise ValueError(f"bad {what} {name} = {values[name]!r} ({error}); valid keys: {valid}") from None
+    return values
+
+
 #: Settings added after studies were stored, each with the value that does what every stored run did before it
 #: existed: ``ppo.min_transitions`` at 1 024 is one batch of 11 whole 100-step gridworld episodes, which is what the
 #: stored studies (all with 11 copies) collected. At that value a setting is left out of a run's identity
 #: (:func:`config_identity`), so stored studies keep their population names and stay extendable. ``randomness`` at
 #: ``"population"`` is the one generator every stored population drew from, ``execution`` at ``"eager"`` the way every
-#: stored population was computed, ``rnd`` and ``atari`` at ``None`` every environment but Montezuma's Revenge (a group of ``None``:
-#: a top-level field).
+#: stored population was computed, ``rnd`` and ``atari`` at ``None`` every environment but Montezuma's Revenge (a
+#: group of ``None``: a top-level field).
 LATER_SETTINGS: dict[tuple[str | None, str], object] = {("ppo", "min_transitions"): 1024,
                                                         (None, "randomness"): "population",
                                                         (None, "execution"): "eager",

@@ -263,7 +263,7 @@ class Experiment:
         self._move_log_to_host()
         return {
             "format": CHECKPOINT_FORMAT,
-            "configs": json.dumps([config_identity(c.to_dict()) for c in self.configs], sort_keys=True),
+            "configs": checkpoint_configs(self.configs),
             "epoch": self.epoch,
             "params": {k: v.detach().cpu() for k, v in population.params.items()},
             "frozen": sorted(population.frozen),
@@ -276,19 +276,7 @@ class Experiment:
 
     def load_state_dict(self, state: dict) -> None:
         """Continue from :meth:`state_dict` of the same configs (anything else is refused, naming the difference)."""
-        if not isinstance(state, dict) or "format" not in state:
-            raise ValueError("not a plasticity-lab checkpoint (no 'format' entry)")
-        if state["format"] > CHECKPOINT_FORMAT:
-            raise ValueError(f"checkpoint format {state['format']} is newer than this package reads "
-                             f"({CHECKPOINT_FORMAT}); upgrade plasticity-lab")
-        stored = [config_identity(c) for c in json.loads(state["configs"])]
-        mine = [config_identity(c.to_dict()) for c in self.configs]
-        if stored != json.loads(json.dumps(mine, sort_keys=True)):
-            diff = [f"{k}: {a.get(k)!r} vs {b.get(k)!r}" for a, b in zip(stored, mine) for k in a
-                    if a.get(k) != json.loads(json.dumps(b.get(k)))]
-            if len(stored) != len(mine):
-                diff = [f"{len(stored)} members vs {len(mine)}"]
-            raise ValueError(f"the checkpoint belongs to other configs ({'; '.join(diff[:3])})")
+        check_checkpoint(state, self.configs, CHECKPOINT_FORMAT)
         population = self.population
         params = {k: v.to(self.device) for k, v in state["params"].items()}
         restore_network(population, list(state["injected_heads"]), params, frozen=state["frozen"])
@@ -307,6 +295,30 @@ class Experiment:
     def restore(self, path: str | Path) -> None:
         """Load a checkpoint written by :meth:`save` (with ``torch.load(weights_only=True)``)."""
         self.load_state_dict(read_checkpoint(path))
+
+
+def checkpoint_configs(configs: Sequence[RunConfig]) -> str:
+    """The configs a checkpoint records (JSON), as runs are told apart
+    (:func:`~plasticity_lab.config.config_identity`)."""
+    return json.dumps([config_identity(c.to_dict()) for c in configs], sort_keys=True)
+
+
+def check_checkpoint(state, configs: Sequence[RunConfig], newest: int) -> None:
+    """Refuse a checkpoint that is not this package's, is of a format newer than ``newest``, or belongs to other
+    configs than ``configs`` (naming the difference): what every experiment checks before it continues from one."""
+    if not isinstance(state, dict) or "format" not in state:
+        raise ValueError("not a plasticity-lab checkpoint (no 'format' entry)")
+    if state["format"] > newest:
+        raise ValueError(f"checkpoint format {state['format']} is newer than this package reads "
+                         f"({newest}); upgrade plasticity-lab")
+    stored = [config_identity(c) for c in json.loads(state["configs"])]
+    mine = [config_identity(c.to_dict()) for c in configs]
+    if stored != json.loads(json.dumps(mine, sort_keys=True)):
+        diff = [f"{k}: {a.get(k)!r} vs {b.get(k)!r}" for a, b in zip(stored, mine) for k in a
+                if a.get(k) != json.loads(json.dumps(b.get(k)))]
+        if len(stored) != len(mine):
+            diff = [f"{len(stored)} members vs {len(mine)}"]
+        raise ValueError(f"the checkpoint belongs to other configs ({'; '.join(diff[:3])})")
 
 
 def run(config: RunConfig | Sequence[RunConfig], progress: bool = False, checkpoint: str | Path | None = None,

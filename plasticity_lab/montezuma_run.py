@@ -14,7 +14,6 @@ the RND agent's unit of work — one rollout of :attr:`~plasticity_lab.rnd.RNDCo
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,8 +23,10 @@ import pandas as pd
 import torch
 
 from . import backends
-from .config import RunConfig, config_identity
+from .config import RunConfig
 from .envs.montezuma import montezuma_games
+from .experiment import (check_checkpoint, check_population, checkpoint_configs, population_condition,
+                         population_seed)
 from .population import Population
 from .rnd import RNDNetworks
 from .rnd_agent import RNDAgent, atari_network_spec
@@ -56,8 +57,6 @@ class MontezumaExperiment:
     """
 
     def __init__(self, configs: Sequence[RunConfig]):
-        from .experiment import check_population, population_condition, population_seed
-
         configs = [c.resolved() for c in configs]
         if not configs:
             raise ValueError("an experiment needs at least one RunConfig")
@@ -182,7 +181,7 @@ class MontezumaExperiment:
         return {
             "games": games,
             "format": CHECKPOINT_FORMAT,
-            "configs": json.dumps([config_identity(c.to_dict()) for c in self.configs], sort_keys=True),
+            "configs": checkpoint_configs(self.configs),
             "epoch": self.epoch,
             "starts": self.starts,
             "params": {k: v.detach().cpu() for k, v in self.population.params.items()},
@@ -198,12 +197,10 @@ class MontezumaExperiment:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        """Continue from :meth:`state_dict` of the same configs (anything else is refused)."""
-        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT or "predictor" not in state:
-            raise ValueError("not a plasticity-lab Montezuma's Revenge checkpoint of this format")
-        mine = json.dumps([config_identity(c.to_dict()) for c in self.configs], sort_keys=True)
-        if json.loads(state["configs"]) != json.loads(mine):
-            raise ValueError("the checkpoint belongs to other configs")
+        """Continue from :meth:`state_dict` of the same configs (anything else is refused, naming the difference)."""
+        check_checkpoint(state, self.configs, CHECKPOINT_FORMAT)
+        if "predictor" not in state:
+            raise ValueError("not a Montezuma's Revenge checkpoint (it holds no RND predictor)")
         with torch.no_grad():
             for source, target in ((state["params"], self.population.params),
                                    (state["predictor"], self.agent.rnd.predictor_params)):

@@ -327,28 +327,19 @@ class Results:
 
     def describe(self) -> str:
         """One line for figure captions: study, preset(s) and scale, seeds."""
-        from .config import at_preset_scale
+        from .config import at_preset_scale, scale_text
 
         configs = self.configs
         presets = sorted({c["preset"] for c in configs})
-        scale_text = "; ".join(sorted({_scale_text(c) for c in configs}))
+        scale = "; ".join(sorted({scale_text(c) for c in configs}))
         as_defined = all(at_preset_scale(c) for c in configs)
         preset_text = f"preset {'/'.join(presets)}" + ("" if as_defined else " with its scale overridden")
         seeds = sorted({c["seed"] for c in configs})
-        return (f"study {self.path.name}, {preset_text} ({scale_text}), "
+        return (f"study {self.path.name}, {preset_text} ({scale}), "
                 f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''}")
 
     def __repr__(self) -> str:
         return f"<Results {self.describe()}: {len(self.runs())} runs>"
-
-
-def _scale_text(config: dict) -> str:
-    """A stored run's scale in words; Montezuma's Revenge has no rounds or level pools, its scale is iterations of
-    its games' rollouts."""
-    if config.get("env") == "montezuma":
-        rollout = (config.get("rnd") or {}).get("rollout_length", "?")
-        return f"{config['epochs_per_round']} iterations × {config['num_envs']} games × {rollout} steps"
-    return f"{config['rounds']} rounds × {config['epochs_per_round']} epochs, {config['pool_size']}-level pool"
 
 
 def load_results(path: str | Path) -> Results:

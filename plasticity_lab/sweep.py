@@ -19,8 +19,8 @@ A sweep file (TOML or YAML) names the grid::
     perturb = [1e-6, 1e-5, 1e-4]
 
 The shifts apply to the environments that have them: Montezuma's Revenge (``envs = ["montezuma"]``) runs each
-condition and seed once, with shift ``"none"``. ``[overrides.ppo]`` and ``[overrides.rnd]`` set fields of
-:class:`~plasticity_lab.ppo.PPOConfig`, :class:`~plasticity_lab.rnd.RNDConfig` and
+condition and seed once, with shift ``"none"``. ``[overrides.ppo]``, ``[overrides.rnd]`` and ``[overrides.atari]``
+set fields of :class:`~plasticity_lab.ppo.PPOConfig`, :class:`~plasticity_lab.rnd.RNDConfig` and
 :class:`~plasticity_lab.envs.montezuma.AtariSettings`.
 
 Each condition's runs (shifts × seeds × coefficient values) are cut into populations of at most ``max_members``
@@ -53,10 +53,8 @@ from pathlib import Path
 import torch
 
 from .conditions import parse_condition, population_key
-from .config import ENVS, PRESETS, UNSHIFTED_ENVS, RunConfig, config_identity, parse_seeds
-from .envs.montezuma import AtariSettings
-from .ppo import PPOConfig
-from .rnd import RNDConfig
+from .config import (ENVS, PRESETS, UNSHIFTED_ENVS, RunConfig, config_identity, parse_seeds,
+                     settings_from_mappings)
 from .results import (STUDY_FORMAT, read_manifest, environment_info, load_results, population_complete,
                       write_population)
 from .storage import atomic_write_text
@@ -201,14 +199,7 @@ class Sweep:
             if overrides.setdefault("randomness", "member") != "member":
                 raise ValueError(f"mix_conditions needs every run's own random streams (randomness 'member'); "
                                  f"the overrides set randomness {overrides['randomness']!r}")
-        for name, settings in (("ppo", PPOConfig), ("rnd", RNDConfig), ("atari", AtariSettings)):  # tables in a file
-            if isinstance(overrides.get(name), dict):
-                try:
-                    overrides[name] = settings(**overrides[name])
-                except TypeError as error:
-                    valid = ", ".join(f.name for f in dataclasses.fields(settings))
-                    raise ValueError(f"bad override {name} = {overrides[name]!r} ({error}); valid keys: "
-                                     f"{valid}") from None
+        settings_from_mappings(overrides, "override")  # [overrides.ppo] and the like are tables in a file
         # the shifts apply to the environments that have them; the others' runs take shift "none"
         return [RunConfig(env=env, shift=shift, condition=condition, seed=seed, preset=self.preset,
                           condition_params=params, **overrides)

@@ -8,8 +8,8 @@ The conditions' runs (shifts × seeds) train as populations of the sweep they am
 (conditions that build the same network share a population) and so each run's own random streams
 (``randomness = "member"``): a run's table does not depend on what it was trained beside, so studies stored by
 separate sessions hold the tables one study would have (Montezuma's Revenge, whose RND agents draw from one
-generator per population, trains a population per condition instead). Populations train one after another, epoch by epoch. After
-``--probe`` epochs of a population, its remaining time is projected from its own epochs so far; a population that
+generator per population, trains a population per condition instead). Populations train one after another, epoch
+by epoch. After ``--probe`` epochs of a population, its remaining time is projected from its own epochs so far; a population that
 would end after the time limit is dropped then and there (a checkpoint of a 180-member population is hundreds of MB:
 nothing is left to resume elsewhere), and so is one still running at the limit. Finished populations are stored as
 a sweep stores them (tables, then manifest) with the study's manifest; nothing else is written into ``--out``.

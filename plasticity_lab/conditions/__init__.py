@@ -81,7 +81,8 @@ register(WarmStart, ResetAll, ResetFinal, ShrinkPerturb, SoftShrinkPerturb, L2, 
 
 __all__ = [
     "CONDITIONS", "Coefficient", "Composite", "Condition", "check_coefficient", "check_option", "condition_names",
-    "head_names", "member_view", "parse_condition", "per_member", "per_member_option", "register", "shift_only_conditions",
+    "head_names", "member_view", "parse_condition", "per_member", "per_member_option", "register",
+    "shift_only_conditions",
     "WarmStart", "ResetAll", "ResetFinal", "ShrinkPerturb", "SoftShrinkPerturb",
     "L2", "RegenL2", "RegenW2", "effective_params",
     "LayerNorm", "CReLUActivation",

@@ -84,9 +84,9 @@ class AtariSettings:
 
 def copy_seed(member_seed: int, copy: int, start: int = 0) -> int:
     """The emulator seed of one copy of one member: unrelated for nearby seeds and copies (NumPy's SeedSequence),
-    within the int32 range ale-py takes. ``start`` counts the times a run started its games (a run continued from a
-    checkpoint starts them again: the emulators' state cannot be saved), so a restart does not replay the first
-    start's games."""
+    within the int32 range ale-py takes. ``start`` counts the times a run started its games (a run on the vector
+    environment, which cannot save its emulators, starts them again when it continues from a checkpoint), so a
+    restart does not replay the first start's games."""
     entropy = [int(member_seed), int(copy), 0x4D525631, *([int(start)] if start else [])]
     return int(np.random.SeedSequence(entropy).generate_state(1)[0] & 0x7FFFFFFF)
 
@@ -321,8 +321,8 @@ class MontezumaEmulators:
         return [sorted(r) for r in self._rooms]
 
     def state_dict(self) -> dict:
-        """Every emulator's whole state (its random generator included), the frame stacks, the scores of the
-        episodes under way and the rooms seen: with :meth:`load_state_dict`, the games go on exactly as they
+        """Every emulator's state, the sticky actions' generators and each game's last action, the frame stacks,
+        the scores of the episodes under way and the rooms seen: with :meth:`load_state_dict`, the games go on exactly as they
         would have. Tensors and plain containers only (``torch.load(weights_only=True)`` reads them)."""
         import json
 

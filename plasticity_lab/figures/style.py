@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from ..config import at_preset_scale
+from ..config import at_preset_scale, scale_text
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -193,8 +193,7 @@ def study_caption(source, study: str | None = None) -> str:
     n = len(seeds)
     scale = f"{joined('rounds')} rounds × {joined('epochs_per_round')} epochs, pool {joined('pool_size')}"
     if all(c.get("env") == "montezuma" for c in configs):  # no rounds or pools: iterations of its games' rollouts
-        rollouts = "/".join(dict.fromkeys(str((c.get("rnd") or {}).get("rollout_length", "?")) for c in configs))
-        scale = f"{joined('epochs_per_round')} iterations × {joined('num_envs')} games × {rollouts} steps"
+        scale = "; ".join(sorted({scale_text(c) for c in configs}))
     # Checked against the presets of today: a stored study outlives a preset that moves.
     as_preset = all(at_preset_scale(c) for c in configs)
     scale = f"preset {joined('preset')}{'' if as_preset else ' with its scale overridden'} ({scale})"
