@@ -38,7 +38,7 @@ they were flushed trained (see :mod:`plasticity_lab.backends.denormals`); its ga
 epochs measured, as units die and AdamW's moments of their weights decay into the denormal range.
 
 ``--json PATH`` writes the rows and a manifest (the CPU, both environments' library versions, both repositories'
-commits, the arguments); the book's chapter 13 draws ``data/benchmarks/release-speed/speed.json``.
+commits, the arguments); the book's chapter 14 draws ``data/benchmarks/release-speed/speed.json``.
 """
 
 from __future__ import annotations

@@ -70,6 +70,58 @@ def interval_table(results: Results, at: str = "mean", reps: int = 2000, seed: i
     return out[first + [c for c in out.columns if c not in first]].rename(columns={"n": "runs"})
 
 
+def _fit_conditions(runs: pd.DataFrame) -> list[str]:
+    """The conditions a fit reads: the paper's nine analysis conditions where the study has them (in the release's
+    order, which its correlation's weighting depends on), and every condition otherwise (e.g. a coefficient sweep)."""
+    present = sorted(runs["condition"].unique())
+    return [c for c in stats.ANALYSIS_CONDITIONS if c in present] or present
+
+
+def claims_both_ways(results: Results, alpha: float = 0.05) -> pd.DataFrame:
+    """The paper's conclusions (:func:`~plasticity_lab.stats.check_claims`) against a stored study read both ways:
+    one row per claim, a column of verdicts per read-out — ``project`` (each run's smoothed mean over rounds 2..R)
+    and ``release`` (the authors' release's per-seed value, :func:`~plasticity_lab.stats.release_summary`).
+
+    The two differ in what a run's number is, not in the rule that turns t-tests into a verdict, so where the
+    columns disagree the verdict hangs on how the runs are read out. One env at a time, as ``check_claims``; the
+    study must hold the release's read-outs (studies stored since they were added)."""
+    return compare_claims({readout: runs_table(results, "mean", readout) for readout in stats.READOUTS}, alpha)
+
+
+def diagnostics_both_ways(results: Results, fit_at: str = "final") -> pd.DataFrame:
+    """Which diagnostics predict normalised reward in a stored study, read the project's way and the release's:
+    the paper's headline (weight magnitude and dead units significant) under each.
+
+    One row per split × diagnostic, over the shift × condition points of the paper's nine analysis conditions
+    (every condition where the study has none of them): for each read-out the correlation's ``r`` and ``p``
+    (:func:`~plasticity_lab.stats.diagnostic_correlations`) and the GLM coefficient's ``p``
+    (:func:`~plasticity_lab.stats.diagnostics_glm`; NaN where the points are too few for the GLM's six terms).
+    Columns ``r project, p project, GLM p project`` and the same for ``release``. The project reads diagnostics as
+    levels ``fit_at`` (default the last round, the paper's "after ten rounds"); the release subtracts each
+    diagnostic's round-1 read-out and averages its rounds its own way (:func:`~plasticity_lab.stats.release_points`).
+    """
+    runs = results.runs(fit_at)
+    conditions = _fit_conditions(runs)
+    runs_table(results, "mean", "release")  # one clear error where the study lacks the release's read-outs
+    sources = {"project": (runs, {"at": fit_at}), "release": (results.rounds, {"readout": "release"})}
+    frames = []
+    for split in _SPLITS:
+        parts = []
+        for readout, (source, kwargs) in sources.items():
+            fits = stats.diagnostic_correlations(source, split=split, conditions=conditions, **kwargs)
+            part = fits.set_index("diagnostic")[["r", "p"]].rename(columns=lambda c: f"{c} {readout}")
+            try:
+                glm = stats.diagnostics_glm(source, split=split, conditions=conditions, **kwargs)
+                part[f"GLM p {readout}"] = glm["p"].reindex(part.index)
+            except ValueError:  # too few points for the GLM's terms
+                part[f"GLM p {readout}"] = float("nan")
+            parts.append(part)
+        frames.append(pd.concat(parts, axis=1).assign(split=split).reset_index())
+    out = pd.concat(frames, ignore_index=True).set_index(["split", "diagnostic"])
+    out.attrs.update(fit_at=fit_at, conditions=conditions)
+    return out
+
+
 def _section(title: str, body: str) -> str:
     return f"\n## {title}\n\n{body}\n"
 
@@ -171,9 +223,7 @@ def report(study: str | Results, at: str | None = None, fit_at: str | None = Non
     runs = runs_table(results, at, readout)
     fit_runs = runs if release else results.runs(fit_at)
     how, fit_how = (_RELEASE_HOW, _RELEASE_HOW) if release else (f"at={at}", f"at={fit_at}")
-    present = sorted(fit_runs["condition"].unique())
-    # the paper's nine conditions where the study has them; otherwise (e.g. a coefficient sweep) every condition
-    fit_conditions = [c for c in stats.ANALYSIS_CONDITIONS if c in present] or present
+    fit_conditions = _fit_conditions(fit_runs)
     text = [f"# {results.describe()}",
             f"{len(runs)} runs; conditions: {', '.join(sorted(runs['condition'].unique()))}",
             f"read-out: {readout}" + (" (the authors' release, step by step, quirks included: "
@@ -216,6 +266,12 @@ def report(study: str | Results, at: str | None = None, fit_at: str | None = Non
             text.append(_section(f"GLM of normalised {split} reward on the diagnostics ({env}, {fit_how})",
                                  _safe(lambda s=split, e=env: stats.diagnostics_glm(
                                      fit_source, split=s, env=e, conditions=fit_conditions, **fit_kwargs))))
+    if "train_release_readout" in results.rounds.columns and runs["env"].nunique() == 1:
+        text.append(_section("Read both ways: the paper's conclusions, the project's read-out beside the release's",
+                             _safe(lambda: claims_both_ways(results))))
+        text.append(_section(f"Read both ways: each diagnostic's correlation with normalised reward and its GLM p "
+                             f"(project at={fit_at if not release else 'final'}; release its own mean)",
+                             _safe(lambda: diagnostics_both_ways(results, "final" if release else fit_at))))
     return "\n".join(text)
 
 

@@ -266,7 +266,7 @@ CHAPTERS = {
     "09_architecture": ("Results from the stored study",
                         ["layernorm", "crelu", "soft_shrink_perturb", "soft_shrink_perturb+layernorm"]),
     "10_redo": ("Results from the stored study", ["redo"]),
-    "11_regression": ("The main study", None),
+    "12_regression": ("The main study", None),
 }
 PLOTLY = "application/vnd.plotly.v1+json"
 

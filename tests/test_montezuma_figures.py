@@ -1,4 +1,4 @@
-"""Chapter 12's pictures of Montezuma's Revenge: what they compute, checked by hand or against the game."""
+"""Chapter 13's pictures of Montezuma's Revenge: what they compute, checked by hand or against the game."""
 
 from __future__ import annotations
 

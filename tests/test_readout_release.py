@@ -296,3 +296,81 @@ def test_report_release_of_a_study_stored_without_its_readouts_says_so(run_folde
     results.rounds = results.rounds.drop(columns=[c for c in results.rounds if c.endswith("_release_readout")])
     with pytest.raises(ValueError, match=r"stored without the release's read-outs"):
         report(results, readout="release")
+
+
+# ------------------------------------------------------------------------------------------- both ways at once
+def _release_verdict_loses_plasticity(alpha):
+    """The rule of the claim "warm-start loses plasticity" applied by hand to the fixture's release t-tests:
+    significantly below reset-all in at least one split of every shift agrees, of some shifts partly, of none
+    disagrees."""
+    losing = {row["shift"] for row in _numbers(None)["ttests"]
+              if row["condition"] == "warm_start" and row["mean"] < row["baseline_mean"] and row["p"] < alpha}
+    return "agrees" if losing == set(maker.SHIFTS) else "partly" if losing else "disagrees"
+
+
+@pytest.mark.parametrize("alpha", [0.05, 0.1])
+def test_claims_both_ways_reads_the_release_column_from_the_releases_ttests(run_folder, alpha):
+    from plasticity_lab.report import claims_both_ways
+    from plasticity_lab.results import load_results
+
+    results = load_results(run_folder)
+    table = claims_both_ways(results, alpha)
+    assert list(table.columns) == ["project", "release"]
+    expected = _release_verdict_loses_plasticity(alpha)
+    # the fixture's permute/train p is 0.079: partly at 0.05 (window and expand only), agrees at 0.1
+    assert expected == {0.05: "partly", 0.1: "agrees"}[alpha]
+    assert table.loc["warm-start loses plasticity", "release"] == expected
+    # the study holds warm_start, reset_all and l2 only: the claims about other conditions cannot be tested either way
+    for claim in ("injection can hurt", "CReLU helps sometimes", "soft S+P + LayerNorm is best"):
+        assert tuple(table.loc[claim]) == ("not testable", "not testable")
+    project = A.check_claims(results.runs("mean"), alpha).set_index("claim")["verdict"]
+    assert table["project"].to_dict() == project.to_dict()
+
+
+def test_diagnostics_both_ways_holds_the_releases_fits_and_the_projects_levels(run_folder):
+    from scipy import stats as scipy_stats
+
+    from plasticity_lab.report import diagnostics_both_ways
+    from plasticity_lab.results import load_results
+
+    results = load_results(run_folder)
+    table = diagnostics_both_ways(results)
+    assert list(table.columns) == ["r project", "p project", "GLM p project", "r release", "p release",
+                                   "GLM p release"]
+    assert len(table) == 2 * len(DIAGS)
+    final = results.runs("final")
+    for split in ("train", "test"):
+        expected = _numbers(None)["fits"][split]
+        points = final.groupby(["shift", "condition"])[[f"normalised_{split}_return", *DIAGS]].mean()
+        for diag in DIAGS:
+            row = table.loc[(split, diag)]
+            fit = expected["correlations"][diag]  # the release prints R² and the line's slope: r is their sign × root
+            assert row["r release"] == pytest.approx(np.sign(fit["slope"]) * np.sqrt(fit["r2"]), rel=1e-7)
+            assert row["p release"] == pytest.approx(fit["p"], rel=1e-7)
+            assert row["GLM p release"] == pytest.approx(expected["glm"][diag]["p"], rel=1e-6)
+            # the project's: Pearson's r of the last round's levels over the 9 shift × condition means
+            r, p = scipy_stats.pearsonr(points[diag], points[f"normalised_{split}_return"])
+            assert (row["r project"], row["p project"]) == (pytest.approx(r, rel=1e-9), pytest.approx(p, rel=1e-9))
+            assert 0 <= row["GLM p project"] <= 1
+
+
+def test_the_report_reads_a_study_with_the_releases_readouts_both_ways(run_folder, capsys):
+    from plasticity_lab.cli import main
+
+    assert main(["report", str(run_folder)]) == 0
+    out = capsys.readouterr().out
+    assert "Read both ways: the paper's conclusions" in out and "Read both ways: each diagnostic's" in out
+    section = out.split("Read both ways: the paper's conclusions")[1]
+    line = next(x for x in section.splitlines() if x.startswith("warm-start loses plasticity"))
+    assert line.split()[-1] == _release_verdict_loses_plasticity(0.05)
+
+
+def test_both_ways_of_a_study_stored_without_the_releases_readouts_is_one_clear_error(run_folder):
+    from plasticity_lab.report import claims_both_ways, diagnostics_both_ways
+    from plasticity_lab.results import load_results
+
+    results = load_results(run_folder)
+    results.rounds = results.rounds.drop(columns=[c for c in results.rounds if c.endswith("_release_readout")])
+    for call in (claims_both_ways, diagnostics_both_ways):
+        with pytest.raises(ValueError, match=r"stored without the release's read-outs"):
+            call(results)

@@ -1,4 +1,4 @@
-"""Chapter 13's scale table and figure, against the stored studies' own manifests read independently."""
+"""Chapter 14's scale table and figure, against the stored studies' own manifests read independently."""
 
 import json
 from pathlib import Path

@@ -20,7 +20,7 @@ Figures (plotly)
   the random-walk inputs later chapters evaluate networks on (chapters 6, 7, 9, 10).
 * :mod:`~plasticity_lab.figures.coinrun` — CoinRun's frames on train and test levels, and under *permute*.
 * :mod:`~plasticity_lab.figures.montezuma` — Montezuma's Revenge: the game's frames, what RND rewards, and a stored
-  study's curves (chapter 12).
+  study's curves (chapter 13).
 * :mod:`~plasticity_lab.figures.ppo` — PPO's clipped objective and GAE (chapter 2).
 * :mod:`~plasticity_lab.figures.curves` — learning curves, normalised reward, its read-out, the diagnostics and
   the epochs after a shift (chapters 2–10).
@@ -29,7 +29,7 @@ Figures (plotly)
 
 Panels and explorers
 
-* :mod:`~plasticity_lab.figures.panels` — static seaborn panels of the regressions and intervals (chapter 11).
+* :mod:`~plasticity_lab.figures.panels` — static seaborn panels of the regressions and intervals (chapter 12).
 * :mod:`~plasticity_lab.figures.widgets` — ipywidgets explorers for a live kernel (chapters 3, 8, 11).
 
 One module per chapter, for what that chapter's cells compute
@@ -39,5 +39,5 @@ One module per chapter, for what that chapter's cells compute
 * :mod:`~plasticity_lab.figures.soft_shrink_perturb` — chapter 8, soft shrink+perturb without learning.
 * :mod:`~plasticity_lab.figures.architecture` — chapter 9, LayerNorm and CReLU.
 * :mod:`~plasticity_lab.figures.redo` — chapter 10, dormant units and their recycling.
-* :mod:`~plasticity_lab.figures.scale` — chapter 13, the stored studies' scale and measured cost against the paper's.
+* :mod:`~plasticity_lab.figures.scale` — chapter 14, the stored studies' scale and measured cost against the paper's.
 """

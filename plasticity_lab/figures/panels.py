@@ -1,5 +1,5 @@
 """Static statistical panels drawn with seaborn: the paper's regressions of normalised reward on each diagnostic,
-the correlations between the diagnostics, and interval estimates of the reward each condition keeps (chapter 11).
+the correlations between the diagnostics, and interval estimates of the reward each condition keeps (chapter 12).
 
 They complement the interactive plotly figures of :mod:`~plasticity_lab.figures.comparisons`, which show one thing
 at a time behind a menu: a panel shows every diagnostic (or condition) side by side, as one image that reads the

@@ -1,4 +1,4 @@
-"""How big the stored studies are, against the paper's scale, and what the paper's scale would cost (chapter 13).
+"""How big the stored studies are, against the paper's scale, and what the paper's scale would cost (chapter 14).
 
 Everything comes from the studies' manifests: each population records its runs' configs (rounds, epochs per round,
 level pool, seeds) and the wall time of the processes that trained it, so a study's measured seconds per

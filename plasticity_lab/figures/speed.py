@@ -1,4 +1,4 @@
-"""How fast the study runs: the authors' release, plasticity-lab and the matrix products' limit (chapter 13).
+"""How fast the study runs: the authors' release, plasticity-lab and the matrix products' limit (chapter 14).
 
 Everything comes from a stored run of ``benchmarks/release_speed.py`` (its ``--json`` file), which measured all of
 its rows in one sitting on one machine, alternating them: speeds measured on different machines or on different

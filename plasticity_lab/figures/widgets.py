@@ -10,7 +10,7 @@ chapter pairs an explorer with a plotly figure that has its own slider).
 * :func:`soft_shrink_perturb_explorer`, :func:`soft_shrink_perturb_picture` — soft shrink+perturb's two
   coefficients, and a short live run with them (chapter 8).
 * :func:`regression_explorer`, :func:`regression_tables` — the regression of normalised reward on the diagnostics,
-  refitted for the split, shift and diagnostics picked (chapter 11).
+  refitted for the split, shift and diagnostics picked (chapter 12).
 
 Works with ipywidgets 7.6+ (Colab) and 8.x.
 """

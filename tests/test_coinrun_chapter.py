@@ -1,0 +1,151 @@
+"""The CoinRun chapter's stored-study section, run on a small synthetic CoinRun study.
+
+No CoinRun study may be stored yet, so the book's build shows the section's "not yet available" note; here the
+section's own cells run against a study written the way ``plasticity-lab sweep`` writes one (the per-epoch table of
+``tests/fixtures/make_release_readout.py``, its conditions renamed to the chapter's), and what they compute is checked
+against t-tests done by hand with scipy.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+from pathlib import Path
+
+import jupytext
+import pytest
+from scipy import stats as scipy_stats
+
+ROOT = Path(__file__).resolve().parents[1]
+CHAPTER = ROOT / "book" / "11_coinrun.md"
+FIXTURES = Path(__file__).parent / "fixtures"
+_spec = importlib.util.spec_from_file_location("make_release_readout", FIXTURES / "make_release_readout.py")
+maker = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(maker)
+RENAMED = {"l2": "soft_shrink_perturb+layernorm"}  # the fixture's third condition, as the chapter's
+
+
+@pytest.fixture(scope="module")
+def study_dir(tmp_path_factory) -> Path:
+    """A folder of studies: a synthetic ``coinrun-book`` (3 shifts × 3 conditions × 3 seeds, 10 rounds of 20
+    epochs) and the repository's ``gridworld-book`` beside it, which the section compares it with."""
+    from plasticity_lab.results import write_population
+    from plasticity_lab.sweep import Sweep, write_study_manifest
+
+    root = tmp_path_factory.mktemp("studies")
+    folder = root / "coinrun-book"
+    epochs = maker.synthetic_epochs().assign(env="coinrun")
+    epochs["condition"] = epochs["condition"].replace(RENAMED)
+    conditions = [RENAMED.get(c, c) for c in maker.CONDITIONS]
+    sweep = Sweep.from_dict({"study": folder.name, "envs": ["coinrun"], "conditions": conditions,
+                             "shifts": list(maker.SHIFTS), "seeds": list(maker.SEEDS), "preset": "book",
+                             "curve_stride": 1, "max_members": len(maker.SHIFTS) * len(maker.SEEDS),
+                             "overrides": {"rounds": maker.ROUNDS, "epochs_per_round": maker.EPOCHS_PER_ROUND,
+                                           "test_interval": maker.TEST_INTERVAL}})
+    done = {}
+    for task in sweep.populations():
+        condition = task.configs[0].condition
+        part = epochs[epochs["condition"] == condition].reset_index(drop=True)
+        write_population(folder / "populations" / task.name, part, list(task.configs), 0.0, 1, {})
+        done[task.name] = {"members": len(task.configs), "condition": condition, "wall_time_s": 0.0}
+    write_study_manifest(folder, sweep, {}, None, done)
+    grid = ROOT / "data" / "gridworld-book"
+    if (grid / "manifest.json").exists():
+        (root / "gridworld-book").symlink_to(grid)
+    return root
+
+
+def _section_cells() -> list[str]:
+    """The code cells of the chapter's section "The stored study", in order."""
+    cells, inside = [], False
+    for cell in jupytext.read(CHAPTER).cells:
+        if cell.cell_type == "markdown":
+            titles = re.findall(r"^## (.+?)\s*$", cell.source, re.M)
+            if titles:
+                inside = titles[0] == "The stored study"
+        elif inside:
+            cells.append(cell.source)
+    assert len(cells) >= 3, "the chapter has no section 'The stored study' with its cells"
+    return cells
+
+
+def test_the_stored_study_section_reads_a_coinrun_study(study_dir, monkeypatch):
+    import pandas as pd
+    from IPython.display import Markdown, display  # noqa: F401  (the chapter's names)
+
+    import plasticity_lab as pl  # noqa: F401
+    from plasticity_lab import stats  # noqa: F401
+    from plasticity_lab.figures import comparisons, curves, studies  # noqa: F401
+
+    monkeypatch.setenv("PLASTICITY_LAB_STUDY_DIR", str(study_dir))
+    shown = []
+    namespace = dict(pd=pd, pl=pl, stats=stats, comparisons=comparisons, curves=curves, studies=studies,
+                     Markdown=Markdown, display=shown.append)
+    for source in _section_cells():
+        exec(compile(source, str(CHAPTER), "exec"), namespace)  # noqa: S102
+
+    assert namespace["section"].available and not namespace["section"].missing
+    runs = namespace["runs"]
+    # the shift × condition table: the stored runs' means over seeds, recomputed from the per-epoch fixture's
+    # read-outs is the stats module's business (tests/test_readout_release.py); here, that it is those runs' means
+    table = next(item for item in shown if isinstance(item, pd.DataFrame) and item.index.nlevels == 2)
+    assert len(table) == len(maker.SHIFTS) * len(maker.CONDITIONS)
+    for (shift, condition), row in table.iterrows():
+        mine = runs[(runs["shift"] == shift) & (runs["condition"] == condition)]
+        assert len(mine) == len(maker.SEEDS)
+        assert row["normalised_train_return"] == pytest.approx(round(mine["normalised_train_return"].mean(), 3))
+
+    # the t-tests the section prints: each condition's runs against reset-all's, pooled-variance t-tests by hand
+    tests = namespace["tests"]
+    assert set(tests["condition"]) == {"warm_start", "soft_shrink_perturb+layernorm"}
+    for row in tests.itertuples():
+        pick = runs[(runs["shift"] == row.shift)]
+        column = f"normalised_{row.split}_return"
+        a = pick.loc[pick["condition"] == row.condition, column].dropna()
+        b = pick.loc[pick["condition"] == "reset_all", column].dropna()
+        expected = scipy_stats.ttest_ind(b, a)  # the paper's sign: positive t = below reset-all
+        assert (row.t, row.p) == (pytest.approx(expected.statistic, rel=1e-9), pytest.approx(expected.pvalue, rel=1e-9))
+    words = [item.data for item in shown if isinstance(item, Markdown)]
+    assert len(words) == 2 and all("against reset-all" in text for text in words)
+
+    if (study_dir / "gridworld-book").exists():  # the two environments side by side
+        table = next(item for item in shown if isinstance(item, pd.DataFrame) and "gridworld-book" in item.columns)
+        assert list(table.columns) == ["coinrun-book", "gridworld-book"]
+        coinrun_runs = runs[runs["condition"] == "warm_start"]
+        pooled = pd.concat([coinrun_runs["normalised_train_return"], coinrun_runs["normalised_test_return"]])
+        assert table.loc["warm_start", "coinrun-book"] == pytest.approx(round(pooled.mean(), 3), abs=1e-12)
+
+
+def test_without_a_study_the_section_says_so_and_shows_nothing(tmp_path, monkeypatch):
+    import pandas as pd
+    from IPython.display import Markdown
+
+    import plasticity_lab as pl
+    from plasticity_lab import stats
+    from plasticity_lab.figures import comparisons, curves, studies
+
+    monkeypatch.setenv("PLASTICITY_LAB_STUDY_DIR", str(tmp_path))
+    shown = []
+    namespace = dict(pd=pd, pl=pl, stats=stats, comparisons=comparisons, curves=curves, studies=studies,
+                     Markdown=Markdown, display=shown.append)
+    for source in _section_cells():
+        exec(compile(source, str(CHAPTER), "exec"), namespace)  # noqa: S102
+    assert not namespace["section"].available
+    assert len(shown) == 1 and "coinrun-book" in str(shown[0]) and "sweeps/coinrun-book.toml" in shown[0].aside
+    assert os.environ["PLASTICITY_LAB_STUDY_DIR"] == str(tmp_path)
+
+
+def test_the_report_reads_a_coinrun_study(study_dir, capsys):
+    """``plasticity-lab report data/coinrun-book``, which the chapter points to, on the same study."""
+    import warnings
+
+    from plasticity_lab.cli import main
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # statsmodels' power solver warns where no sample size reaches 80 %
+        assert main(["report", str(study_dir / "coinrun-book")]) == 0
+    out = capsys.readouterr().out
+    assert "27 runs; conditions: reset_all, soft_shrink_perturb+layernorm, warm_start" in out
+    assert "The paper's conclusions (PROTOCOL §7) against this study (coinrun, at=mean)" in out
+    assert "[not testable] Plasticity injection can be worse than doing nothing." in out
