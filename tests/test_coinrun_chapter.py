@@ -9,12 +9,13 @@ against t-tests done by hand with scipy.
 from __future__ import annotations
 
 import importlib.util
-import os
 import re
 from pathlib import Path
 
 import jupytext
+import pandas as pd
 import pytest
+from IPython.display import Markdown
 from scipy import stats as scipy_stats
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,26 +31,16 @@ RENAMED = {"l2": "soft_shrink_perturb+layernorm"}  # the fixture's third conditi
 def study_dir(tmp_path_factory) -> Path:
     """A folder of studies: a synthetic ``coinrun-book`` (3 shifts × 3 conditions × 3 seeds, 10 rounds of 20
     epochs) and the repository's ``gridworld-book`` beside it, which the section compares it with."""
-    from plasticity_lab.results import write_population
-    from plasticity_lab.sweep import Sweep, write_study_manifest
+    from rollouts import store_synthetic_study
 
     root = tmp_path_factory.mktemp("studies")
-    folder = root / "coinrun-book"
     epochs = maker.synthetic_epochs().assign(env="coinrun")
     epochs["condition"] = epochs["condition"].replace(RENAMED)
-    conditions = [RENAMED.get(c, c) for c in maker.CONDITIONS]
-    sweep = Sweep.from_dict({"study": folder.name, "envs": ["coinrun"], "conditions": conditions,
-                             "shifts": list(maker.SHIFTS), "seeds": list(maker.SEEDS), "preset": "book",
-                             "curve_stride": 1, "max_members": len(maker.SHIFTS) * len(maker.SEEDS),
-                             "overrides": {"rounds": maker.ROUNDS, "epochs_per_round": maker.EPOCHS_PER_ROUND,
-                                           "test_interval": maker.TEST_INTERVAL}})
-    done = {}
-    for task in sweep.populations():
-        condition = task.configs[0].condition
-        part = epochs[epochs["condition"] == condition].reset_index(drop=True)
-        write_population(folder / "populations" / task.name, part, list(task.configs), 0.0, 1, {})
-        done[task.name] = {"members": len(task.configs), "condition": condition, "wall_time_s": 0.0}
-    write_study_manifest(folder, sweep, {}, None, done)
+    store_synthetic_study(root / "coinrun-book", epochs, {
+        "envs": ["coinrun"], "conditions": [RENAMED.get(c, c) for c in maker.CONDITIONS],
+        "shifts": list(maker.SHIFTS), "seeds": list(maker.SEEDS),
+        "overrides": {"rounds": maker.ROUNDS, "epochs_per_round": maker.EPOCHS_PER_ROUND,
+                      "test_interval": maker.TEST_INTERVAL}}, keep_epochs=False)
     grid = ROOT / "data" / "gridworld-book"
     if (grid / "manifest.json").exists():
         (root / "gridworld-book").symlink_to(grid)
@@ -70,20 +61,24 @@ def _section_cells() -> list[str]:
     return cells
 
 
-def test_the_stored_study_section_reads_a_coinrun_study(study_dir, monkeypatch):
-    import pandas as pd
-    from IPython.display import Markdown, display  # noqa: F401  (the chapter's names)
+def _run_section(folder: Path, monkeypatch) -> tuple[dict, list]:
+    """Run the section's cells with the chapter's names, its studies looked up in ``folder``; returns the cells'
+    namespace and what they displayed, in order."""
+    import plasticity_lab as pl
+    from plasticity_lab import stats
+    from plasticity_lab.figures import comparisons, curves, studies
 
-    import plasticity_lab as pl  # noqa: F401
-    from plasticity_lab import stats  # noqa: F401
-    from plasticity_lab.figures import comparisons, curves, studies  # noqa: F401
-
-    monkeypatch.setenv("PLASTICITY_LAB_STUDY_DIR", str(study_dir))
+    monkeypatch.setenv("PLASTICITY_LAB_STUDY_DIR", str(folder))
     shown = []
     namespace = dict(pd=pd, pl=pl, stats=stats, comparisons=comparisons, curves=curves, studies=studies,
                      Markdown=Markdown, display=shown.append)
     for source in _section_cells():
         exec(compile(source, str(CHAPTER), "exec"), namespace)  # noqa: S102
+    return namespace, shown
+
+
+def test_the_stored_study_section_reads_a_coinrun_study(study_dir, monkeypatch):
+    namespace, shown = _run_section(study_dir, monkeypatch)
 
     assert namespace["section"].available and not namespace["section"].missing
     runs = namespace["runs"]
@@ -118,22 +113,9 @@ def test_the_stored_study_section_reads_a_coinrun_study(study_dir, monkeypatch):
 
 
 def test_without_a_study_the_section_says_so_and_shows_nothing(tmp_path, monkeypatch):
-    import pandas as pd
-    from IPython.display import Markdown
-
-    import plasticity_lab as pl
-    from plasticity_lab import stats
-    from plasticity_lab.figures import comparisons, curves, studies
-
-    monkeypatch.setenv("PLASTICITY_LAB_STUDY_DIR", str(tmp_path))
-    shown = []
-    namespace = dict(pd=pd, pl=pl, stats=stats, comparisons=comparisons, curves=curves, studies=studies,
-                     Markdown=Markdown, display=shown.append)
-    for source in _section_cells():
-        exec(compile(source, str(CHAPTER), "exec"), namespace)  # noqa: S102
+    namespace, shown = _run_section(tmp_path, monkeypatch)
     assert not namespace["section"].available
     assert len(shown) == 1 and "coinrun-book" in str(shown[0]) and "sweeps/coinrun-book.toml" in shown[0].aside
-    assert os.environ["PLASTICITY_LAB_STUDY_DIR"] == str(tmp_path)
 
 
 def test_the_report_reads_a_coinrun_study(study_dir, capsys):

@@ -236,23 +236,12 @@ def test_release_refuses_what_it_has_no_counterpart_for(epochs):
 def run_folder(epochs, tmp_path_factory) -> Path:
     """The synthetic study stored as ``plasticity-lab run`` stores one: a study of one population per condition
     that keeps its every epoch, with its tables computed from them."""
-    from plasticity_lab.results import write_population
-    from plasticity_lab.sweep import Sweep, write_study_manifest
+    from rollouts import store_synthetic_study
 
-    folder = tmp_path_factory.mktemp("synthetic")
-    sweep = Sweep.from_dict({"study": folder.name, "conditions": list(maker.CONDITIONS), "shifts": list(maker.SHIFTS),
-                             "seeds": list(maker.SEEDS), "preset": "book", "curve_stride": 1, "keep_epochs": True,
-                             "max_members": len(maker.SHIFTS) * len(maker.SEEDS),
-                             "overrides": {"rounds": maker.ROUNDS, "epochs_per_round": maker.EPOCHS_PER_ROUND,
-                                           "test_interval": maker.TEST_INTERVAL}})
-    done = {}
-    for task in sweep.populations():
-        condition = task.configs[0].condition
-        part = epochs[epochs["condition"] == condition].reset_index(drop=True)
-        write_population(folder / "populations" / task.name, part, list(task.configs), 0.0, 1, {}, keep_epochs=True)
-        done[task.name] = {"members": len(task.configs), "condition": condition, "wall_time_s": 0.0}
-    write_study_manifest(folder, sweep, {}, None, done)
-    return folder
+    return store_synthetic_study(tmp_path_factory.mktemp("synthetic"), epochs, {
+        "conditions": list(maker.CONDITIONS), "shifts": list(maker.SHIFTS), "seeds": list(maker.SEEDS),
+        "overrides": {"rounds": maker.ROUNDS, "epochs_per_round": maker.EPOCHS_PER_ROUND,
+                      "test_interval": maker.TEST_INTERVAL}})
 
 
 def test_report_readout_release_prints_the_releases_tables(run_folder, capsys):
