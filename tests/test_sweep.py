@@ -377,6 +377,7 @@ def test_the_book_sweeps_hold_what_their_files_say(name, epochs):
 STORED_SWEEPS = {
     "gridworld-book": "gridworld-book",
     "gridworld-book-e300": "gridworld-book-e300",
+    "gridworld-book-v2": "gridworld-book-v2",
     "gridworld-soft-sp-coefficients": "gridworld-soft-sp-coefficients",
     "gridworld-regen-l2-release-coefficient": "gridworld-regen-l2-release-coefficient",
     "gridworld-long-rounds": "gridworld-long-rounds",
