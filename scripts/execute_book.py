@@ -156,12 +156,26 @@ def run_one(cache_dir: Path, uri: str, timeout: int) -> str | None:
     return None
 
 
+#: The thread pools a chapter's libraries would size to the machine (OpenMP, OpenBLAS, MKL). The chapters run their
+#: experiments on one thread each, one chapter per core; a library that still starts a pool per core spins its
+#: threads against the other chapters' and slows every chapter many times over (the Montezuma chapter most).
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def one_thread_env() -> dict[str, str]:
+    """This process's environment with each of :data:`THREAD_VARIABLES` set to 1 where it is not set already."""
+    env = dict(os.environ)
+    for variable in THREAD_VARIABLES:
+        env.setdefault(variable, "1")
+    return env
+
+
 def _run_in_process(cache_dir: Path, uri: str, timeout: int) -> tuple[float, str | None]:
     """Run :func:`run_one` in a fresh Python process (``--run-one``); its seconds and error. A process that dies
     is an error too, named by its last line on stderr."""
     start = time.perf_counter()
     result = subprocess.run([sys.executable, str(Path(__file__).resolve()), str(cache_dir), "--run-one", uri,
-                             "--timeout", str(timeout)], capture_output=True, text=True)
+                             "--timeout", str(timeout)], capture_output=True, text=True, env=one_thread_env())
     seconds = time.perf_counter() - start
     lines = result.stdout.strip().splitlines()
     if result.returncode in (0, 1) and lines and lines[-1].startswith("{"):

@@ -161,6 +161,16 @@ def test_execute_book_finds_the_chapters():
     assert _execute_book().chapters() == CHAPTERS
 
 
+def test_each_chapter_runs_with_one_thread_per_library_unless_told_otherwise(monkeypatch):
+    module = _execute_book()
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "3")  # a reader's own setting is kept
+    env = module.one_thread_env()
+    assert env["OMP_NUM_THREADS"] == "1" and env["MKL_NUM_THREADS"] in ("1", os.environ.get("MKL_NUM_THREADS"))
+    assert env["OPENBLAS_NUM_THREADS"] == "3"
+    assert "OMP_NUM_THREADS" not in os.environ  # this process is left alone
+
+
 @pytest.mark.parametrize("value", ["0", "two", "-1", "1.5"])
 def test_execute_book_rejects_a_bad_job_count(value: str, tmp_path: Path):
     result = subprocess.run([sys.executable, str(ROOT / "scripts" / "execute_book.py"), str(tmp_path / "cache")],
