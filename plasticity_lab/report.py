@@ -26,12 +26,17 @@ def runs_table(results: Results, at: str = "mean", readout: str = "project") -> 
         raise ValueError(f"unknown readout={readout!r}; valid values are {stats.READOUTS!r}")
     if readout == "project":
         return results.runs(at)
+    _check_release_readouts(results)
+    return stats.release_summary(results.rounds)
+
+
+def _check_release_readouts(results: Results) -> None:
+    """One clear error where a study was stored without the release's read-outs in its rounds table."""
     missing = [c for c in ("train_release_readout", "test_release_readout") if c not in results.rounds.columns]
     if missing:
         raise ValueError(f"study {results.path.name} was stored without the release's read-outs (its rounds table "
                          f"lacks {missing}), so readout='release' cannot be computed for it; studies stored by "
                          f"this version of plasticity-lab have them")
-    return stats.release_summary(results.rounds)
 
 
 def reward_table(results: Results, at: str = "mean", readout: str = "project") -> pd.DataFrame:
@@ -102,7 +107,7 @@ def diagnostics_both_ways(results: Results, fit_at: str = "final") -> pd.DataFra
     """
     runs = results.runs(fit_at)
     conditions = _fit_conditions(runs)
-    runs_table(results, "mean", "release")  # one clear error where the study lacks the release's read-outs
+    _check_release_readouts(results)
     sources = {"project": (runs, {"at": fit_at}), "release": (results.rounds, {"readout": "release"})}
     frames = []
     for split in _SPLITS:
@@ -267,11 +272,12 @@ def report(study: str | Results, at: str | None = None, fit_at: str | None = Non
                                  _safe(lambda s=split, e=env: stats.diagnostics_glm(
                                      fit_source, split=s, env=e, conditions=fit_conditions, **fit_kwargs))))
     if "train_release_readout" in results.rounds.columns and runs["env"].nunique() == 1:
+        both_at = "final" if release else fit_at  # the release's own report fixes fit_at to its mean
         text.append(_section("Read both ways: the paper's conclusions, the project's read-out beside the release's",
                              _safe(lambda: claims_both_ways(results))))
         text.append(_section(f"Read both ways: each diagnostic's correlation with normalised reward and its GLM p "
-                             f"(project at={fit_at if not release else 'final'}; release its own mean)",
-                             _safe(lambda: diagnostics_both_ways(results, "final" if release else fit_at))))
+                             f"(project at={both_at}; release its own mean)",
+                             _safe(lambda: diagnostics_both_ways(results, both_at))))
     return "\n".join(text)
 
 
