@@ -30,7 +30,8 @@ own) are cut into populations together, and every run draws from its own random 
 (``randomness = "member"``), so each run's table is what it would be alone (:class:`~plasticity_lab.conditions.
 MemberGroups`): fewer, larger populations, which is what a GPU needs. Re-running a sweep skips the
 populations already stored and continues an interrupted one from its checkpoint, so the study ends identical to an
-uninterrupted one. Populations run in local processes (:func:`run_sweep` with ``workers``) or on a Ray cluster
+uninterrupted one. Populations train in turns across conditions (:func:`training_order`), so a study stopped
+part-way holds some seeds of every condition. Populations run in local processes (:func:`run_sweep` with ``workers``) or on a Ray cluster
 (``backend="ray"``).
 
 A study accepts only the sweep that made it. Its name, preset and overrides may be restated (the folder renamed, a
@@ -258,6 +259,21 @@ class PopulationTask:
         return curve_stride or self.configs[0].resolved().test_interval
 
 
+def training_order(tasks: Sequence[PopulationTask]) -> list[PopulationTask]:
+    """``tasks`` taken in turn from each condition (each env and condition label, in the order they first appear):
+    the first population of every condition, then the second of every condition, and so on.
+
+    A sweep cut into many populations per condition (``max_members = 1`` for CoinRun on a CPU) trains for days; in
+    this order a study stopped part-way holds every condition's first seeds, which can already be compared, instead
+    of every seed of the first condition alone. What a population computes does not depend on when it trains."""
+    queues: dict[tuple, list[PopulationTask]] = {}
+    for task in tasks:
+        labels = tuple(dict.fromkeys(c.label for c in task.configs))
+        queues.setdefault((task.configs[0].env, labels), []).append(task)
+    rounds = itertools.zip_longest(*queues.values())
+    return [task for turn in rounds for task in turn if task is not None]
+
+
 def train_population(task: PopulationTask, study: str | Path, checkpoint_dir: str | Path, curve_stride: int | None,
                      threads: int | None = None, checkpoint_every: int | None = None, progress=None,
                      keep_checkpoint: bool = False, keep_epochs: bool = False) -> dict:
@@ -404,7 +420,7 @@ def run_sweep(sweep: Sweep, root: str | Path = "data", out: str | Path | None = 
     checkpoints.mkdir(parents=True, exist_ok=True)
     environment = environment_info()
     started = time.time()
-    todo = [t for t in tasks if not population_complete(study / "populations" / t.name, t.configs)]
+    todo = training_order([t for t in tasks if not population_complete(study / "populations" / t.name, t.configs)])
     write_study_manifest(study, sweep, environment, started, {}, trains=bool(todo))
     total = sum(t.agent_epochs for t in tasks)
     bar = _bar(total, progress, sweep.study)

@@ -35,7 +35,7 @@ from plasticity_lab.config import ENVS, PRESETS, UNSHIFTED_ENVS, parse_seeds  # 
 from plasticity_lab.experiment import experiment_for  # noqa: E402
 from plasticity_lab.results import environment_info, population_complete  # noqa: E402
 from plasticity_lab.sweep import (PopulationTask, Sweep, check_study, store_population,  # noqa: E402
-                                  write_study_manifest)
+                                  training_order, write_study_manifest)
 
 
 def folder_mib(folder: Path) -> float:
@@ -58,7 +58,7 @@ def train_within(sweep: Sweep, out: Path, seconds: float, probe: int = 20, clock
     deadline = start + seconds
     write_study_manifest(out, sweep, environment, started, {}, trains=True)
     fates: dict[str, str] = {}
-    for task in sweep.populations():
+    for task in training_order(sweep.populations()):
         fates[task.name] = fate = _train_one(task, out, sweep, environment, start, started, deadline, probe, clock)
         say(f"{task.name} ({len(task.configs)} runs: {', '.join(task.conditions)}): {fate}")
     return fates

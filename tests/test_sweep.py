@@ -63,6 +63,26 @@ def test_grid_expands_every_combination_into_populations():
     assert [len(t.configs) for t in sixteen.populations()] == [8, 8]
 
 
+def test_populations_train_in_turns_across_conditions_so_a_stopped_study_holds_every_condition():
+    from plasticity_lab.sweep import training_order
+    sweep = Sweep.from_dict({"study": "s", "conditions": ["warm_start", "reset_all"], "shifts": ["permute"],
+                             "seeds": "0-2", "max_members": 1})
+    tasks = sweep.populations()
+    # formed condition by condition: warm_start 0, 1, 2, then reset_all 0, 1, 2
+    assert [(t.configs[0].condition, t.configs[0].seed) for t in tasks] == [
+        ("warm_start", 0), ("warm_start", 1), ("warm_start", 2), ("reset_all", 0), ("reset_all", 1), ("reset_all", 2)]
+    ordered = training_order(tasks)
+    assert [(t.configs[0].condition, t.configs[0].seed) for t in ordered] == [
+        ("warm_start", 0), ("reset_all", 0), ("warm_start", 1), ("reset_all", 1), ("warm_start", 2), ("reset_all", 2)]
+    # coefficient values are conditions of their own; a condition with fewer populations drops out of the turns
+    grid = Sweep.from_dict({"study": "s", "conditions": ["warm_start", "soft_shrink_perturb"], "shifts": ["window"],
+                            "seeds": "0-1", "max_members": 1,
+                            "params": {"soft_shrink_perturb": {"perturb": [1e-6, 1e-5]}}})
+    order = [t.configs[0].label for t in training_order(grid.populations())]
+    assert order == ["warm_start", "soft_shrink_perturb[perturb=1e-06]", "soft_shrink_perturb[perturb=1e-05]"] * 2
+    assert sorted(t.name for t in training_order(grid.populations())) == sorted(t.name for t in grid.populations())
+
+
 def test_toml_and_yaml_files_give_the_same_sweep(tmp_path):
     toml = tmp_path / "a.toml"
     toml.write_text('study = "x"\nconditions = ["warm_start"]\nseeds = "0-1"\n[overrides]\nepochs_per_round = 7\n'
