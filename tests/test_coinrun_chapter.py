@@ -1,9 +1,9 @@
 """The CoinRun chapter's stored-study section, run on a small synthetic CoinRun study.
 
-No CoinRun study may be stored yet, so the book's build shows the section's "not yet available" note; here the
-section's own cells run against a study written the way ``plasticity-lab sweep`` writes one (the per-epoch table of
+The stored CoinRun study may still hold only some of its runs, so here the section's own cells run against a
+complete study written the way ``plasticity-lab sweep`` writes one (the per-epoch table of
 ``tests/fixtures/make_release_readout.py``, its conditions renamed to the chapter's), and what they compute is checked
-against t-tests done by hand with scipy.
+against means, smoothed curves and t-tests done by hand with pandas and scipy.
 """
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ import re
 from pathlib import Path
 
 import jupytext
+import numpy as np
 import pandas as pd
+import plotly.graph_objects as go
 import pytest
 from IPython.display import Markdown
 from scipy import stats as scipy_stats
@@ -29,18 +31,19 @@ RENAMED = {"l2": "soft_shrink_perturb+layernorm"}  # the fixture's third conditi
 
 @pytest.fixture(scope="module")
 def study_dir(tmp_path_factory) -> Path:
-    """A folder of studies: a synthetic ``coinrun-book`` (3 shifts × 3 conditions × 3 seeds, 10 rounds of 20
-    epochs) and the repository's ``gridworld-book`` beside it, which the section compares it with."""
+    """A folder of studies: a synthetic ``coinrun-pilot`` (3 shifts × 3 conditions × 3 seeds, 10 rounds of 20
+    epochs, every epoch kept) and the repository's ``gridworld-book`` beside it, which the section compares it
+    with."""
     from rollouts import store_synthetic_study
 
     root = tmp_path_factory.mktemp("studies")
     epochs = maker.synthetic_epochs().assign(env="coinrun")
     epochs["condition"] = epochs["condition"].replace(RENAMED)
-    store_synthetic_study(root / "coinrun-book", epochs, {
+    store_synthetic_study(root / "coinrun-pilot", epochs, {
         "envs": ["coinrun"], "conditions": [RENAMED.get(c, c) for c in maker.CONDITIONS],
         "shifts": list(maker.SHIFTS), "seeds": list(maker.SEEDS),
         "overrides": {"rounds": maker.ROUNDS, "epochs_per_round": maker.EPOCHS_PER_ROUND,
-                      "test_interval": maker.TEST_INTERVAL}}, keep_epochs=False)
+                      "test_interval": maker.TEST_INTERVAL}}, keep_epochs=True)
     grid = ROOT / "data" / "gridworld-book"
     if (grid / "manifest.json").exists():
         (root / "gridworld-book").symlink_to(grid)
@@ -88,8 +91,27 @@ def test_the_stored_study_section_reads_a_coinrun_study(study_dir, monkeypatch):
     assert len(table) == len(maker.SHIFTS) * len(maker.CONDITIONS)
     for (shift, condition), row in table.iterrows():
         mine = runs[(runs["shift"] == shift) & (runs["condition"] == condition)]
-        assert len(mine) == len(maker.SEEDS)
-        assert row["normalised_train_return"] == pytest.approx(round(mine["normalised_train_return"].mean(), 3))
+        assert len(mine) == len(maker.SEEDS) == row[("normalised_train_return", "count")]
+        assert row[("normalised_train_return", "mean")] == pytest.approx(
+            round(mine["normalised_train_return"].mean(), 3))
+
+    # one curves figure per shift; its mean line is each run's train return smoothed inside each round by the
+    # read-out's window — 2 epochs for rounds of 20, which centred on an even count is an epoch and the one before
+    # it (the round's first epoch alone) — then averaged over seeds: recomputed here from the fixture with numpy
+    assert namespace["window"] == 2
+    figures = [item for item in shown if isinstance(item, go.Figure)]
+    assert [f.layout.title.text.rsplit("shift ", 1)[1] for f in figures] == list(maker.SHIFTS)
+    epochs = maker.synthetic_epochs()
+    for figure, shift in zip(figures, maker.SHIFTS):
+        line = next(t for t in figure.data if t.meta == {"condition": "warm_start", "metric": "train_return",
+                                                         "role": "mean"})
+        smoothed = []
+        for seed in maker.SEEDS:
+            run = epochs[(epochs["shift"] == shift) & (epochs["condition"] == "warm_start") & (epochs["seed"] == seed)]
+            values = run["train_return"].to_numpy().reshape(maker.ROUNDS, maker.EPOCHS_PER_ROUND)
+            before = np.pad(values, ((0, 0), (1, 0)), constant_values=np.nan)[:, :-1]  # no epoch before a round
+            smoothed.append(np.nanmean(np.stack([before, values]), axis=0).ravel())
+        np.testing.assert_allclose(line.y, np.mean(smoothed, axis=0), rtol=1e-5)
 
     # the t-tests the section prints: each condition's runs against reset-all's, pooled-variance t-tests by hand
     tests = namespace["tests"]
@@ -106,27 +128,27 @@ def test_the_stored_study_section_reads_a_coinrun_study(study_dir, monkeypatch):
 
     if (study_dir / "gridworld-book").exists():  # the two environments side by side
         table = next(item for item in shown if isinstance(item, pd.DataFrame) and "gridworld-book" in item.columns)
-        assert list(table.columns) == ["coinrun-book", "gridworld-book"]
+        assert list(table.columns) == ["coinrun-pilot", "gridworld-book"]
         coinrun_runs = runs[runs["condition"] == "warm_start"]
         pooled = pd.concat([coinrun_runs["normalised_train_return"], coinrun_runs["normalised_test_return"]])
-        assert table.loc["warm_start", "coinrun-book"] == pytest.approx(round(pooled.mean(), 3), abs=1e-12)
+        assert table.loc["warm_start", "coinrun-pilot"] == pytest.approx(round(pooled.mean(), 3), abs=1e-12)
 
 
 def test_without_a_study_the_section_says_so_and_shows_nothing(tmp_path, monkeypatch):
     namespace, shown = _run_section(tmp_path, monkeypatch)
     assert not namespace["section"].available
-    assert len(shown) == 1 and "coinrun-book" in str(shown[0]) and "sweeps/coinrun-book.toml" in shown[0].aside
+    assert len(shown) == 1 and "coinrun-pilot" in str(shown[0]) and "sweeps/coinrun-pilot.toml" in shown[0].aside
 
 
 def test_the_report_reads_a_coinrun_study(study_dir, capsys):
-    """``plasticity-lab report data/coinrun-book``, which the chapter points to, on the same study."""
+    """``plasticity-lab report data/coinrun-pilot``, which the chapter points to, on the same study."""
     import warnings
 
     from plasticity_lab.cli import main
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # statsmodels' power solver warns where no sample size reaches 80 %
-        assert main(["report", str(study_dir / "coinrun-book")]) == 0
+        assert main(["report", str(study_dir / "coinrun-pilot")]) == 0
     out = capsys.readouterr().out
     assert "27 runs; conditions: reset_all, soft_shrink_perturb+layernorm, warm_start" in out
     assert "The paper's conclusions (PROTOCOL §7) against this study (coinrun, at=mean)" in out

@@ -252,6 +252,30 @@ def test_a_stored_partial_study_knows_what_is_still_to_come(studies):
     assert book_studies.load_study(studies["nothing"] / STUDY) is None
 
 
+def test_a_study_with_some_seeds_of_each_condition_says_how_many_runs_it_holds(tmp_path):
+    """A sweep of one population per run, stopped part-way (one of reset_all's two runs not stored yet)."""
+    sweep = Sweep.from_dict({"study": "seeds", "preset": "smoke", "shifts": ["permute"], "seeds": "0-1",
+                             "conditions": ["warm_start", "reset_all", "l2"], "max_members": 1,
+                             "overrides": {"rounds": 2, "epochs_per_round": 2, "test_episodes": 11}})
+    run_sweep(sweep, root=tmp_path, threads=1, progress=False)
+    study = tmp_path / "seeds"
+    late = next(t for t in sweep.populations() if t.configs[0].condition == "reset_all" and t.configs[0].seed == 1)
+    shutil.rmtree(study / "populations" / late.name)
+    results = book_studies.load_study(study)
+    section = book_studies.study_section(results, ["reset_all", "warm_start"], baselines=("reset_all",))
+    # shown: warm_start (2 runs of 2) and reset_all (1 of 2); l2 is held but not shown, so not counted
+    assert section.available and (section.runs, section.planned_runs) == (3, 4) and section.incomplete
+    assert section.message == ("Shown here: reset_all and warm_start. They hold 3 of the 4 runs the study computes "
+                               "for them so far; the rest are still being computed.")
+    assert '<p class="admonition-title">Partly available</p>' in section.note()
+    whole = book_studies.study_section(results, ["warm_start", "l2"], baselines=("warm_start",))
+    assert (whole.runs, whole.planned_runs) == (4, 4) and not whole.incomplete
+    assert whole.message == "Shown here: warm_start and l2." and "admonition" not in whole.note()
+    # a bare run table does not record a plan: nothing is said of runs
+    table = book_studies.study_section(results.runs(), ["reset_all", "warm_start"], baselines=("reset_all",))
+    assert table.planned_runs is None and not table.incomplete and table.message == "Shown here: reset_all and warm_start."
+
+
 # ---- the chapters on it --------------------------------------------------------------------------------------------
 
 #: chapter → (the heading of its stored-study section, the conditions it needs one of, next to a baseline;

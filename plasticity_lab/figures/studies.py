@@ -157,8 +157,9 @@ class StudySection:
     ``present`` (every condition the study holds so far; empty while it holds no finished population),
     ``planned`` (the conditions the study's sweep computes, ``None`` when the study does not record them),
     ``points`` (the shift × condition points of the shown conditions with every value present), ``min_points``
-    (the fewest points the section needs) and ``aside`` (a sentence added when there is nothing to show).
-    Derived from them:
+    (the fewest points the section needs), ``aside`` (a sentence added when there is nothing to show), ``runs`` (the
+    runs of the shown conditions the study holds) and ``planned_runs`` (the runs its sweep computes for them;
+    ``None`` when the study does not record its sweep). Derived from them:
 
     * ``available`` — whether the section has something to show: the study holds at least one of the section's
       own conditions (those that are not baselines), at least one baseline to compare it with, and at least
@@ -168,11 +169,14 @@ class StudySection:
     * ``missing`` — the section's conditions the study does not hold; ``pending`` are those still to be computed
       (named by the study's sweep; every missing one when the study does not record its sweep), the others are
       not part of the study;
+    * ``incomplete`` — whether the shown conditions still lack some of their runs (seeds still being computed:
+      their means average fewer seeds than the study will);
     * ``message`` — all of this in words, naming the conditions.
 
     Displayed in a notebook it shows the message as a note: a "Not yet available" admonition when the section has
     nothing to show ("Not available" when nothing it needs is still to come), a "Partly available" admonition when
-    some of its conditions are still being computed, and a plain line naming what is shown otherwise.
+    some of its conditions or of their runs are still being computed, and a plain line naming what is shown
+    otherwise.
     """
 
     study: str
@@ -183,6 +187,8 @@ class StudySection:
     points: int
     min_points: int = 0
     aside: str = ""
+    runs: int = 0
+    planned_runs: int | None = None
 
     @property
     def own(self) -> tuple[str, ...]:
@@ -203,6 +209,10 @@ class StudySection:
         if self.planned is None:
             return self.missing
         return tuple(c for c in self.missing if c in self.planned)
+
+    @property
+    def incomplete(self) -> bool:
+        return self.planned_runs is not None and self.runs < self.planned_runs
 
     @property
     def available(self) -> bool:
@@ -243,6 +253,9 @@ class StudySection:
                 sentences.append(f"The study {study} holds {len(self.present)} of the {len(self.planned)} "
                                  "conditions it computes so far.")
             sentences.append(f"Shown here: {_names(self.shown, markup)}.")
+            if self.incomplete:
+                sentences.append(f"They hold {self.runs} of the {self.planned_runs} runs the study computes for "
+                                 "them so far; the rest are still being computed.")
         absent = [c for c in self.missing if c not in self.pending]
         if self.pending:
             label = "Not in this study (yet)" if self.planned is None else "Still being computed"
@@ -255,7 +268,7 @@ class StudySection:
 
     def note(self) -> str:
         """The message as HTML, in the book's admonition style (see the class description)."""
-        if self.available and not self.pending:
+        if self.available and not self.pending and not self.incomplete:
             return f"<p>{self._text(markup=True)}</p>"
         if self.available:
             title = "Partly available"
@@ -290,9 +303,9 @@ def _complete_points(runs: pd.DataFrame, conditions: Sequence[str]) -> int:
     return int(part.groupby(keys)[values].mean().notna().all(axis=1).sum())
 
 
-def _planned_conditions(manifest: dict) -> tuple[str, ...] | None:
-    """The condition labels a study's sweep computes (coefficient values included), or ``None`` if the manifest
-    does not record a sweep it can read."""
+def _planned_labels(manifest: dict) -> list[str] | None:
+    """The condition label of every run a study's sweep computes (coefficient values included), or ``None`` if the
+    manifest does not record a sweep it can read."""
     from ..sweep import Sweep
 
     if "sweep" not in manifest:
@@ -301,7 +314,7 @@ def _planned_conditions(manifest: dict) -> tuple[str, ...] | None:
         configs = Sweep.from_dict(manifest["sweep"]).configs()
     except ValueError:  # a sweep of an older or newer package: its plan is unknown here
         return None
-    return tuple(dict.fromkeys(c.label for c in configs))
+    return [c.label for c in configs]
 
 
 def study_section(results, conditions: Sequence[str], baselines: Sequence[str] = BASELINES, *,
@@ -321,7 +334,8 @@ def study_section(results, conditions: Sequence[str], baselines: Sequence[str] =
     ``study`` names the study in the note (default: the folder of ``results``); ``aside`` is a sentence added to
     the note when the section has nothing to show, e.g. where else the chapter shows the same thing. The
     conditions the study's sweep will compute are read from its manifest, so the note can tell the conditions
-    still being computed from those that are not part of the study.
+    still being computed from those that are not part of the study, and can say when the conditions shown still lack
+    some of their runs (a sweep that trains a population per seed, stopped part-way).
     """
     from ..results import Results
 
@@ -330,12 +344,13 @@ def study_section(results, conditions: Sequence[str], baselines: Sequence[str] =
         raise ValueError("study_section needs at least one condition")
     if isinstance(min_points, bool) or not isinstance(min_points, int) or min_points < 0:
         raise ValueError(f"min_points must be a non-negative integer; got {min_points!r}")
-    planned = None
+    planned = labels = None
     if results is None:
         runs = None
     elif isinstance(results, Results):
         runs = results.runs(at)
-        planned = _planned_conditions(results.manifest)
+        labels = _planned_labels(results.manifest)
+        planned = None if labels is None else tuple(dict.fromkeys(labels))
         study = results.path.name if study is None else study
     elif isinstance(results, pd.DataFrame):
         runs = results
@@ -352,7 +367,10 @@ def study_section(results, conditions: Sequence[str], baselines: Sequence[str] =
     section = StudySection(study=name, conditions=conditions, baselines=baselines, present=present,
                            planned=planned, points=0, min_points=min_points, aside=aside)
     if present:
-        section = dataclasses.replace(section, points=_complete_points(runs, section.shown))
+        shown = section.shown
+        section = dataclasses.replace(section, points=_complete_points(runs, shown),
+                                      runs=int(runs["condition"].isin(shown).sum()),
+                                      planned_runs=None if labels is None else sum(l in shown for l in labels))
     return section
 
 
