@@ -4,6 +4,7 @@
 
     plasticity-lab run --env gridworld --shift permute --condition warm_start,reset_all --seeds 0-4 --preset smoke
     plasticity-lab sweep sweeps/gridworld-book.toml --workers 2     # a grid, stored as data/<study>/, resumable
+    plasticity-lab sweep sweeps/gridworld-book.toml --plan          # ... what of it is stored and what is left
     plasticity-lab report data/gridworld-book                        # the paper's tables for a stored study
     plasticity-lab report data/gridworld-book --readout release      # ... read as the authors' release reads them
     plasticity-lab report data/gridworld-book --against data/<other-study>       # two studies side by side
@@ -79,6 +80,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="also checkpoint every N epochs (always at the end of each round)")
     sweep.add_argument("--keep-checkpoints", action="store_true", help="keep each population's final checkpoint")
     sweep.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    sweep.add_argument("--plan", action="store_true",
+                       help="train nothing: list the populations in the order they train, which are stored, "
+                            "which continue from a checkpoint and what is left")
 
     report = sub.add_parser("report", help="print the paper's tables (t-tests, correlations, GLM) for a study")
     report.add_argument("study", help="a study folder, e.g. data/gridworld-book")
@@ -225,12 +229,30 @@ def _sweep(args) -> int:
     from .sweep import Sweep, run_sweep
 
     sweep = Sweep.from_file(args.file)
+    if args.plan:
+        print(_plan_text(sweep, args))
+        return 0
     results = run_sweep(sweep, root=args.root, out=args.out, backend=args.backend, workers=args.workers,
                         threads=args.threads, address=args.address, checkpoint_dir=args.checkpoint_dir,
                         checkpoint_every=args.checkpoint_every, progress=not args.no_progress,
                         keep_checkpoints=args.keep_checkpoints)
     print(f"{results!r}\nstored in {results.path}/ (plasticity-lab report {results.path})")
     return 0
+
+
+def _plan_text(sweep, args) -> str:
+    """``sweep --plan``: the populations (:func:`~plasticity_lab.sweep.sweep_plan`) and a line of totals."""
+    from .sweep import sweep_plan
+
+    plan = sweep_plan(sweep, root=args.root, out=args.out, checkpoint_dir=args.checkpoint_dir)
+    stored = plan[plan["state"] == "stored"]
+    left = plan[plan["state"] != "stored"]
+    resumed = int((plan["state"] == "checkpoint").sum())
+    total = (f"{sweep.study}: {len(stored)} of {len(plan)} populations stored ({stored['runs'].sum()} of "
+             f"{plan['runs'].sum()} runs); {len(left)} left, {resumed} of them from a checkpoint: "
+             f"{left['agent_epochs'].sum():,} of {plan['agent_epochs'].sum():,} agent-epochs left")
+    with pd.option_context("display.max_rows", None, "display.width", 160, "display.max_colwidth", 60):
+        return f"{plan.to_string(index=False)}\n{total}"
 
 
 def _report(args) -> int:

@@ -274,6 +274,37 @@ def training_order(tasks: Sequence[PopulationTask]) -> list[PopulationTask]:
     return [task for turn in rounds for task in turn if task is not None]
 
 
+#: The states of a sweep's population in :func:`sweep_plan`.
+PLAN_STATES = ("stored", "checkpoint", "to train")
+
+
+def sweep_plan(sweep: Sweep, root: str | Path = "data", out: str | Path | None = None,
+               checkpoint_dir: str | Path | None = None):
+    """What is left of ``sweep``, without training or writing anything: a table of its populations in the order
+    they train (:func:`training_order`) — ``population``, ``conditions`` (their labels), ``runs``,
+    ``agent_epochs`` and ``state``, one of :data:`PLAN_STATES` (``"checkpoint"``: interrupted, it continues from
+    its checkpoint). The folders are those of :func:`run_sweep`; a study made by another sweep is refused as there.
+
+    A study of many small populations trains over days, in several sittings: this is what tells, before the next
+    one, how much is stored and how much is left."""
+    import pandas as pd
+
+    study = Path(out) if out is not None else Path(root) / sweep.study
+    check_study(study, sweep)
+    checkpoints = Path(checkpoint_dir) if checkpoint_dir is not None else study / "checkpoints"
+    rows = []
+    for task in training_order(sweep.populations()):
+        if population_complete(study / "populations" / task.name, task.configs):
+            state = "stored"
+        elif (checkpoints / f"{task.name}.pt").exists():
+            state = "checkpoint"
+        else:
+            state = "to train"
+        rows.append({"population": task.name, "conditions": ", ".join(dict.fromkeys(c.label for c in task.configs)),
+                     "runs": len(task.configs), "agent_epochs": task.agent_epochs, "state": state})
+    return pd.DataFrame(rows, columns=["population", "conditions", "runs", "agent_epochs", "state"])
+
+
 def train_population(task: PopulationTask, study: str | Path, checkpoint_dir: str | Path, curve_stride: int | None,
                      threads: int | None = None, checkpoint_every: int | None = None, progress=None,
                      keep_checkpoint: bool = False, keep_epochs: bool = False) -> dict:

@@ -1,6 +1,7 @@
 """The command line: a run writes its study; bad input fails before any work with one clear message."""
 
 import json
+import shutil
 
 import pandas as pd
 import pytest
@@ -138,3 +139,43 @@ def test_the_commit_is_read_once_per_process_so_a_moving_checkout_does_not_relab
         assert calls == ["rev-parse", "status"]
     finally:
         results.git_commit.cache_clear()
+
+
+def test_sweep_plan_lists_what_is_stored_and_what_is_left_and_writes_nothing(tmp_path, capsys):
+    """A study trained in sittings: one population stored, one interrupted (its checkpoint present), the rest not
+    begun; ``--plan`` tells them apart, counts what is left, and changes nothing on disk."""
+    from plasticity_lab.sweep import run_sweep, sweep_plan, training_order
+
+    file = tmp_path / "plan.toml"
+    file.write_text('study = "plan"\npreset = "smoke"\nshifts = ["permute"]\nconditions = ["warm_start", "l2"]\n'
+                    'seeds = "0-1"\nmax_members = 1\n[overrides]\nrounds = 2\nepochs_per_round = 2\n'
+                    'test_episodes = 11\n')
+    sweep = Sweep.from_file(file)
+    order = training_order(sweep.populations())  # warm_start 0, l2 0, warm_start 1, l2 1
+    # nothing there yet: all to train, and the study folder is not created
+    assert main(["sweep", str(file), "--root", str(tmp_path / "data"), "--plan"]) == 0
+    assert not (tmp_path / "data").exists()
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "plan: 0 of 4 populations stored (0 of 4 runs); 4 left, 0 of them from a checkpoint: 16 of 16 agent-epochs "
+        "left")
+    run_sweep(sweep, root=tmp_path / "data", threads=1, progress=False)
+    study = tmp_path / "data" / "plan"
+    for task in order[1:]:
+        shutil.rmtree(study / "populations" / task.name)
+    (study / "checkpoints" / f"{order[2].name}.pt").write_bytes(b"")  # as an interrupted population leaves it
+    before = sorted((p, p.stat().st_mtime_ns) for p in study.rglob("*"))
+    plan = sweep_plan(sweep, root=tmp_path / "data")
+    assert list(plan["population"]) == [t.name for t in order]
+    assert list(plan["state"]) == ["stored", "to train", "checkpoint", "to train"]
+    assert list(plan["conditions"]) == ["warm_start", "l2", "warm_start", "l2"]
+    assert list(plan["agent_epochs"]) == [4] * 4  # 1 run × 2 rounds × 2 epochs
+    assert main(["sweep", str(file), "--root", str(tmp_path / "data"), "--plan"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "plan: 1 of 4 populations stored (1 of 4 runs); 3 left, 1 of them from a checkpoint: 12 of 16 agent-epochs "
+        "left")
+    assert sorted((p, p.stat().st_mtime_ns) for p in study.rglob("*")) == before
+    # a study made by another sweep is refused, as a sweep refuses it
+    other = tmp_path / "other.toml"
+    other.write_text(file.read_text().replace('seeds = "0-1"', 'seeds = "0-2"'))
+    assert main(["sweep", str(other), "--root", str(tmp_path / "data"), "--plan"]) == 2
+    assert "was made by a different sweep (differs in seeds)" in capsys.readouterr().err
