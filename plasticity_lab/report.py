@@ -230,7 +230,7 @@ def report(study: str | Results, at: str | None = None, fit_at: str | None = Non
     how, fit_how = (_RELEASE_HOW, _RELEASE_HOW) if release else (f"at={at}", f"at={fit_at}")
     fit_conditions = _fit_conditions(fit_runs)
     text = [f"# {results.describe()}",
-            f"{len(runs)} runs; conditions: {', '.join(sorted(runs['condition'].unique()))}",
+            f"{_runs_held(results, runs)}; conditions: {', '.join(sorted(runs['condition'].unique()))}",
             f"read-out: {readout}" + (" (the authors' release, step by step, quirks included: "
                                       "plasticity_lab.stats.release_summary / release_points)" if release else
                                       " (this project's: smoothed read-outs, see plasticity_lab.stats)")]
@@ -306,6 +306,17 @@ def montezuma_tests(per_run: pd.DataFrame, column: str, baseline: str = "warm_st
         rows.append({"condition": condition, "n": len(values), "mean": values.mean(),
                      "baseline_mean": base.mean(), "t": float(t), "p": float(p)})
     return pd.DataFrame(rows)
+
+
+def _runs_held(results: Results, runs: pd.DataFrame) -> str:
+    """How many runs the report reads, and, for a study still being trained, how many its sweep computes and which
+    conditions are still wholly missing."""
+    planned = results.planned_labels
+    if planned is None or len(runs) >= len(planned):
+        return f"{len(runs)} runs"
+    missing = [c for c in dict.fromkeys(planned) if c not in set(runs["condition"])]
+    return (f"{len(runs)} of the {len(planned)} runs its sweep computes (still being trained"
+            + (f"; no run yet of {', '.join(missing)})" if missing else ")"))
 
 
 def montezuma_report(results: Results, baseline: str = "warm_start") -> str:

@@ -282,6 +282,21 @@ class Results:
     def configs(self) -> list[dict]:
         return [c for p in self.populations for c in p["configs"]]
 
+    @property
+    def planned_labels(self) -> list[str] | None:
+        """The condition label of every run the study's sweep computes, stored or not (coefficient values
+        included), or ``None`` when the manifest records no sweep this package can read. A study trained in
+        sittings holds fewer runs than this until it is complete."""
+        from .sweep import Sweep
+
+        if "sweep" not in self.manifest:
+            return None
+        try:
+            configs = Sweep.from_dict(self.manifest["sweep"]).configs()
+        except ValueError:  # a sweep of an older or newer package: its plan is unknown here
+            return None
+        return [c.label for c in configs]
+
     def epochs(self, conditions: Sequence[str] | None = None) -> pd.DataFrame:
         """Every epoch of the study's runs (for ``conditions``, condition labels as the tables name them; default
         all): the per-epoch tables of the populations that kept them, concatenated in the order of

@@ -262,6 +262,7 @@ def test_a_study_with_some_seeds_of_each_condition_says_how_many_runs_it_holds(t
     late = next(t for t in sweep.populations() if t.configs[0].condition == "reset_all" and t.configs[0].seed == 1)
     shutil.rmtree(study / "populations" / late.name)
     results = book_studies.load_study(study)
+    assert results.planned_labels == ["warm_start"] * 2 + ["reset_all"] * 2 + ["l2"] * 2
     section = book_studies.study_section(results, ["reset_all", "warm_start"], baselines=("reset_all",))
     # shown: warm_start (2 runs of 2) and reset_all (1 of 2); l2 is held but not shown, so not counted
     assert section.available and (section.runs, section.planned_runs) == (3, 4) and section.incomplete
@@ -274,6 +275,14 @@ def test_a_study_with_some_seeds_of_each_condition_says_how_many_runs_it_holds(t
     # a bare run table does not record a plan: nothing is said of runs
     table = book_studies.study_section(results.runs(), ["reset_all", "warm_start"], baselines=("reset_all",))
     assert table.planned_runs is None and not table.incomplete and table.message == "Shown here: reset_all and warm_start."
+    # the report says the same of the whole study, and names a condition with no run yet
+    from plasticity_lab.report import report
+    assert report(results).splitlines()[1].startswith("5 of the 6 runs its sweep computes (still being trained); ")
+    for task in sweep.populations():
+        if task.configs[0].condition == "l2":
+            shutil.rmtree(study / "populations" / task.name)
+    assert report(book_studies.load_study(study)).splitlines()[1].startswith(
+        "3 of the 6 runs its sweep computes (still being trained; no run yet of l2); ")
 
 
 # ---- the chapters on it --------------------------------------------------------------------------------------------

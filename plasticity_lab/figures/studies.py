@@ -303,20 +303,6 @@ def _complete_points(runs: pd.DataFrame, conditions: Sequence[str]) -> int:
     return int(part.groupby(keys)[values].mean().notna().all(axis=1).sum())
 
 
-def _planned_labels(manifest: dict) -> list[str] | None:
-    """The condition label of every run a study's sweep computes (coefficient values included), or ``None`` if the
-    manifest does not record a sweep it can read."""
-    from ..sweep import Sweep
-
-    if "sweep" not in manifest:
-        return None
-    try:
-        configs = Sweep.from_dict(manifest["sweep"]).configs()
-    except ValueError:  # a sweep of an older or newer package: its plan is unknown here
-        return None
-    return [c.label for c in configs]
-
-
 def study_section(results, conditions: Sequence[str], baselines: Sequence[str] = BASELINES, *,
                   study: str | Path | None = None, min_points: int = 0, at: str = "mean",
                   aside: str = "") -> StudySection:
@@ -349,7 +335,7 @@ def study_section(results, conditions: Sequence[str], baselines: Sequence[str] =
         runs = None
     elif isinstance(results, Results):
         runs = results.runs(at)
-        labels = _planned_labels(results.manifest)
+        labels = results.planned_labels
         planned = None if labels is None else tuple(dict.fromkeys(labels))
         study = results.path.name if study is None else study
     elif isinstance(results, pd.DataFrame):
