@@ -303,6 +303,10 @@ def test_describe_gaps_words_each_shift_and_split_as_the_numbers_say():
     # the level of significance is the caller's: at 0.005 the permute train gap is no longer significant
     assert "train: warm_start below reset_all" in studies.describe_gaps(tests, alpha=0.005)
     assert "warm_start above shrink" in studies.describe_gaps(tests, baseline="shrink")
+    # one seed on a side: condition_ttests gives no p, and the words say why rather than "p = nan"
+    one_seed = tests.iloc[:1].assign(p=float("nan"))
+    assert studies.describe_gaps(one_seed) == ("* *permute* — train: warm_start below reset_all (-0.200 against "
+                                               "+0.100, no t-test: too few seeds).")
     with pytest.raises(ValueError, match="missing: \\['p'\\]"):
         studies.describe_gaps(tests.drop(columns="p"))
     with pytest.raises(ValueError, match="alpha must lie in \\(0, 1\\); got 1.5"):

@@ -364,7 +364,8 @@ def describe_gaps(tests: pd.DataFrame, baseline: str = "reset_all", alpha: float
     """The rows of :func:`~plasticity_lab.stats.condition_ttests` in words, a Markdown bullet per shift:
     on each split, whether the condition's mean normalised reward is below or above that of ``baseline`` (the
     tests' baseline, named in the words), and whether the difference is significant (``p < alpha``), with both
-    means and ``p``.
+    means and ``p`` (where there is none — fewer than two seeds on a side, as in a study still being trained — the
+    words say so).
 
     The book prints this instead of describing a stored study's gaps in fixed prose, so that the words stay true
     of whatever study the chapter reads.
@@ -382,7 +383,9 @@ def describe_gaps(tests: pd.DataFrame, baseline: str = "reset_all", alpha: float
             side = ("below" if row.mean < row.baseline_mean
                     else "above" if row.mean > row.baseline_mean else "level with")
             weight = "significantly " if row.p < alpha and side != "level with" else ""
-            p_text = "p < 0.001" if row.p < 0.001 else f"p = {row.p:.3f}"
+            # a t-test needs two seeds on either side (and some spread): a study still being trained may lack them
+            p_text = ("no t-test: too few seeds" if pd.isna(row.p) else "p < 0.001" if row.p < 0.001
+                      else f"p = {row.p:.3f}")
             parts.append(f"{row.split}: {row.condition} {weight}{side} {baseline} "
                          f"({row.mean:+.3f} against {row.baseline_mean:+.3f}, {p_text})")
         lines.append(f"* *{shift}* — " + "; ".join(parts) + ".")
