@@ -331,7 +331,7 @@ def montezuma_report(results: Results, baseline: str = "warm_start") -> str:
     summary = grouped.mean().round(6).astype(str) + " ± " + grouped.std(ddof=1).round(6).astype(str)
     summary.insert(0, "seeds", per_run.groupby("condition")["seed"].nunique())
     text = [f"# {results.describe()}",
-            f"{len(per_run)} runs; conditions: {', '.join(sorted(per_run['condition'].unique()))}"]
+            f"{_runs_held(results, per_run)}; conditions: {', '.join(sorted(per_run['condition'].unique()))}"]
     wall = results.manifest.get("wall_time_s")
     if wall is not None:
         text.append(f"training wall time: {wall / 3600:.2f} h")
