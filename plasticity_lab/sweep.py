@@ -451,7 +451,9 @@ def run_sweep(sweep: Sweep, root: str | Path = "data", out: str | Path | None = 
     checkpoints.mkdir(parents=True, exist_ok=True)
     environment = environment_info()
     started = time.time()
-    todo = training_order([t for t in tasks if not population_complete(study / "populations" / t.name, t.configs)])
+    # the turns are taken over the whole sweep, then what is stored is dropped: a study resumed after seed 0 of
+    # every condition and seed 1 of the first goes on with seed 1 of the others, not seed 2 of the first
+    todo = [t for t in training_order(tasks) if not population_complete(study / "populations" / t.name, t.configs)]
     write_study_manifest(study, sweep, environment, started, {}, trains=bool(todo))
     total = sum(t.agent_epochs for t in tasks)
     bar = _bar(total, progress, sweep.study)

@@ -179,3 +179,31 @@ def test_sweep_plan_lists_what_is_stored_and_what_is_left_and_writes_nothing(tmp
     other.write_text(file.read_text().replace('seeds = "0-1"', 'seeds = "0-2"'))
     assert main(["sweep", str(other), "--root", str(tmp_path / "data"), "--plan"]) == 2
     assert "was made by a different sweep (differs in seeds)" in capsys.readouterr().err
+
+
+def test_a_resumed_sweep_goes_on_with_the_turn_it_stopped_in(tmp_path, monkeypatch):
+    """Seed 0 of both conditions and seed 1 of the first stored: next come seed 1 of the second, then seed 2s."""
+    import plasticity_lab.sweep as sweep_module
+    from plasticity_lab.sweep import run_sweep, training_order
+
+    sweep = Sweep.from_dict({"study": "turns", "preset": "smoke", "shifts": ["permute"], "seeds": "0-2",
+                             "conditions": ["warm_start", "l2"], "max_members": 1,
+                             "overrides": {"rounds": 2, "epochs_per_round": 2, "test_episodes": 11}})
+    order = training_order(sweep.populations())  # ws0, l2 0, ws1, l2 1, ws2, l2 2
+    trained = []
+    real = sweep_module.train_population
+
+    def first_three(task, **kwargs):
+        trained.append(task.name)
+        if len(trained) > 3:
+            raise KeyboardInterrupt  # the sitting ends
+        return real(task, **kwargs)
+
+    monkeypatch.setattr(sweep_module, "train_population", first_three)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(sweep, root=tmp_path, threads=1, progress=False)
+    assert trained == [t.name for t in order[:4]]
+    # the next sitting begins with l2 seed 1, the turn it stopped in, not warm_start seed 2
+    trained.clear()
+    run_sweep(sweep, root=tmp_path, threads=1, progress=False)
+    assert trained == [t.name for t in order[3:]]
