@@ -314,7 +314,8 @@ def _runs_held(results: Results, runs: pd.DataFrame) -> str:
     planned = results.planned_labels
     if planned is None or len(runs) >= len(planned):
         return f"{len(runs)} runs"
-    missing = [c for c in dict.fromkeys(planned) if c not in set(runs["condition"])]
+    held = set(runs["condition"])
+    missing = [c for c in dict.fromkeys(planned) if c not in held]
     return (f"{len(runs)} of the {len(planned)} runs its sweep computes (still being trained"
             + (f"; no run yet of {', '.join(missing)})" if missing else ")"))
 

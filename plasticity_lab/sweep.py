@@ -31,8 +31,8 @@ own) are cut into populations together, and every run draws from its own random 
 MemberGroups`): fewer, larger populations, which is what a GPU needs. Re-running a sweep skips the
 populations already stored and continues an interrupted one from its checkpoint, so the study ends identical to an
 uninterrupted one. Populations train in turns across conditions (:func:`training_order`), so a study stopped
-part-way holds some seeds of every condition. Populations run in local processes (:func:`run_sweep` with ``workers``) or on a Ray cluster
-(``backend="ray"``).
+part-way holds some seeds of every condition. Populations run in local processes (:func:`run_sweep` with
+``workers``) or on a Ray cluster (``backend="ray"``).
 
 A study accepts only the sweep that made it. Its name, preset and overrides may be restated (the folder renamed, a
 preset's old scale spelled out as overrides after the preset moved) as long as the sweep still produces exactly
@@ -51,6 +51,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pandas as pd
 import torch
 
 from .conditions import parse_condition, population_key
@@ -244,6 +245,11 @@ class PopulationTask:
         """The conditions of its runs, in the order they first appear."""
         return list(dict.fromkeys(c.condition for c in self.configs))
 
+    @property
+    def labels(self) -> list[str]:
+        """The condition labels of its runs (coefficient values included), in the order they first appear."""
+        return list(dict.fromkeys(c.label for c in self.configs))
+
     def manifest_entry(self, wall_time_s: float) -> dict:
         """What the study's manifest says of it once stored (``conditions`` where it mixes several)."""
         return {"members": len(self.configs), "condition": self.configs[0].condition,
@@ -268,8 +274,7 @@ def training_order(tasks: Sequence[PopulationTask]) -> list[PopulationTask]:
     of every seed of the first condition alone. What a population computes does not depend on when it trains."""
     queues: dict[tuple, list[PopulationTask]] = {}
     for task in tasks:
-        labels = tuple(dict.fromkeys(c.label for c in task.configs))
-        queues.setdefault((task.configs[0].env, labels), []).append(task)
+        queues.setdefault((task.configs[0].env, tuple(task.labels)), []).append(task)
     rounds = itertools.zip_longest(*queues.values())
     return [task for turn in rounds for task in turn if task is not None]
 
@@ -287,8 +292,6 @@ def sweep_plan(sweep: Sweep, root: str | Path = "data", out: str | Path | None =
 
     A study of many small populations trains over days, in several sittings: this is what tells, before the next
     one, how much is stored and how much is left."""
-    import pandas as pd
-
     study = Path(out) if out is not None else Path(root) / sweep.study
     check_study(study, sweep)
     checkpoints = Path(checkpoint_dir) if checkpoint_dir is not None else study / "checkpoints"
@@ -300,7 +303,7 @@ def sweep_plan(sweep: Sweep, root: str | Path = "data", out: str | Path | None =
             state = "checkpoint"
         else:
             state = "to train"
-        rows.append({"population": task.name, "conditions": ", ".join(dict.fromkeys(c.label for c in task.configs)),
+        rows.append({"population": task.name, "conditions": ", ".join(task.labels),
                      "runs": len(task.configs), "agent_epochs": task.agent_epochs, "state": state})
     return pd.DataFrame(rows, columns=["population", "conditions", "runs", "agent_epochs", "state"])
 

@@ -74,7 +74,7 @@ def test_populations_train_in_turns_across_conditions_so_a_stopped_study_holds_e
     ordered = training_order(tasks)
     assert [(t.configs[0].condition, t.configs[0].seed) for t in ordered] == [
         ("warm_start", 0), ("reset_all", 0), ("warm_start", 1), ("reset_all", 1), ("warm_start", 2), ("reset_all", 2)]
-    # coefficient values are conditions of their own; a condition with fewer populations drops out of the turns
+    # coefficient values are conditions of their own, each with its turn
     grid = Sweep.from_dict({"study": "s", "conditions": ["warm_start", "soft_shrink_perturb"], "shifts": ["window"],
                             "seeds": "0-1", "max_members": 1,
                             "params": {"soft_shrink_perturb": {"perturb": [1e-6, 1e-5]}}})
