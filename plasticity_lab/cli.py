@@ -5,6 +5,7 @@
     plasticity-lab run --env gridworld --shift permute --condition warm_start,reset_all --seeds 0-4 --preset smoke
     plasticity-lab sweep sweeps/gridworld-book.toml --workers 2     # a grid, stored as data/<study>/, resumable
     plasticity-lab sweep sweeps/gridworld-book.toml --plan          # ... what of it is stored and what is left
+    plasticity-lab sweep sweeps/coinrun-shifts.toml --adopt data/coinrun-pilot   # ... keeping a pilot's runs
     plasticity-lab report data/gridworld-book                        # the paper's tables for a stored study
     plasticity-lab report data/gridworld-book --readout release      # ... read as the authors' release reads them
     plasticity-lab report data/gridworld-book --against data/<other-study>       # two studies side by side
@@ -83,6 +84,9 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--plan", action="store_true",
                        help="train nothing: list the populations in the order they train, which are stored, "
                             "which continue from a checkpoint and what is left")
+    sweep.add_argument("--adopt", action="append", default=[], metavar="STUDY",
+                       help="train nothing: copy in the finished populations of another stored study that this "
+                            "sweep would train (the same runs), then show the plan; may be given more than once")
 
     report = sub.add_parser("report", help="print the paper's tables (t-tests, correlations, GLM) for a study")
     report.add_argument("study", help="a study folder, e.g. data/gridworld-book")
@@ -229,7 +233,13 @@ def _sweep(args) -> int:
     from .sweep import Sweep, run_sweep
 
     sweep = Sweep.from_file(args.file)
-    if args.plan:
+    if args.adopt:
+        from .sweep import adopt_populations
+
+        for source in args.adopt:
+            names = adopt_populations(sweep, source, root=args.root, out=args.out)
+            print(f"adopted {len(names)} population(s) from {source}" + "".join(f"\n  {n}" for n in names))
+    if args.plan or args.adopt:
         print(_plan_text(sweep, args))
         return 0
     results = run_sweep(sweep, root=args.root, out=args.out, backend=args.backend, workers=args.workers,

@@ -46,6 +46,8 @@ import hashlib
 import itertools
 import json
 import math
+import os
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -266,15 +268,18 @@ class PopulationTask:
 
 
 def training_order(tasks: Sequence[PopulationTask]) -> list[PopulationTask]:
-    """``tasks`` taken in turn from each condition (each env and condition label, in the order they first appear):
-    the first population of every condition, then the second of every condition, and so on.
+    """``tasks`` taken in turn from each condition and shift (each env, condition labels and shifts of a
+    population, in the order they first appear): the first population of every condition and shift, then the
+    second of every one, and so on.
 
     A sweep cut into many populations per condition (``max_members = 1`` for CoinRun on a CPU) trains for days; in
-    this order a study stopped part-way holds every condition's first seeds, which can already be compared, instead
-    of every seed of the first condition alone. What a population computes does not depend on when it trains."""
+    this order a study stopped part-way holds the first seeds of every condition under every shift, which can
+    already be compared, instead of every seed of the first condition (or of its first shift) alone. What a
+    population computes does not depend on when it trains."""
     queues: dict[tuple, list[PopulationTask]] = {}
     for task in tasks:
-        queues.setdefault((task.configs[0].env, tuple(task.labels)), []).append(task)
+        shifts = tuple(dict.fromkeys(c.shift for c in task.configs))
+        queues.setdefault((task.configs[0].env, tuple(task.labels), shifts), []).append(task)
     rounds = itertools.zip_longest(*queues.values())
     return [task for turn in rounds for task in turn if task is not None]
 
@@ -306,6 +311,44 @@ def sweep_plan(sweep: Sweep, root: str | Path = "data", out: str | Path | None =
         rows.append({"population": task.name, "conditions": ", ".join(task.labels),
                      "runs": len(task.configs), "agent_epochs": task.agent_epochs, "state": state})
     return pd.DataFrame(rows, columns=["population", "conditions", "runs", "agent_epochs", "state"])
+
+
+def adopt_populations(sweep: Sweep, source: str | Path, root: str | Path = "data",
+                      out: str | Path | None = None) -> list[str]:
+    """Copy into ``sweep``'s study the finished populations of another study, ``source``, that the sweep itself
+    would train, and record them in its manifest (each entry says ``adopted_from``); returns their names.
+
+    A pilot grown into a larger study (more shifts, more seeds) keeps the runs it already paid for instead of
+    training them again: a population's name is a digest of its runs' resolved configs, and a population is
+    adopted only when the source holds it complete with exactly the configs this sweep's population of that name
+    trains (:func:`~plasticity_lab.results.population_complete`), so what is adopted is what training it here
+    would have stored. Each population keeps its own manifest (the commit, machine and wall time that made it).
+    Nothing is overwritten: populations the study already holds are left as they are, and a source population is
+    copied into a hidden folder of the study and then moved in, so an interrupted copy leaves nothing
+    half-written among its populations. Nothing is trained."""
+    source = Path(source)
+    if not (source / "manifest.json").is_file():
+        raise ValueError(f"{source} is not a stored study (it has no manifest.json)")
+    study = Path(out) if out is not None else Path(root) / sweep.study
+    if study.resolve() == source.resolve():
+        raise ValueError(f"{source} is the sweep's own study; adopt from another study")
+    check_study(study, sweep)
+    source_name = read_manifest(source / "manifest.json").get("study", source.name)
+    adopted = {}
+    for task in sweep.populations():
+        target = study / "populations" / task.name
+        if target.exists() or not population_complete(source / "populations" / task.name, task.configs):
+            continue
+        staging = study / f".adopting-{task.name}"  # outside populations/, which the loaders read
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(source / "populations" / task.name, staging)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staging, target)
+        wall = read_manifest(target / "manifest.json").get("wall_time_s", 0.0)
+        adopted[task.name] = {**task.manifest_entry(wall), "adopted_from": source_name}
+    if adopted:
+        write_study_manifest(study, sweep, environment_info(), None, adopted, trains=False)
+    return list(adopted)
 
 
 def train_population(task: PopulationTask, study: str | Path, checkpoint_dir: str | Path, curve_stride: int | None,

@@ -207,3 +207,78 @@ def test_a_resumed_sweep_goes_on_with_the_turn_it_stopped_in(tmp_path, monkeypat
     trained.clear()
     run_sweep(sweep, root=tmp_path, threads=1, progress=False)
     assert trained == [t.name for t in order[3:]]
+
+
+def test_a_grown_sweep_adopts_a_pilots_runs_and_trains_only_the_rest(tmp_path, capsys, monkeypatch):
+    """A pilot (one shift) grown into a study of two shifts: ``--adopt`` copies the pilot's populations unchanged
+    (same runs, same names), records where they came from, trains nothing; the grown sweep then trains only the
+    new shift. A sweep whose runs differ adopts nothing, and bad sources are refused with one clear message."""
+    import hashlib
+
+    import plasticity_lab.sweep as sweep_module
+    from plasticity_lab.sweep import adopt_populations, run_sweep
+
+    text = ('preset = "smoke"\nconditions = ["warm_start", "l2"]\nseeds = "0-1"\nmax_members = 1\n'
+            '[overrides]\nrounds = 2\nepochs_per_round = 2\ntest_episodes = 11\n')
+    pilot_file, grown_file = tmp_path / "pilot.toml", tmp_path / "grown.toml"
+    pilot_file.write_text('study = "pilot"\nshifts = ["permute"]\n' + text)
+    grown_file.write_text('study = "grown"\nshifts = ["permute", "window"]\n' + text)
+    root = tmp_path / "data"
+    run_sweep(Sweep.from_file(pilot_file), root=root, threads=1, progress=False)
+    pilot = root / "pilot" / "populations"
+
+    def digest(folder):
+        return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted(folder.rglob("*")) if p.is_file()}
+
+    names = sorted(p.name for p in pilot.iterdir())
+    assert len(names) == 4  # 2 conditions × 2 seeds, one run each
+    trained = []
+    monkeypatch.setattr(sweep_module, "train_population", lambda task, **kw: trained.append(task.name))
+    assert main(["sweep", str(grown_file), "--root", str(root), "--adopt", str(root / "pilot")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"adopted 4 population(s) from {root / 'pilot'}")
+    assert out.splitlines()[-1].startswith("grown: 4 of 8 populations stored (4 of 8 runs); 4 left")
+    assert trained == []
+    grown = root / "grown"
+    assert digest(grown / "populations") == digest(pilot)  # copied byte for byte, nothing else
+    assert not [p for p in grown.iterdir() if p.name.startswith(".")]  # no staging folder left
+    manifest = json.loads((grown / "manifest.json").read_text())
+    assert sorted(manifest["populations"]) == names
+    assert {e["adopted_from"] for e in manifest["populations"].values()} == {"pilot"}
+    pilot_manifest = json.loads((root / "pilot" / "manifest.json").read_text())
+    assert sum(e["wall_time_s"] for e in manifest["populations"].values()) == pytest.approx(
+        pilot_manifest["wall_time_s"], abs=1e-3)
+    # adopting again copies nothing and changes nothing
+    before = sorted((p, p.stat().st_mtime_ns) for p in grown.rglob("*"))
+    assert adopt_populations(Sweep.from_file(grown_file), root / "pilot", root=root) == []
+    assert sorted((p, p.stat().st_mtime_ns) for p in grown.rglob("*")) == before
+    # the grown sweep trains only the window runs, and its permute runs are the pilot's
+    monkeypatch.undo()
+    trained_names = []
+    real = sweep_module.train_population
+
+    def recording(task, **kw):
+        trained_names.append(task.name)
+        return real(task, **kw)
+
+    monkeypatch.setattr(sweep_module, "train_population", recording)
+    results = run_sweep(Sweep.from_file(grown_file), root=root, threads=1, progress=False)
+    assert len(trained_names) == 4 and not set(trained_names) & set(names)
+    runs = results.runs()
+    assert sorted(runs["shift"].unique()) == ["permute", "window"] and len(runs) == 8
+    pilot_runs = load_results(root / "pilot").runs().sort_values(["condition", "seed"]).reset_index(drop=True)
+    permute = runs[runs["shift"] == "permute"].sort_values(["condition", "seed"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(permute[pilot_runs.columns], pilot_runs)
+    # another scale forms other runs: nothing to adopt
+    other = tmp_path / "other.toml"
+    other.write_text(grown_file.read_text().replace('study = "grown"', 'study = "other"')
+                     .replace("epochs_per_round = 2", "epochs_per_round = 3"))
+    assert adopt_populations(Sweep.from_file(other), root / "pilot", root=root) == []
+    assert not (root / "other").exists()
+    # bad sources: one clear message each, nothing written
+    assert main(["sweep", str(other), "--root", str(root), "--adopt", str(tmp_path / "nowhere")]) == 2
+    assert f"{tmp_path / 'nowhere'} is not a stored study (it has no manifest.json)" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="is the sweep's own study"):
+        adopt_populations(Sweep.from_file(grown_file), grown, root=root)
+    assert not (root / "other").exists()

@@ -81,6 +81,18 @@ def test_populations_train_in_turns_across_conditions_so_a_stopped_study_holds_e
     order = [t.configs[0].label for t in training_order(grid.populations())]
     assert order == ["warm_start", "soft_shrink_perturb[perturb=1e-06]", "soft_shrink_perturb[perturb=1e-05]"] * 2
     assert sorted(t.name for t in training_order(grid.populations())) == sorted(t.name for t in grid.populations())
+    # one run per population under several shifts: seed 0 of every condition and shift first, then seed 1
+    shifted = Sweep.from_dict({"study": "s", "conditions": ["warm_start", "reset_all"], "shifts": ["permute", "window"],
+                               "seeds": "0-1", "max_members": 1})
+    assert [(t.configs[0].seed, t.configs[0].shift, t.configs[0].condition)
+            for t in training_order(shifted.populations())] == [
+        (0, "permute", "warm_start"), (0, "window", "warm_start"), (0, "permute", "reset_all"),
+        (0, "window", "reset_all"), (1, "permute", "warm_start"), (1, "window", "warm_start"),
+        (1, "permute", "reset_all"), (1, "window", "reset_all")]
+    # populations that hold every shift (the gridworld's 15 members) keep one turn per condition
+    whole = Sweep.from_dict({"study": "s", "conditions": ["warm_start", "reset_all"], "seeds": "0-4",
+                             "max_members": 15})
+    assert [t.configs[0].condition for t in training_order(whole.populations())] == ["warm_start", "reset_all"]
 
 
 def test_toml_and_yaml_files_give_the_same_sweep(tmp_path):
