@@ -291,7 +291,7 @@ PLAN_STATES = ("stored", "checkpoint", "to train")
 def sweep_plan(sweep: Sweep, root: str | Path = "data", out: str | Path | None = None,
                checkpoint_dir: str | Path | None = None):
     """What is left of ``sweep``, without training or writing anything: a table of its populations in the order
-    they train (:func:`training_order`) — ``population``, ``conditions`` (their labels), ``runs``,
+    they train (:func:`training_order`) — ``population``, ``conditions`` (their labels), ``shifts``, ``runs``,
     ``agent_epochs`` and ``state``, one of :data:`PLAN_STATES` (``"checkpoint"``: interrupted, it continues from
     its checkpoint). The folders are those of :func:`run_sweep`; a study made by another sweep is refused as there.
 
@@ -309,8 +309,9 @@ def sweep_plan(sweep: Sweep, root: str | Path = "data", out: str | Path | None =
         else:
             state = "to train"
         rows.append({"population": task.name, "conditions": ", ".join(task.labels),
+                     "shifts": ", ".join(dict.fromkeys(c.shift for c in task.configs)),
                      "runs": len(task.configs), "agent_epochs": task.agent_epochs, "state": state})
-    return pd.DataFrame(rows, columns=["population", "conditions", "runs", "agent_epochs", "state"])
+    return pd.DataFrame(rows, columns=["population", "conditions", "shifts", "runs", "agent_epochs", "state"])
 
 
 def adopt_populations(sweep: Sweep, source: str | Path, root: str | Path = "data",

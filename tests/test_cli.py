@@ -168,6 +168,7 @@ def test_sweep_plan_lists_what_is_stored_and_what_is_left_and_writes_nothing(tmp
     assert list(plan["population"]) == [t.name for t in order]
     assert list(plan["state"]) == ["stored", "to train", "checkpoint", "to train"]
     assert list(plan["conditions"]) == ["warm_start", "l2", "warm_start", "l2"]
+    assert list(plan["shifts"]) == ["permute"] * 4
     assert list(plan["agent_epochs"]) == [4] * 4  # 1 run × 2 rounds × 2 epochs
     assert main(["sweep", str(file), "--root", str(tmp_path / "data"), "--plan"]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == (

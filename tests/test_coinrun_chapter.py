@@ -31,7 +31,7 @@ RENAMED = {"l2": "soft_shrink_perturb+layernorm"}  # the fixture's third conditi
 
 @pytest.fixture(scope="module")
 def study_dir(tmp_path_factory) -> Path:
-    """A folder of studies: a synthetic ``coinrun-pilot`` (3 shifts × 3 conditions × 3 seeds, 10 rounds of 20
+    """A folder of studies: a synthetic ``coinrun-shifts`` (3 shifts × 3 conditions × 3 seeds, 10 rounds of 20
     epochs, every epoch kept) and the repository's ``gridworld-book`` beside it, which the section compares it
     with."""
     from rollouts import store_synthetic_study
@@ -39,7 +39,7 @@ def study_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("studies")
     epochs = maker.synthetic_epochs().assign(env="coinrun")
     epochs["condition"] = epochs["condition"].replace(RENAMED)
-    store_synthetic_study(root / "coinrun-pilot", epochs, {
+    store_synthetic_study(root / "coinrun-shifts", epochs, {
         "envs": ["coinrun"], "conditions": [RENAMED.get(c, c) for c in maker.CONDITIONS],
         "shifts": list(maker.SHIFTS), "seeds": list(maker.SEEDS),
         "overrides": {"rounds": maker.ROUNDS, "epochs_per_round": maker.EPOCHS_PER_ROUND,
@@ -128,28 +128,55 @@ def test_the_stored_study_section_reads_a_coinrun_study(study_dir, monkeypatch):
 
     if (study_dir / "gridworld-book").exists():  # the two environments side by side
         table = next(item for item in shown if isinstance(item, pd.DataFrame) and "gridworld-book" in item.columns)
-        assert list(table.columns) == ["coinrun-pilot", "gridworld-book"]
+        assert list(table.columns) == ["coinrun-shifts", "gridworld-book"]
         coinrun_runs = runs[runs["condition"] == "warm_start"]
         pooled = pd.concat([coinrun_runs["normalised_train_return"], coinrun_runs["normalised_test_return"]])
-        assert table.loc["warm_start", "coinrun-pilot"] == pytest.approx(round(pooled.mean(), 3), abs=1e-12)
+        assert table.loc["warm_start", "coinrun-shifts"] == pytest.approx(round(pooled.mean(), 3), abs=1e-12)
 
 
 def test_without_a_study_the_section_says_so_and_shows_nothing(tmp_path, monkeypatch):
     namespace, shown = _run_section(tmp_path, monkeypatch)
     assert not namespace["section"].available
-    assert len(shown) == 1 and "coinrun-pilot" in str(shown[0]) and "sweeps/coinrun-pilot.toml" in shown[0].aside
+    assert len(shown) == 1 and "coinrun-shifts" in str(shown[0]) and "sweeps/coinrun-shifts.toml" in shown[0].aside
 
 
 def test_the_report_reads_a_coinrun_study(study_dir, capsys):
-    """``plasticity-lab report data/coinrun-pilot``, which the chapter points to, on the same study."""
+    """``plasticity-lab report data/coinrun-shifts``, which the chapter points to, on the same study."""
     import warnings
 
     from plasticity_lab.cli import main
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # statsmodels' power solver warns where no sample size reaches 80 %
-        assert main(["report", str(study_dir / "coinrun-pilot")]) == 0
+        assert main(["report", str(study_dir / "coinrun-shifts")]) == 0
     out = capsys.readouterr().out
     assert "27 runs; conditions: reset_all, soft_shrink_perturb+layernorm, warm_start" in out
     assert "The paper's conclusions (PROTOCOL §7) against this study (coinrun, at=mean)" in out
     assert "[not testable] Plasticity injection can be worse than doing nothing." in out
+
+
+def test_a_study_with_one_shift_so_far_is_compared_with_the_gridworld_under_that_shift(tmp_path, monkeypatch):
+    """While the CoinRun study holds only its *permute* runs (the pilot's), the section shows that shift alone, and
+    the gridworld's column beside it averages the gridworld's *permute* runs only, not all three shifts."""
+    from rollouts import store_synthetic_study
+
+    grid = ROOT / "data" / "gridworld-book"
+    if not (grid / "manifest.json").exists():
+        pytest.skip("the repository's gridworld-book study is not here")
+    epochs = maker.synthetic_epochs().assign(env="coinrun")
+    epochs = epochs[epochs["shift"] == "permute"].reset_index(drop=True)
+    epochs["condition"] = epochs["condition"].replace(RENAMED)
+    store_synthetic_study(tmp_path / "coinrun-shifts", epochs, {
+        "envs": ["coinrun"], "conditions": [RENAMED.get(c, c) for c in maker.CONDITIONS], "shifts": ["permute"],
+        "seeds": list(maker.SEEDS), "overrides": {"rounds": maker.ROUNDS, "epochs_per_round": maker.EPOCHS_PER_ROUND,
+                                                  "test_interval": maker.TEST_INTERVAL}}, keep_epochs=True)
+    (tmp_path / "gridworld-book").symlink_to(grid)
+    _, shown = _run_section(tmp_path, monkeypatch)
+    figures = [item for item in shown if isinstance(item, go.Figure)]
+    assert [f.layout.title.text.rsplit("shift ", 1)[1] for f in figures] == ["permute"]
+    table = next(item for item in shown if isinstance(item, pd.DataFrame) and "gridworld-book" in item.columns)
+    grid_runs = pd.read_parquet(next((grid / "populations").glob("gridworld-warm_start-*/runs_mean.parquet")))
+    grid_runs = grid_runs[grid_runs["shift"] == "permute"]
+    assert len(grid_runs) == 5  # the gridworld study's 5 seeds under permute
+    pooled = pd.concat([grid_runs["normalised_train_return"], grid_runs["normalised_test_return"]])
+    assert table.loc["warm_start", "gridworld-book"] == pytest.approx(round(pooled.mean(), 3), abs=1e-12)

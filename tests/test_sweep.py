@@ -416,6 +416,7 @@ STORED_SWEEPS = {
     "gridworld-permute-warm-vs-reset": "gridworld-permute-warm-vs-reset",
     "montezuma-pilot": "montezuma-pilot",
     "coinrun-pilot": "coinrun-pilot",
+    "coinrun-shifts": "coinrun-shifts",
     "montezuma-book": "montezuma-book",
     **{f"gridworld-preset-search-{e}": f"gridworld-preset-search/epochs-{e}"
        for e in ("150", "200", "500", "1000", "300-seeds-5-9")},
