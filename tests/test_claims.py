@@ -123,3 +123,34 @@ def test_compare_claims_puts_each_studys_verdicts_side_by_side():
     assert table.loc["soft S+P + LayerNorm is best"].to_dict() == {"long rounds": AGREES, "short rounds": AGREES}
     with pytest.raises(ValueError, match="at least one study"):
         compare_claims({})
+
+
+def test_pairs_without_a_t_test_are_left_out_and_a_claim_with_none_is_not_testable():
+    """A study trained in sittings: one seed of a condition gives no t-test. A claim none of whose pairs has one
+    cannot be judged (not "disagrees"); pairs without one are left out of the rule and named."""
+    one_seed = np.array([0.0])
+    # every condition with one seed: nothing can be tested, whatever the means say
+    spec = {c: (mean, mean, one_seed) for c, mean in
+            (("reset_all", 0.0), ("warm_start", -0.5), ("reset_final", -0.8), ("crelu", -0.2),
+             ("layernorm", -0.2), ("l2", -0.1), ("soft_shrink_perturb+layernorm", -0.3))}
+    verdicts, table = _verdicts(_runs(spec))
+    assert verdicts == {claim: NOT_TESTABLE for claim in verdicts}
+    evidence = dict(zip(table["claim"], table["evidence"]))
+    assert "No t-test in expand/train, expand/test, permute/train, permute/test, window/train, window/test (too " \
+           "few seeds)." in evidence["warm-start loses plasticity"]
+    assert "l2: not testable (No t-test in" in evidence["regenerative methods help"]
+    assert "no t-test against it could be computed" in evidence["soft S+P + LayerNorm is best"]
+    # five seeds under permute, one under window and expand: the loss is judged on permute alone, and as one shift
+    # of three it is partial, with the shifts that could not be tested named
+    spec = {"reset_all": lambda shift: (0.0, 0.0, TIGHT if shift == "permute" else one_seed),
+            "warm_start": lambda shift: (-0.5, -0.5, TIGHT if shift == "permute" else one_seed)}
+    verdicts, table = _verdicts(_runs(spec))
+    assert verdicts["warm-start loses plasticity"] == PARTLY
+    assert "Significantly below in 1 of 1 shifts with a t-test (permute)." in table.loc[0, "evidence"]
+    assert "No t-test in expand/train, expand/test, window/train, window/test (too few seeds)." \
+        in table.loc[0, "evidence"]
+    # seeds that all read the same give no t-test either, and the evidence says why
+    flat = np.zeros(5)
+    verdicts, table = _verdicts(_runs({"reset_all": (0.0, 0.0, flat), "warm_start": (0.0, 0.0, flat)}))
+    assert verdicts["warm-start loses plasticity"] == NOT_TESTABLE
+    assert "(no spread between seeds)" in table.loc[0, "evidence"]

@@ -7,7 +7,10 @@ shrink+perturb, soft shrink+perturb) help consistently; soft shrink+perturb + La
 
 :func:`check_claims` turns each sentence into a rule over two-sample t-tests of normalised reward (one run = one
 seed's mean over rounds 2..R, PROTOCOL §6), per shift and split, and says whether the study **agrees**, agrees
-**partly**, **disagrees**, or cannot tell (**not testable**: a condition it needs is missing). The rules:
+****partly**, **disagrees**, or cannot tell (**not testable**: a condition it needs is missing, or none of its
+t-tests can be computed — fewer than two seeds on a side, or no spread between seeds). A shift × split pair
+without a t-test is left out of a rule and named in the evidence; a study trained in sittings holds such pairs
+until its seeds are in. The rules:
 
 * *loses plasticity*: warm-start below reset-all (the network that starts fresh every round), significantly, in
   at least one split of every shift. Some shifts only: partly.
@@ -73,44 +76,82 @@ def _pairs(table: pd.DataFrame) -> str:
     return "; ".join(f"{r.shift}/{r.split} {r.diff:+.3f} (p={r.p:.3g})" for r in table.itertuples())
 
 
+def _untested(table: pd.DataFrame) -> str:
+    """The evidence's note on the shift × split pairs that have no t-test (an empty string when every pair has
+    one): fewer than two seeds on a side, or seeds that all read the same."""
+    missing = table[table["p"].isna()]
+    if missing.empty:
+        return ""
+    few = (missing["n"] < 2) | (missing["n_baseline"] < 2)
+    reason = "too few seeds" if few.all() else "too few seeds or no spread between seeds" if few.any() \
+        else "no spread between seeds"
+    return f" No t-test in {_where(table, table['p'].isna())} ({reason})."
+
+
+def _none_tested(table: pd.DataFrame, what: str) -> Verdict | None:
+    """``not testable`` when none of ``table``'s pairs has a t-test (``what``: the difference it reports)."""
+    if table["p"].notna().any():
+        return None
+    return Verdict(NOT_TESTABLE, f"{what}: {_pairs(table)}.{_untested(table)}")
+
+
 def _loses_plasticity(runs, alpha):
     table = _against(runs, "warm_start", "reset_all")
-    worse = (table["diff"] < 0) & (table["p"] < alpha)
-    shifts = sorted(table["shift"].unique())
-    losing = sorted(table.loc[worse, "shift"].unique())
+    untestable = _none_tested(table, "warm-start − reset-all")
+    if untestable:
+        return untestable
+    tested = table[table["p"].notna()]
+    worse = (tested["diff"] < 0) & (tested["p"] < alpha)
+    shifts = sorted(tested["shift"].unique())
+    losing = sorted(tested.loc[worse, "shift"].unique())
     verdict = AGREES if losing == shifts else PARTLY if losing else DISAGREES
-    untested = sorted(set(ALL_SHIFTS) - set(shifts))
-    note = f" Not in the study: {', '.join(untested)}." if untested else ""
-    if untested and verdict == AGREES:  # "all three shifts", seen in fewer
+    absent = sorted(set(ALL_SHIFTS) - set(table["shift"]))
+    note = f" Not in the study: {', '.join(absent)}." if absent else ""
+    if len(shifts) < len(ALL_SHIFTS) and verdict == AGREES:  # "all three shifts", seen in fewer
         verdict = PARTLY
+    counted = "shifts" if len(tested) == len(table) else "shifts with a t-test"
     return Verdict(verdict, f"warm-start − reset-all: {_pairs(table)}. Significantly below in "
-                            f"{len(losing)} of {len(shifts)} shifts ({', '.join(losing) or 'none'}).{note}")
+                            f"{len(losing)} of {len(shifts)} {counted} ({', '.join(losing) or 'none'})."
+                            f"{note}{_untested(table)}")
 
 
 def _can_be_worse(condition: str):
     def test(runs, alpha):
         table = _against(runs, condition, "warm_start")
+        untestable = _none_tested(table, f"{condition} − warm-start")
+        if untestable:
+            return untestable
         below = table["diff"] < 0
         significant = below & (table["p"] < alpha)
         verdict = AGREES if significant.any() else PARTLY if below.any() else DISAGREES
         return Verdict(verdict, f"{condition} − warm-start: {_pairs(table)}. Below in {_where(table, below)}; "
-                                f"significantly in {_where(table, significant)}.")
+                                f"significantly in {_where(table, significant)}.{_untested(table)}")
     return test
 
 
 def _helps_sometimes(condition: str):
     def test(runs, alpha):
         table = _against(runs, condition, "warm_start")
-        helped = (table["diff"] > 0) & (table["p"] < alpha)
-        verdict = AGREES if 0 < helped.sum() < len(table) else DISAGREES
+        untestable = _none_tested(table, f"{condition} − warm-start")
+        if untestable:
+            return untestable
+        tested = table[table["p"].notna()]
+        helped = (tested["diff"] > 0) & (tested["p"] < alpha)
+        verdict = AGREES if 0 < helped.sum() < len(tested) else DISAGREES
+        counted = "shift × split pairs" + ("" if len(tested) == len(table) else " with a t-test")
         return Verdict(verdict, f"{condition} − warm-start: {_pairs(table)}. Significantly above in "
-                                f"{int(helped.sum())} of {len(table)} shift × split pairs.")
+                                f"{int(helped.sum())} of {len(tested)} {counted}.{_untested(table)}")
     return test
 
 
 def _helps_train_not_test(condition: str):
     def test(runs, alpha):
         table = _against(runs, condition, "warm_start")
+        untestable = _none_tested(table, f"{condition} − warm-start")
+        if untestable:
+            return untestable
+        note = _untested(table)
+        table = table[table["p"].notna()]
         helped = (table["diff"] > 0) & (table["p"] < alpha)
         train, test_ = table["split"] == "train", table["split"] == "test"
         train_helped, test_helped = int((helped & train).sum()), int((helped & test_).sum())
@@ -120,15 +161,20 @@ def _helps_train_not_test(condition: str):
             else DISAGREES
         return Verdict(verdict, f"{condition} − warm-start: {_pairs(table)}. Significantly above in train in "
                                 f"{train_helped} of {int(train.sum())} shifts, in test in {test_helped} of "
-                                f"{int(test_.sum())}.")
+                                f"{int(test_.sum())}.{note}")
     return test
 
 
 def _helps_consistently(runs, alpha):
     present = [c for c in REGENERATIVE if c in set(runs["condition"])]
     verdicts, notes = [], []
-    for condition in present:
+    for condition in list(present):
         table = _against(runs, condition, "warm_start")
+        if table["p"].isna().all():  # no t-test for this method: it says nothing either way
+            present.remove(condition)
+            notes.append(f"{condition}: not testable ({_untested(table).strip()})")
+            continue
+        table = table[table["p"].notna()]
         above = table["diff"] > 0
         significant = above & (table["p"] < alpha)
         if above.all() and significant.sum() > len(table) / 2:
@@ -139,9 +185,11 @@ def _helps_consistently(runs, alpha):
             verdicts.append(DISAGREES)
         notes.append(f"{condition}: above warm-start in {int(above.sum())} of {len(table)}, significantly in "
                      f"{int(significant.sum())} ({verdicts[-1]})")
+    if not verdicts:
+        return Verdict(NOT_TESTABLE, "; ".join(notes) + ".")
     verdict = AGREES if all(v == AGREES for v in verdicts) else \
         DISAGREES if all(v == DISAGREES for v in verdicts) else PARTLY
-    absent = [c for c in REGENERATIVE if c not in present]
+    absent = [c for c in REGENERATIVE if c not in present and c not in set(runs["condition"])]
     if absent:  # a claim about four methods, tested on fewer, is at most partly confirmed
         verdict = PARTLY if verdict == AGREES else verdict
         notes.append(f"not in the study: {', '.join(absent)}")
@@ -152,15 +200,20 @@ def _best_overall(condition: str):
     def test(runs, alpha):
         means = condition_ranking(runs).set_index("condition")["mean"]
         rank = list(means.index).index(condition) + 1
-        beaten_by = []
+        beaten_by, tested = [], False
         for other in means.index:
             if other == condition:
                 continue
             table = _against(runs, other, condition)
+            tested = tested or table["p"].notna().any()
             if ((table["diff"] > 0) & (table["p"] < alpha)).any():
                 beaten_by.append(other)
         verdict = AGREES if rank == 1 else PARTLY if not beaten_by else DISAGREES
         top = ", ".join(f"{c} {m:+.3f}" for c, m in means.head(3).items())
+        if verdict == PARTLY and not tested:  # "no condition significantly above it" needs a t-test
+            return Verdict(NOT_TESTABLE, f"rank {rank} of {len(means)} by mean normalised reward over shifts and "
+                                         f"splits (top: {top}); no t-test against it could be computed (too few "
+                                         f"seeds or no spread between seeds).")
         return Verdict(verdict, f"rank {rank} of {len(means)} by mean normalised reward over shifts and splits "
                                 f"(top: {top}); significantly beaten in some shift × split by "
                                 f"{', '.join(beaten_by) or 'no condition'}.")
