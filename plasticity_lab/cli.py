@@ -261,8 +261,14 @@ def _plan_text(sweep, args) -> str:
     total = (f"{sweep.study}: {len(stored)} of {len(plan)} populations stored ({stored['runs'].sum()} of "
              f"{plan['runs'].sum()} runs); {len(left)} left, {resumed} of them from a checkpoint: "
              f"{left['agent_epochs'].sum():,} of {plan['agent_epochs'].sum():,} agent-epochs left")
+    timed = stored.dropna(subset=["wall_time_h"])
+    if len(left) and len(timed):
+        # the pace of what is stored, on whatever machines trained it: a guide to the next sittings, not a promise
+        pace = timed["wall_time_h"].sum() / timed["agent_epochs"].sum()
+        total += (f"; at the stored populations' pace ({pace * 3600:.3g} s per agent-epoch), about "
+                  f"{pace * left['agent_epochs'].sum():.3g} h of one worker")
     with pd.option_context("display.max_rows", None, "display.width", 160, "display.max_colwidth", 60):
-        return f"{plan.to_string(index=False)}\n{total}"
+        return f"{plan.round({'wall_time_h': 2}).to_string(index=False, na_rep='')}\n{total}"
 
 
 def _report(args) -> int:

@@ -292,8 +292,9 @@ def sweep_plan(sweep: Sweep, root: str | Path = "data", out: str | Path | None =
                checkpoint_dir: str | Path | None = None):
     """What is left of ``sweep``, without training or writing anything: a table of its populations in the order
     they train (:func:`training_order`) — ``population``, ``conditions`` (their labels), ``shifts``, ``runs``,
-    ``agent_epochs`` and ``state``, one of :data:`PLAN_STATES` (``"checkpoint"``: interrupted, it continues from
-    its checkpoint). The folders are those of :func:`run_sweep`; a study made by another sweep is refused as there.
+    ``agent_epochs``, ``state``, one of :data:`PLAN_STATES` (``"checkpoint"``: interrupted, it continues from
+    its checkpoint), and ``wall_time_h``, the hours a stored population took as its manifest records them (NaN for
+    the others). The folders are those of :func:`run_sweep`; a study made by another sweep is refused as there.
 
     A study of many small populations trains over days, in several sittings: this is what tells, before the next
     one, how much is stored and how much is left."""
@@ -302,16 +303,21 @@ def sweep_plan(sweep: Sweep, root: str | Path = "data", out: str | Path | None =
     checkpoints = Path(checkpoint_dir) if checkpoint_dir is not None else study / "checkpoints"
     rows = []
     for task in training_order(sweep.populations()):
-        if population_complete(study / "populations" / task.name, task.configs):
+        folder = study / "populations" / task.name
+        wall = math.nan
+        if population_complete(folder, task.configs):
             state = "stored"
+            wall = read_manifest(folder / "manifest.json").get("wall_time_s", math.nan)
         elif (checkpoints / f"{task.name}.pt").exists():
             state = "checkpoint"
         else:
             state = "to train"
         rows.append({"population": task.name, "conditions": ", ".join(task.labels),
                      "shifts": ", ".join(dict.fromkeys(c.shift for c in task.configs)),
-                     "runs": len(task.configs), "agent_epochs": task.agent_epochs, "state": state})
-    return pd.DataFrame(rows, columns=["population", "conditions", "shifts", "runs", "agent_epochs", "state"])
+                     "runs": len(task.configs), "agent_epochs": task.agent_epochs, "state": state,
+                     "wall_time_h": wall / 3600})
+    return pd.DataFrame(rows, columns=["population", "conditions", "shifts", "runs", "agent_epochs", "state",
+                                       "wall_time_h"])
 
 
 def adopt_populations(sweep: Sweep, source: str | Path, root: str | Path = "data",

@@ -170,10 +170,14 @@ def test_sweep_plan_lists_what_is_stored_and_what_is_left_and_writes_nothing(tmp
     assert list(plan["conditions"]) == ["warm_start", "l2", "warm_start", "l2"]
     assert list(plan["shifts"]) == ["permute"] * 4
     assert list(plan["agent_epochs"]) == [4] * 4  # 1 run × 2 rounds × 2 epochs
+    wall = json.loads((study / "populations" / order[0].name / "manifest.json").read_text())["wall_time_s"]
+    assert plan["wall_time_h"].iloc[0] == pytest.approx(wall / 3600) and plan["wall_time_h"].iloc[1:].isna().all()
     assert main(["sweep", str(file), "--root", str(tmp_path / "data"), "--plan"]) == 0
+    # what is left at the stored population's pace: 12 agent-epochs at wall / 4 s each
     assert capsys.readouterr().out.splitlines()[-1] == (
         "plan: 1 of 4 populations stored (1 of 4 runs); 3 left, 1 of them from a checkpoint: 12 of 16 agent-epochs "
-        "left")
+        f"left; at the stored populations' pace ({wall / 4:.3g} s per agent-epoch), about {12 * wall / 4 / 3600:.3g} "
+        "h of one worker")
     assert sorted((p, p.stat().st_mtime_ns) for p in study.rglob("*")) == before
     # a study made by another sweep is refused, as a sweep refuses it
     other = tmp_path / "other.toml"
