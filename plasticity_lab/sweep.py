@@ -30,8 +30,8 @@ own) are cut into populations together, and every run draws from its own random 
 (``randomness = "member"``), so each run's table is what it would be alone (:class:`~plasticity_lab.conditions.
 MemberGroups`): fewer, larger populations, which is what a GPU needs. Re-running a sweep skips the
 populations already stored and continues an interrupted one from its checkpoint, so the study ends identical to an
-uninterrupted one. Populations train in turns across conditions (:func:`training_order`), so a study stopped
-part-way holds some seeds of every condition. Populations run in local processes (:func:`run_sweep` with
+uninterrupted one. Populations train in turns across conditions and shifts (:func:`training_order`), so a study
+stopped part-way holds some seeds of every condition under every shift. Populations run in local processes (:func:`run_sweep` with
 ``workers``) or on a Ray cluster (``backend="ray"``).
 
 A study accepts only the sweep that made it. Its name, preset and overrides may be restated (the folder renamed, a
