@@ -132,6 +132,16 @@ def test_the_stored_study_section_reads_a_coinrun_study(study_dir, monkeypatch):
         coinrun_runs = runs[runs["condition"] == "warm_start"]
         pooled = pd.concat([coinrun_runs["normalised_train_return"], coinrun_runs["normalised_test_return"]])
         assert table.loc["warm_start", "coinrun-shifts"] == pytest.approx(round(pooled.mean(), 3), abs=1e-12)
+        # the paper's two conclusions these conditions can test, checked in each study on the runs of the table
+        verdicts = next(item for item in shown if isinstance(item, pd.DataFrame) and item.index.name == "claim")
+        assert list(verdicts.index) == ["warm-start loses plasticity", "soft S+P + LayerNorm is best"]
+        assert list(verdicts.columns) == ["coinrun-shifts", "gridworld-book"]
+        from plasticity_lab.stats import check_claims
+        grid_runs = namespace["grid"].runs("mean")
+        grid_runs = grid_runs[grid_runs["condition"].isin(["reset_all", "warm_start", "soft_shrink_perturb+layernorm"])]
+        for name, study_runs in (("coinrun-shifts", runs), ("gridworld-book", grid_runs)):
+            expected = check_claims(study_runs).set_index("claim")["verdict"]
+            assert verdicts[name].to_dict() == expected[verdicts.index].to_dict()
 
 
 def test_without_a_study_the_section_says_so_and_shows_nothing(tmp_path, monkeypatch):
