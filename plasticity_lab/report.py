@@ -289,7 +289,8 @@ MONTEZUMA_FINAL = ("intrinsic_reward", "dead_units", "weight_magnitude", "weight
 
 def montezuma_tests(per_run: pd.DataFrame, column: str, baseline: str = "warm_start") -> pd.DataFrame:
     """Two-sample t-tests (pooled variance, as the paper's) of ``column`` of each condition's runs against
-    ``baseline``'s: ``condition, n, mean, baseline_mean, t, p`` (NaN where both samples have no spread)."""
+    ``baseline``'s: ``condition, n, mean, baseline_mean, t, p`` (positive ``t``: the condition's mean above the
+    baseline's; NaN where a side has fewer than two runs or both have no spread)."""
     from scipy import stats as scipy_stats
 
     present = sorted(per_run["condition"].unique())
