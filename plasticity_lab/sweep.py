@@ -252,6 +252,11 @@ class PopulationTask:
         """The condition labels of its runs (coefficient values included), in the order they first appear."""
         return list(dict.fromkeys(c.label for c in self.configs))
 
+    @property
+    def shifts(self) -> list[str]:
+        """The shifts of its runs, in the order they first appear."""
+        return list(dict.fromkeys(c.shift for c in self.configs))
+
     def manifest_entry(self, wall_time_s: float) -> dict:
         """What the study's manifest says of it once stored (``conditions`` where it mixes several)."""
         return {"members": len(self.configs), "condition": self.configs[0].condition,
@@ -278,8 +283,7 @@ def training_order(tasks: Sequence[PopulationTask]) -> list[PopulationTask]:
     population computes does not depend on when it trains."""
     queues: dict[tuple, list[PopulationTask]] = {}
     for task in tasks:
-        shifts = tuple(dict.fromkeys(c.shift for c in task.configs))
-        queues.setdefault((task.configs[0].env, tuple(task.labels), shifts), []).append(task)
+        queues.setdefault((task.configs[0].env, tuple(task.labels), tuple(task.shifts)), []).append(task)
     rounds = itertools.zip_longest(*queues.values())
     return [task for turn in rounds for task in turn if task is not None]
 
@@ -313,7 +317,7 @@ def sweep_plan(sweep: Sweep, root: str | Path = "data", out: str | Path | None =
         else:
             state = "to train"
         rows.append({"population": task.name, "conditions": ", ".join(task.labels),
-                     "shifts": ", ".join(dict.fromkeys(c.shift for c in task.configs)),
+                     "shifts": ", ".join(task.shifts),
                      "runs": len(task.configs), "agent_epochs": task.agent_epochs, "state": state,
                      "wall_time_h": wall / 3600})
     return pd.DataFrame(rows, columns=["population", "conditions", "shifts", "runs", "agent_epochs", "state",

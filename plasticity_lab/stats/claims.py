@@ -7,7 +7,7 @@ shrink+perturb, soft shrink+perturb) help consistently; soft shrink+perturb + La
 
 :func:`check_claims` turns each sentence into a rule over two-sample t-tests of normalised reward (one run = one
 seed's mean over rounds 2..R, PROTOCOL §6), per shift and split, and says whether the study **agrees**, agrees
-****partly**, **disagrees**, or cannot tell (**not testable**: a condition it needs is missing, or none of its
+**partly**, **disagrees**, or cannot tell (**not testable**: a condition it needs is missing, or none of its
 t-tests can be computed — fewer than two seeds on a side, or no spread between seeds). A shift × split pair
 without a t-test is left out of a rule and named in the evidence; a study trained in sittings holds such pairs
 until its seeds are in. The rules:
@@ -166,12 +166,11 @@ def _helps_train_not_test(condition: str):
 
 
 def _helps_consistently(runs, alpha):
-    present = [c for c in REGENERATIVE if c in set(runs["condition"])]
+    held = set(runs["condition"])
     verdicts, notes = [], []
-    for condition in list(present):
+    for condition in [c for c in REGENERATIVE if c in held]:
         table = _against(runs, condition, "warm_start")
         if table["p"].isna().all():  # no t-test for this method: it says nothing either way
-            present.remove(condition)
             notes.append(f"{condition}: not testable ({_untested(table).strip()})")
             continue
         table = table[table["p"].notna()]
@@ -189,7 +188,7 @@ def _helps_consistently(runs, alpha):
         return Verdict(NOT_TESTABLE, "; ".join(notes) + ".")
     verdict = AGREES if all(v == AGREES for v in verdicts) else \
         DISAGREES if all(v == DISAGREES for v in verdicts) else PARTLY
-    absent = [c for c in REGENERATIVE if c not in present and c not in set(runs["condition"])]
+    absent = [c for c in REGENERATIVE if c not in held]
     if absent:  # a claim about four methods, tested on fewer, is at most partly confirmed
         verdict = PARTLY if verdict == AGREES else verdict
         notes.append(f"not in the study: {', '.join(absent)}")
